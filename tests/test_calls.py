@@ -1,0 +1,104 @@
+"""Parsing assistant turns: the three action forms, and robustness on arbitrary input."""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from toolgym.calls import MalformedCall, ToolCall, format_hermes, parse_action
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=10,
+)
+names = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True)
+
+
+def test_hermes_blocks_several_per_turn():
+    text = (
+        'Let me check.\n<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n'
+        '<tool_call>{"name": "b", "arguments": "{\\"y\\": \\"z\\"}"}</tool_call>'
+    )
+    turn = parse_action(text)
+    assert [(c.name, c.arguments) for c in turn.calls] == [("a", {"x": 1}), ("b", {"y": "z"})]
+    assert turn.content == "Let me check."
+    assert not turn.malformed
+
+
+def test_end_of_turn_tokens_are_stripped():
+    turn = parse_action('<tool_call>{"name": "a", "arguments": {}}</tool_call><|im_end|>')
+    assert turn.calls == [ToolCall("a", {}, "call_0")]
+
+
+def test_malformed_block_is_reported_with_reason_and_keeps_text_as_content():
+    turn = parse_action('<tool_call>{"name": "a", "arguments": {"x": </tool_call>')
+    assert not turn.calls
+    assert len(turn.malformed) == 1 and "not valid JSON" in turn.malformed[0].reason
+    assert "<tool_call>" in turn.content
+
+
+def test_missing_name_and_non_object_arguments_are_malformed():
+    t1 = parse_action('<tool_call>{"arguments": {}}</tool_call>')
+    t2 = parse_action('<tool_call>{"name": "a", "arguments": [1]}</tool_call>')
+    assert "no 'name'" in t1.malformed[0].reason
+    assert "must be a JSON object" in t2.malformed[0].reason
+
+
+def test_openai_message_dict_with_string_or_dict_arguments():
+    msg = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "a", "arguments": '{"x": 1}'}},
+            {"id": "c2", "type": "function", "function": {"name": "b", "arguments": {"y": 2}}},
+            {"id": "c3", "type": "function", "function": {"name": "c", "arguments": "{bad"}},
+        ],
+    }
+    turn = parse_action(msg)
+    assert [(c.id, c.name, c.arguments) for c in turn.calls] == [("c1", "a", {"x": 1}), ("c2", "b", {"y": 2})]
+    assert turn.malformed[0].id == "c3"
+
+
+def test_openai_message_without_calls_is_text():
+    turn = parse_action({"role": "assistant", "content": "The answer is 4."})
+    assert turn.content == "The answer is 4." and not turn.calls
+
+
+def test_python_call_syntax():
+    turn = parse_action('search_flights(origin="SFO", destination="JFK", date="2026-03-04")\nget_fare(flight_id="FL1")')
+    assert [c.name for c in turn.calls] == ["search_flights", "get_fare"]
+    assert turn.calls[0].arguments == {"origin": "SFO", "destination": "JFK", "date": "2026-03-04"}
+    assert parse_action("[a(x=1), b(y=[1, 2])]").calls[1].arguments == {"y": [1, 2]}
+
+
+def test_python_syntax_that_is_an_answer_stays_an_answer():
+    for text in ["Paris (France)", "Sol", "It is 31 degrees.", "f(1) + 2", "x = f(a=1)"]:
+        turn = parse_action(text)
+        assert not turn.calls and not turn.malformed, text
+        assert turn.content == text
+
+
+def test_python_positional_args_to_a_known_tool_are_malformed_feedback():
+    turn = parse_action('get_fare("FL1")', frozenset({"get_fare"}))
+    assert not turn.calls and isinstance(turn.malformed[0], MalformedCall)
+    assert "keyword" in turn.malformed[0].reason
+
+
+@given(names, st.dictionaries(names, json_values, max_size=4))
+def test_format_hermes_round_trips(name, args):
+    turn = parse_action(format_hermes([(name, args)]))
+    assert [(c.name, c.arguments) for c in turn.calls] == [(name, json.loads(json.dumps(args)))]
+
+
+@given(st.one_of(st.text(), st.dictionaries(st.text(max_size=10), json_values), json_values, st.binary()))
+def test_parse_action_never_raises(action):
+    turn = parse_action(action)
+    assert isinstance(turn.content, str)
+    for c in turn.calls:
+        assert isinstance(c.name, str) and isinstance(c.arguments, dict)
+
+
+@given(st.text(alphabet=st.sampled_from(list('<tool_call>/{}":,name arguments[]()=')), max_size=80))
+def test_tag_soup_never_raises(text):
+    parse_action(text)

@@ -1,0 +1,265 @@
+"""The env contract: registration, observations, the three action forms, feedback for every mistake."""
+
+import copy
+import json
+import pickle
+import subprocess
+import sys
+
+import gymnasium as gym
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import toolgym
+from toolgym import Scenario, StateCheck, StaticSource, SubTask, ToolEnv
+from toolgym.env import COMPONENT_KEYS
+from toolgym.scenario import tool_schema
+
+SOURCE = """
+def get_weather(city: str, unit: str = 'celsius'):
+    t = {'oslo': -3, 'cairo': 31, 'lima': 19}
+    if city.lower() not in t:
+        return {'error': 'unknown city ' + city}
+    return {'city': city, 'temperature': t[city.lower()], 'unit': unit}
+
+def get_country(city: str):
+    return {'oslo': 'Norway', 'cairo': 'Egypt', 'lima': 'Peru'}.get(city.lower(), 'Error: city not found')
+
+def get_currency(country: str):
+    d = {'norway': 'Norwegian krone', 'egypt': 'Egyptian pound', 'peru': 'Sol'}
+    if country.lower() not in d:
+        raise ValueError('no currency for ' + country)
+    return d[country.lower()]
+
+def spin(n: int):
+    while True:
+        n += 1
+
+def book(city: str):
+    code = 'BK' + str(state['next'])
+    state['next'] += 1
+    state['bookings'][code] = city
+    return {'booking': code}
+"""
+TOOLS = [
+    tool_schema("get_weather", "weather", {"city": {"type": "string"}, "unit": {"type": "string"}}, ["city"]),
+    tool_schema("get_country", "country of a city", {"city": {"type": "string"}}, ["city"]),
+    tool_schema("get_currency", "currency", {"country": {"type": "string"}}, ["country"]),
+    tool_schema("spin", "never returns", {"n": {"type": "integer"}}, ["n"]),
+    tool_schema("book", "book a trip", {"city": {"type": "string"}}, ["city"]),
+]
+
+
+def multi_hop_scenario() -> Scenario:
+    return Scenario(
+        id="lima-currency",
+        kind="multi_hop",
+        messages=[{"role": "user", "content": "What currency is used in the country where Lima is?"}],
+        tools=TOOLS,
+        source=dict.fromkeys([t["function"]["name"] for t in TOOLS], SOURCE),
+        state={"next": 7, "bookings": {}},
+        subtasks=[
+            SubTask("s1", "get_country", {"city": "Lima"}, ["Peru"]),
+            SubTask("s2", "get_currency", {"country": "Peru"}, ["Sol"], depends_on=["s1"]),
+        ],
+        answer="Sol",
+    )
+
+
+def write_scenario() -> Scenario:
+    sc = multi_hop_scenario()
+    sc.id, sc.kind = "book-oslo", "single_hop"
+    sc.subtasks = [
+        SubTask("s1", "book", {"city": "Oslo"}, ["BK7"], state_checks=[StateCheck(["bookings", "BK7"], "Oslo")])
+    ]
+    sc.answer = "BK7"
+    return sc
+
+
+@pytest.fixture
+def env():
+    e = ToolEnv(StaticSource("test", [multi_hop_scenario()]), max_turns=5, tool_step_budget=10_000)
+    e.reset(seed=0)
+    return e
+
+
+def call(name, **args):
+    return f'<tool_call>{{"name": "{name}", "arguments": {json.dumps(args)}}}</tool_call>'
+
+
+def test_reset_observation_is_chat_plus_function_schemas(env):
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    assert obs["messages"][0]["role"] == "system" and obs["messages"][1]["role"] == "user"
+    assert obs["tools"] == TOOLS
+    assert info["unsolved_set"] == {"get_country": ["Peru"], "get_currency": ["Sol"]}
+
+
+def test_multi_hop_episode_with_three_action_forms(env):
+    _, r1, term, trunc, info = env.step(call("get_country", city="Lima"))
+    assert (r1, term, trunc) == (1.0, False, False)
+    assert info["reward_components"]["n_solved_now"] == 1
+    msg = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "x", "type": "function", "function": {"name": "get_currency", "arguments": {"country": "Peru"}}}
+        ],
+    }
+    obs, r2, *_ = env.step(msg)
+    assert r2 == 1.0
+    assert obs["messages"][-1] == {"role": "tool", "tool_call_id": "x", "name": "get_currency", "content": "Sol"}
+    _, r3, term, _, info = env.step("The currency is the Sol.")
+    assert term and r3 == 1.0
+    assert info["episode"]["solve_f1"] == 1.0 and info["reward_components"]["answer_correct"] == 1.0
+
+
+def test_python_call_string_action(env):
+    _, r, _, _, info = env.step('get_country(city="Lima")')
+    assert r == 1.0 and info["feedback"] == ["Peru"]
+
+
+def test_each_mistake_has_its_own_feedback_and_component(env):
+    cases = {
+        "n_unknown_tool": (call("get_weathr", city="Oslo"), "unknown tool"),
+        "n_missing_args": (call("get_weather"), "missing args"),
+        "n_extra_args": (call("get_country", city="Oslo", planet="Earth"), "extra args"),
+        "n_wrong_types": (call("get_weather", city=5), "wrong types"),
+        "n_tool_errors": (call("get_currency", country="Atlantis"), "ValueError"),
+        "n_timeouts": (call("spin", n=1), "timed out"),
+        "n_bad_json": ('<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>', "not valid JSON"),
+    }
+    texts = set()
+    for key, (action, needle) in cases.items():
+        env.reset(seed=0)
+        _, reward, terminated, _, info = env.step(action)
+        comp = info["reward_components"]
+        assert comp[key] == 1, (key, comp)
+        assert not terminated, key
+        assert needle in info["feedback"][0], (key, info["feedback"])
+        assert sum(comp[k] for k in cases) == 1, (key, comp)
+        texts.add(info["feedback"][0])
+        assert reward == (-0.3 if key == "n_bad_json" else 0.0)
+        _, r_ok, *_ = env.step(call("get_country", city="Lima"))  # the env keeps working
+        assert r_ok == 1.0
+    assert len(texts) == len(cases)
+
+
+def test_empty_and_malformed_final_answers():
+    e = ToolEnv(StaticSource("t", [multi_hop_scenario()]))
+    e.reset(seed=0)
+    assert e.step("")[1] == -0.5
+    e.reset(seed=0)
+    assert e.step("done </tool_call>")[1] == -0.3
+
+
+def test_max_turns_truncates(env):
+    for _ in range(5):
+        _, _, term, trunc, info = env.step(call("get_weather", city="Oslo"))
+    assert not term and trunc and "episode" in info
+
+
+def test_write_subtask_is_checked_on_world_state():
+    e = ToolEnv(StaticSource("t", [write_scenario()]))
+    e.reset(seed=0)
+    _, r, _, _, info = e.step(call("book", city="Oslo"))
+    assert r == 1.0 and info["reward_components"]["state_ok"] == 1.0
+    assert e.state["bookings"] == {"BK7": "Oslo"}
+    e.reset(seed=0)
+    assert e.state["bookings"] == {}, "each episode starts from a fresh world"
+    _, r, _, _, info = e.step(call("book", city="Lima"))  # output holds BK7 but the booking is wrong
+    assert r == 0.0 and info["reward_components"]["state_ok"] == 0.0
+
+
+def test_prefix_restore_continues_from_a_visited_turn(env):
+    obs, info = env.reset(seed=0, options={"prefix": [call("get_country", city="Lima")]})
+    assert info["unsolved_set"] == {"get_currency": ["Sol"]}
+    assert obs["messages"][-1]["content"] == "Peru"
+    assert env.gold_plan() == [[{"name": "get_currency", "arguments": {"country": "Peru"}}]]
+
+
+def test_reward_variants_and_user_callable():
+    sc = multi_hop_scenario()
+    e = ToolEnv(StaticSource("t", [sc]), reward=lambda comp, env: 10 * comp["n_solved_now"] - comp["n_calls"])
+    e.reset(seed=0)
+    assert e.step(call("get_country", city="Lima") + call("get_weather", city="Oslo"))[1] == 8
+    e = ToolEnv(StaticSource("t", [sc]), reward="episode_f1")
+    e.reset(seed=0)
+    assert e.step(call("get_country", city="Lima"))[1] == 0.0
+    e.step(call("get_currency", country="Peru"))
+    assert e.step("Sol")[1] == 1.0
+    with pytest.raises(ValueError, match="unknown reward"):
+        ToolEnv(StaticSource("t", [sc]), reward="nope")
+
+
+def test_render_ansi():
+    e = ToolEnv(StaticSource("t", [multi_hop_scenario()]), render_mode="ansi")
+    e.reset(seed=0)
+    e.step(call("get_country", city="Lima"))
+    text = e.render()
+    assert "user: What currency" in text and "get_country" in text and "tool [get_country]: Peru" in text
+
+
+def test_pickle_and_deepcopy_mid_episode(env):
+    env.step(call("get_country", city="Lima"))
+    for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
+        _, r, *_ = clone.step(call("get_currency", country="Peru"))
+        assert r == 1.0
+    assert env.tracker.n_unsolved == 1
+
+
+actions = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        lambda n, a: f'<tool_call>{{"name": {json.dumps(n)}, "arguments": {json.dumps(a)}}}</tool_call>',
+        st.sampled_from(["get_weather", "get_country", "get_currency", "book", "nope", ""]),
+        st.dictionaries(
+            st.sampled_from(["city", "country", "unit", "n", "x"]),
+            st.one_of(st.text(max_size=10), st.integers(), st.none()),
+        ),
+    ),
+    st.dictionaries(
+        st.sampled_from(["role", "content", "tool_calls", "x"]),
+        st.one_of(
+            st.text(max_size=20),
+            st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=5)), max_size=2),
+            st.none(),
+        ),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(actions, min_size=1, max_size=4))
+def test_any_action_never_crashes_and_reward_stays_in_range(env, turns):
+    env.reset(seed=0)
+    for action in turns:
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert -0.5 <= reward < 2.0
+        assert set(info["reward_components"]) == set(COMPONENT_KEYS)
+        assert env.observation_space.contains(obs)
+        if info["reward_components"]["n_calls"] or info["reward_components"]["n_bad_json"]:
+            assert info["feedback"] and all(isinstance(f, str) and f for f in info["feedback"])
+        if terminated or truncated:
+            break
+
+
+def test_ftrl_format_records_load_as_a_registered_static_pack():
+    assert "ToolGym/FTRLSample-v0" in toolgym.registered_ids()
+    env = gym.make("ToolGym/FTRLSample-v0")
+    _, info = env.reset(seed=0, options={"index": 2})
+    assert info["unsolved_set"] == {"get_country": ["Peru"], "get_currency": ["Sol"]}
+    assert env.step(call("get_country", city="Lima"))[1] == 1.0
+
+
+def test_make_with_module_prefix_without_importing_toolgym_first():
+    code = (
+        "import sys, gymnasium as gym\n"
+        "assert 'toolgym' not in sys.modules\n"
+        "env = gym.make('toolgym:ToolGym/FTRLSample-v0')\n"
+        "obs, info = env.reset(seed=3)\n"
+        "print(info['scenario_id'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("ftrl-")

@@ -1,0 +1,30 @@
+"""toolgym: automatically built tool-use scenarios as registered Gymnasium environments (FTRL).
+
+Importing the package registers every pack in ``envs_generated/`` as ``ToolGym/<Name>-v<N>``, so
+``gym.make("ToolGym/FlightBooking-v0")`` (or ``gym.make("toolgym:ToolGym/FlightBooking-v0")``) works.
+"""
+
+from toolgym.env import ToolEnv
+from toolgym.packs import PackError, load_scenarios, scenario_from_ftrl
+from toolgym.registry import register_all, register_pack, registered_ids
+from toolgym.scenario import KINDS, Scenario, StateCheck, SubTask
+from toolgym.sources import ProceduralSource, StaticSource
+
+__version__ = "0.1.0"
+__all__ = [
+    "KINDS",
+    "PackError",
+    "ProceduralSource",
+    "Scenario",
+    "StateCheck",
+    "StaticSource",
+    "SubTask",
+    "ToolEnv",
+    "load_scenarios",
+    "register_all",
+    "register_pack",
+    "registered_ids",
+    "scenario_from_ftrl",
+]
+
+register_all()

@@ -1,0 +1,201 @@
+"""Parsing one assistant turn into tool calls.
+
+Three action forms are accepted, because that is what policies emit:
+
+* raw completion text with Qwen/Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks
+  (several per turn);
+* an OpenAI assistant message dict with ``tool_calls`` (arguments as a JSON string or a dict);
+* a python-call string such as ``search_flights(origin="SFO", date="2026-03-04")`` (one call per line,
+  or a list ``[f(a=1), g(b=2)]``), with literal keyword arguments only.
+
+Parsing never raises: a block that cannot be read becomes a :class:`MalformedCall` with a reason the
+environment returns to the model as feedback.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+# FTRL counts any of these left in a final answer as a malformed call.
+MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
+_END_TOKENS = ("<|endoftext|>", "<|im_end|>")
+_PY_CALL_START = re.compile(r"^\s*\[?\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A call that parsed: a tool name and a dict of arguments (not yet checked against a schema)."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str = ""
+
+
+@dataclass(slots=True)
+class MalformedCall:
+    """A call block that could not be read; ``reason`` is feedback text for the model."""
+
+    text: str
+    reason: str
+    id: str = ""
+
+
+@dataclass(slots=True)
+class ParsedTurn:
+    """One assistant turn: its text content (outside call blocks), its calls and its unreadable blocks."""
+
+    content: str
+    calls: list[ToolCall] = field(default_factory=list)
+    malformed: list[MalformedCall] = field(default_factory=list)
+    raw: str = ""
+
+    @property
+    def has_calls(self) -> bool:
+        return bool(self.calls)
+
+
+def _call_from_obj(obj: Any, text: str, call_id: str) -> ToolCall | MalformedCall:
+    if not isinstance(obj, dict):
+        return MalformedCall(text, "a tool call must be a JSON object with 'name' and 'arguments'", call_id)
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        return MalformedCall(text, "the tool call has no 'name' string", call_id)
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as exc:
+            return MalformedCall(text, f"the 'arguments' string is not valid JSON ({exc.msg})", call_id)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return MalformedCall(text, "'arguments' must be a JSON object", call_id)
+    return ToolCall(name, args, call_id)
+
+
+def _parse_hermes(text: str) -> ParsedTurn:
+    calls: list[ToolCall] = []
+    malformed: list[MalformedCall] = []
+    for i, m in enumerate(TOOL_CALL_RE.finditer(text)):
+        body = m.group(1).strip()
+        call_id = f"call_{i}"
+        try:
+            obj = json.loads(body)
+        except json.JSONDecodeError as exc:
+            malformed.append(MalformedCall(body, f"the tool call is not valid JSON ({exc.msg})", call_id))
+            continue
+        parsed = _call_from_obj(obj, body, call_id)
+        (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
+    # FTRL: when no call parses, the whole text is the content (so leftover tags count as malformed).
+    content = TOOL_CALL_RE.sub("", text).strip() if calls else text
+    return ParsedTurn(content=content, calls=calls, malformed=malformed, raw=text)
+
+
+def _literal(node: ast.AST) -> Any:
+    return ast.literal_eval(node)
+
+
+def _parse_python(text: str, tool_names: frozenset[str] | None) -> ParsedTurn | None:
+    """Python-call syntax; ``None`` when the text is not (only) calls, so it stays a plain answer.
+
+    A call with positional arguments counts as a call attempt only when it names a known tool, so that
+    an answer like ``Paris (France)`` stays an answer.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="exec")
+    except (SyntaxError, ValueError):
+        return None
+    nodes: list[ast.AST] = []
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.Expr):
+            return None
+        if isinstance(stmt.value, (ast.List, ast.Tuple)):
+            nodes.extend(stmt.value.elts)
+        else:
+            nodes.append(stmt.value)
+    if not nodes or not all(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) for n in nodes):
+        return None
+    if any(n.args and (tool_names is None or n.func.id not in tool_names) for n in nodes):  # type: ignore[attr-defined]
+        return None
+    calls: list[ToolCall] = []
+    malformed: list[MalformedCall] = []
+    for i, node in enumerate(nodes):
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        src = ast.get_source_segment(text.strip(), node) or node.func.id
+        call_id = f"call_{i}"
+        if node.args:
+            malformed.append(MalformedCall(src, "use keyword arguments only, e.g. f(x=1)", call_id))
+            continue
+        try:
+            args = {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg is not None}
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            malformed.append(MalformedCall(src, "argument values must be literals (strings, numbers, ...)", call_id))
+            continue
+        if any(kw.arg is None for kw in node.keywords):
+            malformed.append(MalformedCall(src, "'**' arguments are not supported", call_id))
+            continue
+        calls.append(ToolCall(node.func.id, args, call_id))
+    return ParsedTurn(content="" if calls else text.strip(), calls=calls, malformed=malformed, raw=text)
+
+
+def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None) -> ParsedTurn:
+    content = msg.get("content") or ""
+    if not isinstance(content, str):
+        content = json.dumps(content, ensure_ascii=False, default=str)
+    raw_calls = msg.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raw_calls = [raw_calls]
+    if not raw_calls:
+        return parse_text(content, tool_names)
+    calls: list[ToolCall] = []
+    malformed: list[MalformedCall] = []
+    for i, tc in enumerate(raw_calls):
+        call_id = str(tc.get("id") or f"call_{i}") if isinstance(tc, dict) else f"call_{i}"
+        fn = tc.get("function", tc) if isinstance(tc, dict) else tc
+        parsed = _call_from_obj(fn, json.dumps(tc, ensure_ascii=False, default=str), call_id)
+        (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
+    return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
+
+
+def parse_text(text: str, tool_names: frozenset[str] | None = None) -> ParsedTurn:
+    """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
+    text = text.strip()
+    for tok in _END_TOKENS:
+        text = text.removesuffix(tok).strip()
+    if "<tool_call>" in text:
+        return _parse_hermes(text)
+    if _PY_CALL_START.match(text):
+        parsed = _parse_python(text, tool_names)
+        if parsed is not None:
+            return parsed
+    return ParsedTurn(content=text, raw=text)
+
+
+def parse_action(action: Any, tool_names: frozenset[str] | None = None) -> ParsedTurn:
+    """Parse any accepted action form; anything else is treated as its text (and so as an answer).
+
+    ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments.
+    """
+    if isinstance(action, str):
+        return parse_text(action, tool_names)
+    if isinstance(action, dict):
+        return _parse_message(action, tool_names)
+    if isinstance(action, bytes):
+        return parse_text(action.decode("utf-8", errors="replace"), tool_names)
+    if action is None:
+        return ParsedTurn(content="", raw="")
+    return parse_text(str(action), tool_names)
+
+
+def format_hermes(calls: list[tuple[str, dict[str, Any]]], content: str = "") -> str:
+    """Render calls as a Qwen/Hermes completion (what the gold agent and the exports emit)."""
+    blocks = [
+        "<tool_call>\n" + json.dumps({"name": n, "arguments": a}, ensure_ascii=False) + "\n</tool_call>"
+        for n, a in calls
+    ]
+    return "\n".join(([content] if content else []) + blocks)

@@ -1,0 +1,109 @@
+"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import gymnasium as gym
+
+import toolgym  # noqa: F401  (registers the ToolGym/ ids)
+from toolgym.agents import AGENTS
+from toolgym.evaluate import evaluate, format_table, summarize
+from toolgym.registry import manifest_for, registered_ids
+from toolgym.scenario import KINDS
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Any]:
+    knobs = {}
+    for key in ("kind", "hops", "parallel", "distractors"):
+        val = getattr(args, key, None)
+        if val is not None:
+            knobs[key] = val
+    return knobs
+
+
+def _add_knobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
+    p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
+    p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    report = []
+    for env_id in args.env_ids:
+        knobs = _knobs(args) if manifest_for(env_id)["type"] == "procedural" else {}
+        for agent in args.agent or ["gold", "random"]:
+            results = evaluate(env_id, agent, args.episodes, seed=args.seed, **knobs)
+            rows = summarize(results)
+            print(format_table(f"\n{env_id}  agent={agent}  episodes={args.episodes}  seed={args.seed}", rows))
+            report.append({"env_id": env_id, "agent": agent, "rows": rows})
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for env_id in registered_ids():
+        m = manifest_for(env_id)
+        knobs = "kind, hops, parallel, distractors" if m["type"] == "procedural" else "-"
+        print(f"{env_id:<32} {m['type']:<11} knobs: {knobs:<36} {m.get('description', '')}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    knobs = _knobs(args) if manifest_for(args.env_id)["type"] == "procedural" else {}
+    env = gym.make(args.env_id, render_mode="ansi", **knobs)
+    obs, info = env.reset(seed=args.seed)
+    u = env.unwrapped
+    print(f"scenario {info['scenario_id']}  kind={info['kind']}  unsolved={info['unsolved_set']}\n")
+    print(env.render())
+    print("tools:")
+    for t in obs["tools"]:
+        fn = t["function"]
+        props = ", ".join(fn.get("parameters", {}).get("properties", {}))
+        print(f"  {fn['name']}({props}): {fn.get('description', '')}")
+    print("\ngold plan:")
+    try:
+        for i, turn in enumerate(u.gold_plan(), 1):
+            for call in turn:
+                print(f"  turn {i}: {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})")
+    except ValueError as exc:
+        print(f"  ({exc})")
+    print(f"  final answer: {u.scenario.answer!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("eval", help="run built-in agents on envs and print Solve-P/R/F1 per scenario kind")
+    p.add_argument("env_ids", nargs="+", metavar="ENV_ID")
+    p.add_argument("--agent", action="append", choices=sorted(AGENTS), help="repeatable; default: gold and random")
+    p.add_argument("--episodes", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the summary as JSON to this path")
+    _add_knobs(p)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("list", help="list the registered envs")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", help="print one scenario, its tools and gold plan")
+    p.add_argument("env_id", metavar="ENV_ID")
+    p.add_argument("--seed", type=int, default=0)
+    _add_knobs(p)
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

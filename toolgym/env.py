@@ -1,0 +1,334 @@
+"""The tool-use environment: one episode plays one scenario, one step is one assistant turn.
+
+``step`` parses the turn, checks each call against its schema, runs it in the sandbox on the episode's
+world state, answers each with a ``role: tool`` message and scores the turn with FTRL's reward. Every
+mistake (unreadable call, unknown tool, bad arguments, a tool that raises or runs away) becomes feedback
+and a reward component; nothing the policy sends can crash ``step``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from toolgym import reward as R
+from toolgym.arguments import check_arguments, parameters_validator
+from toolgym.calls import ParsedTurn, format_hermes, parse_action
+from toolgym.sandbox import Toolbox
+from toolgym.scenario import Scenario
+from toolgym.sources import ScenarioSource, StaticSource
+from toolgym.spaces import AssistantTurn, ChatObservation
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant with access to tools. Call tools to find what the user asks for; "
+    "you may make several calls in one turn when they do not depend on each other. "
+    "When you know the answer, reply with it in plain text without calling a tool."
+)
+REWARDS = (*R.TURN_VARIANTS, "episode_f1", "answer_only")
+# Reward components every step reports (numbers, so they can be logged and averaged).
+COMPONENT_KEYS = (
+    "reward_ftrl",
+    "n_calls",
+    "n_solved_now",
+    "n_unsolved",
+    "n_bad_json",
+    "n_unknown_tool",
+    "n_missing_args",
+    "n_extra_args",
+    "n_wrong_types",
+    "n_schema_violation",
+    "n_tool_errors",
+    "n_timeouts",
+    "precision",
+    "recall",
+    "f1",
+    "format_ok",
+    "args_valid",
+    "answer_correct",
+    "state_ok",
+)
+RewardFn = Callable[[dict[str, float], "ToolEnv"], float]
+
+
+class ToolEnv(gym.Env):
+    """A Gymnasium env over a :class:`~toolgym.sources.ScenarioSource`.
+
+    Observation: ``{"messages": [...], "tools": [...]}`` (OpenAI chat and function schemas).
+    Action: one assistant turn (Hermes ``<tool_call>`` text, an OpenAI message dict, or python-call text).
+    A turn without any call is the final answer and terminates; ``max_turns`` truncates. A turn whose calls
+    are all unreadable does not terminate: it gets FTRL's malformed-call reward and feedback to retry.
+
+    ``reset(options=...)`` accepts ``{"scenario": Scenario | dict}`` to play a given scenario,
+    ``{"index": i}`` for a static pack, and ``{"prefix": [turn, ...]}`` to restore the episode after those
+    assistant turns (FTRL trains turn-level, from prefixes the policy visited).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        source: ScenarioSource,
+        *,
+        max_turns: int = 20,
+        reward: str | RewardFn = "ftrl",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        tool_step_budget: int = 1_000_000,
+        tool_time_limit: float = 2.0,
+        max_output_chars: int = 16_384,
+        render_mode: str | None = None,
+    ):
+        if not callable(reward) and reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)} or pass a callable")
+        if max_turns < 1:
+            raise ValueError("max_turns must be >= 1")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"unsupported render_mode {render_mode!r} (only 'ansi')")
+        self.source = source
+        self.max_turns = max_turns
+        self.reward_spec = reward
+        self.system_prompt = system_prompt
+        self.render_mode = render_mode
+        self._sandbox_opts = {
+            "step_budget": tool_step_budget,
+            "time_limit": tool_time_limit,
+            "max_output_chars": max_output_chars,
+        }
+        self.observation_space = ChatObservation()
+        self.action_space = AssistantTurn()
+        self._toolboxes: dict[tuple, Toolbox] = {}
+        self.scenario: Scenario | None = None
+        self.state: dict[str, Any] = {}
+        self._messages: list[dict[str, Any]] = []
+        self._done = True
+
+    # -- episode setup -------------------------------------------------------------------------------
+    def _toolbox(self, scenario: Scenario) -> Toolbox:
+        key = tuple(sorted(scenario.source.items()))
+        box = self._toolboxes.get(key)
+        if box is None:
+            if len(self._toolboxes) > 64:
+                self._toolboxes.clear()
+            box = self._toolboxes[key] = Toolbox(scenario.source, **self._sandbox_opts)
+        return box
+
+    def _start(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.state = json.loads(json.dumps(scenario.state)) if scenario.state else {}
+        self.toolbox = self._toolbox(scenario)
+        self._schemas = {t["function"]["name"]: t["function"] for t in scenario.tools}
+        self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
+        self._tool_names = frozenset(self._schemas)
+        self.tracker = R.SolveTracker(
+            R.Expected(s.tool, a, s.id, tuple(s.state_checks)) for s in scenario.subtasks for a in s.answers
+        )
+        self._answer = scenario.answer or None
+        msgs = list(scenario.messages)
+        if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        self._messages = msgs
+        self._turn = 0
+        self._n_calls = 0
+        self._done = False
+        self.episode_return = 0.0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "scenario" in options:
+            sc = options["scenario"]
+            scenario = sc if isinstance(sc, Scenario) else Scenario.from_dict(sc)
+        elif "index" in options:
+            if not isinstance(self.source, StaticSource):
+                raise ValueError("reset(options={'index': ...}) needs a static pack")
+            scenario = self.source.get(int(options["index"]))
+        else:
+            scenario = self.source.sample(self.np_random)
+        self._start(scenario)
+        for turn in options.get("prefix", ()):
+            if self._done:
+                break
+            self.step(turn)
+        return self._obs(), self._reset_info()
+
+    def _obs(self) -> dict[str, Any]:
+        return {"messages": list(self._messages), "tools": self.scenario.tools}
+
+    def _reset_info(self) -> dict[str, Any]:
+        sc = self.scenario
+        return {
+            "scenario_id": sc.id,
+            "kind": sc.kind,
+            "n_unsolved": self.tracker.n_unsolved,
+            "unsolved_set": self.tracker.unsolved_set(),
+            "metadata": sc.metadata,
+        }
+
+    # -- stepping --------------------------------------------------------------------------------------
+    def step(self, action: Any):
+        if self.scenario is None:
+            raise RuntimeError("call reset() before step()")
+        if self._done:
+            info = {"reward_components": dict.fromkeys(COMPONENT_KEYS, 0.0), "feedback": ["episode is over"]}
+            return self._obs(), 0.0, True, False, info
+        self._turn += 1
+        parsed = parse_action(action, self._tool_names)
+        comp = dict.fromkeys(COMPONENT_KEYS, 0.0)
+        feedback: list[str] = []
+        assistant: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+        tool_msgs: list[dict[str, Any]] = []
+        if parsed.calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+                }
+                for c in parsed.calls
+            ]
+        n_solved = 0
+        n_valid = 0
+        for call in parsed.calls:
+            text, solved, valid = self._run_call(call.name, call.arguments, comp)
+            n_solved += solved
+            n_valid += valid
+            feedback.append(text)
+            tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text})
+        for bad in parsed.malformed:
+            comp["n_bad_json"] += 1
+            text = f"Error: could not read tool call: {bad.reason}."
+            feedback.append(text)
+            tool_msgs.append({"role": "tool", "tool_call_id": bad.id, "name": "", "content": text})
+        self._messages.append(assistant)
+        self._messages.extend(tool_msgs)
+
+        p = len(parsed.calls)
+        self._n_calls += p
+        t = self.tracker.n_unsolved
+        terminated = not parsed.calls and not parsed.malformed
+        if p:
+            r_ftrl = R.call_turn_reward(p, n_solved, "ftrl")
+        else:
+            r_ftrl = R.answer_turn_reward(parsed.content, self._answer, t, malformed=bool(parsed.malformed))
+        comp["reward_ftrl"] = r_ftrl
+        comp["n_calls"] = float(p)
+        comp["n_solved_now"] = float(n_solved)
+        comp["n_unsolved"] = float(t)
+        s, n_exp = self.tracker.n_expected - t, self.tracker.n_expected
+        comp["precision"] = R.solve_precision(s, self._n_calls)
+        comp["recall"] = R.solve_recall(s, n_exp)
+        comp["f1"] = R.solve_f1(s, self._n_calls, n_exp)
+        comp["format_ok"] = 0.0 if parsed.malformed else 1.0
+        comp["args_valid"] = n_valid / p if p else 1.0
+        comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
+        comp["state_ok"] = float(self._state_ok())
+        truncated = not terminated and self._turn >= self.max_turns
+        self._done = terminated or truncated
+        reward = self._reward(comp, parsed, p, n_solved, terminated or truncated)
+        self.episode_return += reward
+        info: dict[str, Any] = {"reward_components": comp, "feedback": feedback, "turn": self._turn}
+        if self._done:
+            info["episode"] = self.episode_metrics()
+        return self._obs(), reward, terminated, truncated, info
+
+    def _run_call(self, name: str, arguments: dict[str, Any], comp: dict[str, float]) -> tuple[str, int, int]:
+        """Check and run one call; returns (tool message text, solved 0/1, arguments valid 0/1)."""
+        if name not in self._tool_names:
+            comp["n_unknown_tool"] += 1
+            return f"Error: unknown tool {name!r}. Available tools: {', '.join(sorted(self._tool_names))}.", 0, 0
+        problem = check_arguments(self._validators[name], arguments)
+        if problem is not None:
+            kind, msg = problem
+            comp["n_" + kind] += 1
+            label = kind.replace("_", " ")
+            return f"Error: invalid arguments for {name!r} ({label}): {msg}.", 0, 0
+        outcome = self.toolbox.call(name, arguments, self.state)
+        if not outcome.ok:
+            if outcome.error == "timeout":
+                comp["n_timeouts"] += 1
+            elif outcome.error == "bad_arguments":
+                extra = set(arguments) - set((self._schemas[name].get("parameters") or {}).get("properties", {}))
+                comp["n_extra_args" if extra else "n_missing_args"] += 1
+                return outcome.output, 0, 0
+            else:
+                comp["n_tool_errors"] += 1
+            return outcome.output, 0, 1
+        solved = self.tracker.match(name, outcome.output, self.state)
+        return outcome.output, int(solved is not None), 1
+
+    def _state_ok(self) -> bool:
+        return all(c.holds(self.state) for s in self.scenario.subtasks for c in s.state_checks)
+
+    def _reward(self, comp: dict[str, float], parsed: ParsedTurn, p: int, q: int, done: bool) -> float:
+        spec = self.reward_spec
+        if callable(spec):
+            return float(spec(comp, self))
+        if spec in R.TURN_VARIANTS:
+            return R.call_turn_reward(p, q, spec) if p else comp["reward_ftrl"]
+        if spec == "episode_f1":
+            return comp["f1"] if done else 0.0
+        return comp["answer_correct"]  # answer_only
+
+    # -- pickling: compiled tools and validators are rebuilt, not copied ----------------------------------
+    _REBUILT = ("toolbox", "_toolboxes", "_validators")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._toolboxes = {}
+        if self.scenario is not None:
+            self.toolbox = self._toolbox(self.scenario)
+            self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
+
+    # -- introspection -----------------------------------------------------------------------------------
+    def episode_metrics(self) -> dict[str, float]:
+        """Solve-P / Solve-R / Solve-F1 of the episode so far (the paper's definitions)."""
+        n_exp = self.tracker.n_expected
+        s = n_exp - self.tracker.n_unsolved
+        return {
+            "solve_p": R.solve_precision(s, self._n_calls),
+            "solve_r": R.solve_recall(s, n_exp),
+            "solve_f1": R.solve_f1(s, self._n_calls, n_exp),
+            "n_calls": float(self._n_calls),
+            "n_obtained": float(s),
+            "n_expected": float(n_exp),
+            "turns": float(self._turn),
+            "return": self.episode_return,
+            "state_ok": float(self._state_ok()),
+        }
+
+    def gold_plan(self) -> list[list[dict[str, Any]]]:
+        """The gold calls still to make, grouped into turns (parallel calls share a turn).
+
+        Raises ``ValueError`` for scenarios without gold arguments (e.g. imported FTRL records).
+        """
+        left = self.tracker.unsolved_ids()
+        plan = []
+        for turn in self.scenario.gold_plan():
+            calls = [{"name": s.tool, "arguments": s.arguments} for s in turn if s.id in left]
+            if any(s.id in left and s.arguments is None for s in turn):
+                raise ValueError(f"scenario {self.scenario.id} has no gold arguments")
+            if calls:
+                plan.append(calls)
+        return plan
+
+    def gold_actions(self) -> list[str]:
+        """The gold remaining turns as Hermes completions, ending with the final answer."""
+        turns = [format_hermes([(c["name"], c["arguments"]) for c in turn]) for turn in self.gold_plan()]
+        return [*turns, self.scenario.answer or "Done."]
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        lines = []
+        for m in self._messages:
+            head = m["role"] + (f" [{m.get('name')}]" if m["role"] == "tool" else "")
+            body = m.get("content") or ""
+            for tc in m.get("tool_calls", []):
+                body += f"\n  -> {tc['function']['name']}({tc['function']['arguments']})"
+            lines.append(f"{head}: {body}")
+        return "\n".join(lines) + "\n"

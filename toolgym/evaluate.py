@@ -1,0 +1,75 @@
+"""Running agents through envs and reporting the paper's metrics (Solve-P / Solve-R / Solve-F1, ×100)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import gymnasium as gym
+
+from toolgym.agents import make_agent
+
+
+def run_episode(env: gym.Env, agent: Any, seed: int, options: dict | None = None) -> dict[str, Any]:
+    """Play one episode; returns its metrics and the full dialogue."""
+    obs, info = env.reset(seed=seed, options=options)
+    agent.reset(env, obs, info, seed=seed)
+    rewards = []
+    while True:
+        obs, reward, terminated, truncated, step_info = env.step(agent.act(obs))
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return {
+        "seed": seed,
+        "scenario_id": info["scenario_id"],
+        "kind": info["kind"],
+        "rewards": rewards,
+        "terminated": terminated,
+        **step_info["episode"],
+        "messages": obs["messages"],
+    }
+
+
+def evaluate(env_id: str, agent_name: str, episodes: int, seed: int = 0, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """``episodes`` episodes of a built-in agent on ``env_id`` with seeds ``seed .. seed+episodes-1``."""
+    env = gym.make(env_id, **env_kwargs)
+    agent = make_agent(agent_name)
+    try:
+        return [run_episode(env, agent, seed + i) for i in range(episodes)]
+    finally:
+        env.close()
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per scenario kind plus an ``all`` row: episode-averaged metrics (×100) and mean return."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[r["kind"]].append(r)
+        groups["all"].append(r)
+    rows = []
+    for kind in sorted(groups, key=lambda k: (k == "all", k)):
+        rs = groups[kind]
+        n = len(rs)
+        rows.append(
+            {
+                "kind": kind,
+                "episodes": n,
+                "solve_p": 100 * sum(r["solve_p"] for r in rs) / n,
+                "solve_r": 100 * sum(r["solve_r"] for r in rs) / n,
+                "solve_f1": 100 * sum(r["solve_f1"] for r in rs) / n,
+                "return": sum(r["return"] for r in rs) / n,
+            }
+        )
+    return rows
+
+
+def format_table(title: str, rows: list[dict[str, Any]]) -> str:
+    head = f"{'kind':<22}{'episodes':>9}{'Solve-P':>9}{'Solve-R':>9}{'Solve-F1':>9}{'return':>9}"
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['kind']:<22}{r['episodes']:>9}{r['solve_p']:>9.1f}{r['solve_r']:>9.1f}"
+            f"{r['solve_f1']:>9.1f}{r['return']:>9.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""Loading packs: the manifests in ``envs_generated/`` and the scenario files they point to.
+
+A pack file that is broken raises one :class:`PackError` naming the file, the line and the field, so a
+bad pack is fixed in one look instead of failing deep inside an episode. FTRL's record format
+(``messages``, ``tools``, ``codes``, ``unsolved_set``, ``answer``) loads as a static pack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from toolgym.scenario import KINDS, Scenario, SubTask
+
+MANIFEST = "manifest.json"
+PACK_TYPES = ("procedural", "static")
+STATIC_FORMATS = ("toolgym", "ftrl")
+
+
+class PackError(ValueError):
+    """A pack file is malformed; the message names the file (and line) and the field."""
+
+    def __init__(self, where: str, field: str, problem: str):
+        super().__init__(f"{where}: field {field!r}: {problem}")
+        self.where, self.field, self.problem = where, field, problem
+
+
+def packs_dir() -> Path:
+    """Where the built packs live: inside the installed wheel, else the source checkout's ``envs_generated``."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "envs_generated", here.parent / "envs_generated"):
+        if cand.is_dir():
+            return cand
+    return here.parent / "envs_generated"
+
+
+def _need(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise PackError(where, key, "missing")
+    val = obj[key]
+    if not isinstance(val, types):
+        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise PackError(where, key, f"expected {names}, got {type(val).__name__}")
+    return val
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check one ``manifest.json``."""
+    where = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PackError(where, "<json>", f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PackError(where, "<root>", "expected a JSON object")
+    _need(data, "name", str, where)
+    version = _need(data, "version", int, where)
+    if version < 0:
+        raise PackError(where, "version", "must be >= 0")
+    kind = _need(data, "type", str, where)
+    if kind not in PACK_TYPES:
+        raise PackError(where, "type", f"must be one of {PACK_TYPES}, got {kind!r}")
+    if kind == "procedural":
+        for key in ("generator", "config"):
+            ref = _need(data, key, str, where)
+            if ":" not in ref:
+                raise PackError(where, key, f"expected 'module:attribute', got {ref!r}")
+    else:
+        fmt = data.get("format", "toolgym")
+        if fmt not in STATIC_FORMATS:
+            raise PackError(where, "format", f"must be one of {STATIC_FORMATS}, got {fmt!r}")
+        data_file = _need(data, "data", str, where)
+        if not (path.parent / data_file).is_file():
+            raise PackError(where, "data", f"file {data_file!r} not found beside the manifest")
+    if "defaults" in data:
+        _need(data, "defaults", dict, where)
+    if "max_turns" in data and (not isinstance(data["max_turns"], int) or data["max_turns"] < 1):
+        raise PackError(where, "max_turns", "must be a positive integer")
+    data["_dir"] = str(path.parent)
+    return data
+
+
+def _as_json(value: Any, where: str, field: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise PackError(where, field, f"string is not valid JSON: {exc.msg}") from None
+    return value
+
+
+def _check_tools(tools: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(tools, list) or not tools:
+        raise PackError(where, "tools", "expected a non-empty list of OpenAI function schemas")
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise PackError(where, f"tools[{i}].function.name", "missing or not a string")
+        params = fn.get("parameters", {"type": "object"})
+        try:
+            jsonschema.Draft202012Validator.check_schema(params)
+        except jsonschema.SchemaError as exc:
+            raise PackError(where, f"tools[{i}].function.parameters", f"invalid JSON schema: {exc.message}") from None
+    return tools
+
+
+def scenario_from_ftrl(record: dict[str, Any], where: str = "<record>") -> Scenario:
+    """One FTRL record (``messages, tools, codes, unsolved_set, answer``) as a Scenario.
+
+    FTRL stores ``tools``, ``codes`` and ``unsolved_set`` as JSON strings; dicts and lists are accepted too.
+    Its records carry expected sub-answers but not the gold calls, so their sub-tasks have no arguments.
+    """
+    if not isinstance(record, dict):
+        raise PackError(where, "<record>", "expected a JSON object")
+    messages = _as_json(_need(record, "messages", (list, str), where), where, "messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise PackError(where, "messages", "expected a list of chat messages with 'role'")
+    tools = _check_tools(_as_json(_need(record, "tools", (list, str), where), where, "tools"), where)
+    codes = _as_json(_need(record, "codes", (dict, str), where), where, "codes")
+    if not isinstance(codes, dict) or not all(isinstance(v, str) for v in codes.values()):
+        raise PackError(where, "codes", "expected an object mapping tool name to Python source")
+    unsolved = _as_json(_need(record, "unsolved_set", (dict, str), where), where, "unsolved_set")
+    if not isinstance(unsolved, dict) or not all(isinstance(v, list) for v in unsolved.values()):
+        raise PackError(where, "unsolved_set", "expected an object mapping tool name to a list of answers")
+    names = {t["function"]["name"] for t in tools}
+    for name in names - set(codes):
+        raise PackError(where, "codes", f"no source for offered tool {name!r}")
+
+    subtasks = [
+        SubTask(id=f"s{i}", tool=tool, arguments=None, answers=[str(a)])
+        for i, (tool, a) in enumerate((t, a) for t, answers in unsolved.items() for a in answers)
+    ]
+    answer = record.get("answer")
+    body = json.dumps([messages, tools, codes, unsolved, answer], ensure_ascii=False, sort_keys=True)
+    return Scenario(
+        id=str(record.get("id") or "ftrl-" + hashlib.sha256(body.encode()).hexdigest()[:10]),
+        kind=str(record.get("kind", "unknown")),
+        messages=messages,
+        tools=tools,
+        source={n: codes[n] for n in names},
+        state={},
+        subtasks=subtasks,
+        answer="" if answer is None else str(answer),
+        metadata={"format": "ftrl", "solve_rate": record.get("solve_rate")},
+    )
+
+
+def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
+    """A toolgym-format scenario record (``Scenario.to_dict()``), checked field by field."""
+    if not isinstance(record, dict):
+        raise PackError(where, "<record>", "expected a JSON object")
+    for key, types in (
+        ("id", str),
+        ("kind", str),
+        ("messages", list),
+        ("tools", list),
+        ("source", dict),
+        ("subtasks", list),
+        ("answer", str),
+    ):
+        _need(record, key, types, where)
+    if record["kind"] not in (*KINDS, "unknown"):
+        raise PackError(where, "kind", f"must be one of {KINDS}, got {record['kind']!r}")
+    _check_tools(record["tools"], where)
+    for i, sub in enumerate(record["subtasks"]):
+        if not isinstance(sub, dict):
+            raise PackError(where, f"subtasks[{i}]", "expected an object")
+        for key, types in (("id", str), ("tool", str), ("answers", list)):
+            try:
+                _need(sub, key, types, where)
+            except PackError as exc:
+                raise PackError(where, f"subtasks[{i}].{exc.field}", exc.problem) from None
+    names = {t["function"]["name"] for t in record["tools"]}
+    for name in sorted(names - set(record["source"])):
+        raise PackError(where, "source", f"no source for offered tool {name!r}")
+    try:
+        return Scenario.from_dict(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackError(where, "<record>", f"cannot build scenario: {exc}") from None
+
+
+def load_scenarios(path: str | Path, fmt: str = "toolgym") -> list[Scenario]:
+    """Read a JSONL (or JSON list) file of scenario records in ``fmt`` (``toolgym`` or ``ftrl``)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    convert = scenario_from_ftrl if fmt == "ftrl" else scenario_from_record
+    if path.suffix == ".json":
+        records: Iterable[tuple[int, Any]] = enumerate(_as_json(text, str(path), "<root>"), 1)
+    else:
+        records = ((i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip())
+    out = []
+    for lineno, rec in records:
+        where = f"{path}:{lineno}"
+        if isinstance(rec, str):
+            try:
+                rec = json.loads(rec)
+            except json.JSONDecodeError as exc:
+                raise PackError(where, "<json>", f"not valid JSON: {exc.msg}") from None
+        out.append(convert(rec, where))
+    if not out:
+        raise PackError(str(path), "<root>", "holds no records")
+    return out

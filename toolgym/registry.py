@@ -1,0 +1,105 @@
+"""Wiring packs to Gymnasium ids: every manifest in ``envs_generated/`` becomes ``ToolGym/<Name>-v<N>``.
+
+This is the one place that connects the env (which knows only scenario sources) to the generators of the
+build pipeline and the static scenario files. Registration happens on ``import toolgym``; the generator
+module of a procedural pack is imported only when its env is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from toolgym.env import ToolEnv
+from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest
+from toolgym.sources import ProceduralSource, StaticSource
+
+NAMESPACE = "ToolGym"
+ENV_KWARGS = (
+    "max_turns",
+    "reward",
+    "system_prompt",
+    "tool_step_budget",
+    "tool_time_limit",
+    "max_output_chars",
+    "render_mode",
+)
+_MANIFESTS: dict[str, dict[str, Any]] = {}
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@lru_cache(maxsize=64)
+def _static_scenarios(path: str, fmt: str) -> tuple:
+    return tuple(load_scenarios(path, fmt))
+
+
+def make_source(manifest: dict[str, Any], **config_kwargs: Any):
+    """The scenario source a manifest describes, with generator knobs from ``config_kwargs``."""
+    if manifest["type"] == "procedural":
+        generate = _resolve(manifest["generator"])
+        config_cls = _resolve(manifest["config"])
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = set(config_kwargs) - fields
+        if unknown:
+            raise TypeError(
+                f"{manifest['name']}: unknown option(s) {sorted(unknown)}; "
+                f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
+            )
+        config = config_cls(**{**manifest.get("defaults", {}), **config_kwargs})
+        return ProceduralSource(manifest["name"], generate, config)
+    if config_kwargs:
+        raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
+    path = str(Path(manifest["_dir"]) / manifest["data"])
+    return StaticSource(manifest["name"], _static_scenarios(path, manifest.get("format", "toolgym")))
+
+
+def make_env(pack: str, **kwargs: Any) -> ToolEnv:
+    """Gymnasium entry point for every registered pack."""
+    manifest = _MANIFESTS[pack]
+    env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
+    env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
+    return ToolEnv(make_source(manifest, **kwargs), **env_kwargs)
+
+
+def env_id(manifest: dict[str, Any]) -> str:
+    return f"{NAMESPACE}/{manifest['name']}-v{manifest['version']}"
+
+
+def register_pack(path: str | Path) -> str:
+    """Register the pack whose manifest is at ``path`` (a file or its folder); returns its env id."""
+    path = Path(path)
+    manifest = read_manifest(path / MANIFEST if path.is_dir() else path)
+    eid = env_id(manifest)
+    _MANIFESTS[eid] = manifest
+    if eid in gym.registry:
+        del gym.registry[eid]
+    gym.register(id=eid, entry_point="toolgym.registry:make_env", kwargs={"pack": eid}, disable_env_checker=True)
+    return eid
+
+
+def register_all(root: Path | None = None) -> list[str]:
+    """Register every pack under ``root`` (default: the shipped ``envs_generated``)."""
+    root = root or packs_dir()
+    ids = []
+    for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+        ids.append(register_pack(manifest))
+    return ids
+
+
+def registered_ids() -> list[str]:
+    return sorted(_MANIFESTS)
+
+
+def manifest_for(env_id: str) -> dict[str, Any]:
+    if env_id not in _MANIFESTS:
+        raise PackError(env_id, "id", f"not a registered toolgym env; known: {', '.join(registered_ids())}")
+    return _MANIFESTS[env_id]

@@ -1,0 +1,167 @@
+"""The scenario data model: plain, JSON-serialisable data that every other layer speaks.
+
+A :class:`Scenario` is one task instance; it carries everything needed to replay it (tools, tool source,
+world state, sub-tasks, answer) and metadata saying what produced it, so any score can be traced back.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KINDS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
+
+
+@dataclass
+class StateCheck:
+    """A world-state condition a write sub-task must cause: the value at ``path`` equals ``equals``.
+
+    ``path`` is a list of keys / indices into the world state.
+    """
+
+    path: list[Any]
+    equals: Any
+
+    def holds(self, state: dict) -> bool:
+        node: Any = state
+        for key in self.path:
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                return False
+        return node == self.equals
+
+
+@dataclass
+class SubTask:
+    """One sub-question: the call that solves it, the sub-answer(s) its output must contain, its dependencies.
+
+    ``answers`` are the expected sub-answers registered under ``tool`` (FTRL's ``unsolved_set`` entries).
+    In a multi-hop scenario ``arguments`` hold values that are sub-answers of the tasks in ``depends_on``;
+    ``arguments`` is ``None`` when the gold call is unknown (imported FTRL records carry only answers).
+    ``state_checks`` are set for write sub-tasks (book, cancel, pay): they are checked on the world state.
+    """
+
+    id: str
+    tool: str
+    arguments: dict[str, Any] | None
+    answers: list[str]
+    depends_on: list[str] = field(default_factory=list)
+    state_checks: list[StateCheck] = field(default_factory=list)
+
+    @property
+    def is_write(self) -> bool:
+        return bool(self.state_checks)
+
+
+@dataclass
+class Scenario:
+    """One task instance: the query, the tools offered and their source, the world, the sub-tasks, the answer.
+
+    ``tools`` are OpenAI function schemas (``{"type": "function", "function": {...}}``), needed tools plus
+    distractors. ``source`` maps each tool name to Python source defining that function (several tools may
+    share one source text). ``messages`` is the chat before the first assistant turn (system + user), or a
+    longer prefix for records that start mid-dialogue. ``answer`` is the gold final answer (may be empty
+    when a scenario has no text answer to check).
+    """
+
+    id: str
+    kind: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    source: dict[str, str]
+    state: dict[str, Any]
+    subtasks: list[SubTask]
+    answer: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query(self) -> str:
+        return next((m["content"] for m in self.messages if m.get("role") == "user"), "")
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t["function"]["name"] for t in self.tools]
+
+    def unsolved_set(self) -> dict[str, list[str]]:
+        """FTRL's ``unsolved_set``: tool name -> expected sub-answers still to be found."""
+        out: dict[str, list[str]] = {}
+        for sub in self.subtasks:
+            out.setdefault(sub.tool, []).extend(sub.answers)
+        return out
+
+    def gold_plan(self) -> list[list[SubTask]]:
+        """The gold calls grouped into turns: each turn holds every sub-task whose dependencies are done.
+
+        Parallel sub-tasks share a turn (that is what maximises FTRL's per-turn reward 2q/(p+1)).
+        """
+        done: set[str] = set()
+        left = list(self.subtasks)
+        turns: list[list[SubTask]] = []
+        while left:
+            ready = [s for s in left if all(d in done for d in s.depends_on)]
+            if not ready:
+                raise ValueError(f"scenario {self.id}: sub-task dependencies form a cycle or name missing ids")
+            turns.append(ready)
+            done.update(s.id for s in ready)
+            left = [s for s in left if s.id not in done]
+        return turns
+
+    def fresh_state(self) -> dict[str, Any]:
+        """A private copy of the world state for one episode (tools mutate it)."""
+        return copy.deepcopy(self.state)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        subs = [
+            SubTask(
+                id=s["id"],
+                tool=s["tool"],
+                arguments=None if s.get("arguments") is None else dict(s["arguments"]),
+                answers=[str(a) for a in s["answers"]],
+                depends_on=list(s.get("depends_on", [])),
+                state_checks=[StateCheck(list(c["path"]), c["equals"]) for c in s.get("state_checks", [])],
+            )
+            for s in data["subtasks"]
+        ]
+        return cls(
+            id=str(data["id"]),
+            kind=data["kind"],
+            messages=list(data["messages"]),
+            tools=list(data["tools"]),
+            source=dict(data["source"]),
+            state=dict(data.get("state", {})),
+            subtasks=subs,
+            answer=str(data.get("answer", "")),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    def digest(self) -> str:
+        """A content hash: equal scenarios have equal digests in any process."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def tool_schema(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An OpenAI function schema (the ``tools=`` entry format)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            },
+        },
+    }

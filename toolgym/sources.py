@@ -1,0 +1,53 @@
+"""Scenario sources: where an env gets the scenario of each episode.
+
+A *procedural* source calls a generator ``(rng, config) -> Scenario`` (infinite); a *static* source holds
+a finite list. The env only sees this interface, so it never imports the pipeline that made the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from toolgym.scenario import Scenario
+
+
+class ScenarioSource(Protocol):
+    name: str
+
+    def sample(self, rng: np.random.Generator) -> Scenario: ...
+
+
+class ProceduralSource:
+    """Draws a fresh scenario from ``generate(rng, config)`` on every reset."""
+
+    def __init__(self, name: str, generate: Callable[[np.random.Generator, Any], Scenario], config: Any):
+        if hasattr(config, "validate"):
+            config.validate()
+        self.name = name
+        self.generate = generate
+        self.config = config
+
+    def sample(self, rng: np.random.Generator) -> Scenario:
+        return self.generate(rng, self.config)
+
+
+class StaticSource:
+    """A finite list of scenarios; ``sample`` picks one uniformly, ``get(i)`` a given one."""
+
+    def __init__(self, name: str, scenarios: Sequence[Scenario]):
+        if not scenarios:
+            raise ValueError(f"static pack {name!r} holds no scenarios")
+        self.name = name
+        self.scenarios = list(scenarios)
+
+    def __len__(self) -> int:
+        return len(self.scenarios)
+
+    def get(self, index: int) -> Scenario:
+        return self.scenarios[index]
+
+    def sample(self, rng: np.random.Generator) -> Scenario:
+        return self.scenarios[int(rng.integers(len(self.scenarios)))]
