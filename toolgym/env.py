@@ -163,7 +163,7 @@ class ToolEnv(gym.Env):
             "kind": sc.kind,
             "n_unsolved": self.tracker.n_unsolved,
             "unsolved_set": self.tracker.unsolved_set(),
-            "metadata": sc.metadata,
+            "metadata": dict(sc.metadata),
         }
 
     # -- stepping --------------------------------------------------------------------------------------
