@@ -582,7 +582,8 @@ class _Runtime:
         chunk = 0
         reason: tuple[str, str] | None = None
         t0 = 0.0
-        mem0 = 0
+        mem0 = next_rss = 0
+        rss_check = _RSS if max_memory else None
         active = False
         armed = False
         saved: tuple[Any, Any] = (None, (0.0, 0.0))
@@ -626,7 +627,7 @@ class _Runtime:
                 signal.setitimer(signal.ITIMER_REAL, max(1e-6, delay - (time.perf_counter() - t0)), interval)
 
         def checkpoint() -> None:
-            nonlocal left, used, chunk, t0, mem0
+            nonlocal left, used, chunk, t0, mem0, next_rss
             if reason is not None:
                 left = 0
                 raise _Abort(reason[1])
@@ -636,13 +637,16 @@ class _Runtime:
             now = time.perf_counter()
             if t0 == 0.0:
                 t0 = now
-                if _RSS is not None and max_memory:
-                    mem0 = _RSS()
+                next_rss = used + 8 * _CHECK_EVERY
+                if rss_check:
+                    mem0 = rss_check()
                 arm()
             elif time_limit > 0 and now - t0 > time_limit:
                 abort("timeout", f"time limit of {time_limit:g} s exceeded")
-            elif _RSS is not None and max_memory and _RSS() - mem0 > max_memory:
-                abort("resource", f"memory growth above {max_memory} bytes")
+            elif rss_check and (left < -64 or used >= next_rss):  # after big charges, else every 8 chunks
+                next_rss = used + 8 * _CHECK_EVERY
+                if rss_check() - mem0 > max_memory:
+                    abort("resource", f"memory growth above {max_memory} bytes")
             chunk = left = min(_CHECK_EVERY, budget - used)
 
         def tick() -> None:
