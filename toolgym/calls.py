@@ -79,10 +79,12 @@ def _call_from_obj(obj: Any, text: str, call_id: str) -> ToolCall | MalformedCal
 
 
 def _parse_hermes(text: str) -> ParsedTurn:
+    # One regex pass: split() alternates outside-text and call bodies.
+    pieces = TOOL_CALL_RE.split(text)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
-    for i, m in enumerate(TOOL_CALL_RE.finditer(text)):
-        body = m.group(1).strip()
+    for i, raw in enumerate(pieces[1::2]):
+        body = raw.strip()
         call_id = f"call_{i}"
         try:
             obj = json.loads(body)
@@ -92,7 +94,7 @@ def _parse_hermes(text: str) -> ParsedTurn:
         parsed = _call_from_obj(obj, body, call_id)
         (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
     # FTRL: when no call parses, the whole text is the content (so leftover tags count as malformed).
-    content = TOOL_CALL_RE.sub("", text).strip() if calls else text
+    content = "".join(pieces[::2]).strip() if calls else text
     return ParsedTurn(content=content, calls=calls, malformed=malformed, raw=text)
 
 

@@ -29,12 +29,16 @@ def normalize(text: str) -> str:
     return text.lower().replace(",", "").strip()
 
 
+def answer_parts(expected: str) -> tuple[str, ...]:
+    """The normalised parts of an expected answer: ``"A, B"`` -> ``("a", "b")``, each of which must be present."""
+    parts = tuple(p for p in (q.lower().strip() for q in expected.split(",")) if p)
+    return parts or (normalize(expected),)
+
+
 def answer_in_output(output: str, expected: str) -> bool:
     """Whether a tool output holds an expected sub-answer; ``"A, B"`` needs every part present."""
     out = normalize(output)
-    parts = [p.lower().strip() for p in expected.split(",")]
-    parts = [p for p in parts if p] or [normalize(expected)]
-    return all(p in out for p in parts)
+    return all(p in out for p in answer_parts(expected))
 
 
 def call_turn_reward(n_calls: int, n_solved: int, variant: str = "ftrl") -> float:
@@ -82,6 +86,11 @@ class Expected:
     answer: str
     subtask_id: str
     state_checks: tuple = ()
+    parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            self.parts = answer_parts(self.answer)
 
 
 class SolveTracker:
@@ -116,8 +125,9 @@ class SolveTracker:
         entries = self._by_tool.get(tool)
         if not entries:
             return None
+        out = normalize(output)
         for i, e in enumerate(entries):
-            if answer_in_output(output, e.answer) and (
+            if all(p in out for p in e.parts) and (
                 not e.state_checks or (state is not None and all(c.holds(state) for c in e.state_checks))
             ):
                 del entries[i]

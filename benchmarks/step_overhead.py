@@ -1,0 +1,152 @@
+"""Per-call step overhead of the env against the floor of running the same tool bare.
+
+floor  = json.loads(arguments) + direct Python call of the tool + json.dumps(result)
+step   = env.step(one Hermes <tool_call> turn): parse + schema check + sandboxed call + reward + messages
+Both run in the same process, interleaved in rounds, so machine noise hits both alike; the ratio is the result.
+Also reports reset latency (median, p90) of the registered envs. Prints a table, writes JSON.
+
+    python benchmarks/step_overhead.py [--rounds 7] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium as gym
+
+import toolgym
+from toolgym import Scenario, StaticSource, SubTask, ToolEnv
+from toolgym.scenario import tool_schema
+
+TOOL = """
+def get_flight_status(flight_id):
+    flight = state['flights'].get(flight_id)
+    if flight is None:
+        return {'error': 'unknown flight ' + flight_id}
+    return {'flight_id': flight_id, 'status': flight['status'], 'gate': flight['gate']}
+"""
+STATE = {"flights": {f"FL{1000 + i}": {"status": "on_time", "gate": f"B{i}"} for i in range(50)}}
+ARGS_JSON = '{"flight_id": "FL1007"}'
+ACTION = '<tool_call>\n{"name": "get_flight_status", "arguments": ' + ARGS_JSON + "}\n</tool_call>"
+TURNS_PER_EPISODE = 19
+
+
+def make_env() -> ToolEnv:
+    scenario = Scenario(
+        id="bench",
+        kind="single_hop",
+        messages=[{"role": "user", "content": "Status of FL1042?"}],
+        tools=[
+            tool_schema("get_flight_status", "status of a flight", {"flight_id": {"type": "string"}}, ["flight_id"])
+        ],
+        source={"get_flight_status": TOOL},
+        state=STATE,
+        subtasks=[SubTask("s1", "get_flight_status", {"flight_id": "FL1042"}, ["B42"])],
+        answer="B42",
+    )
+    return ToolEnv(StaticSource("bench", [scenario]), max_turns=TURNS_PER_EPISODE + 1)
+
+
+def time_floor(n: int) -> float:
+    ns: dict = {"state": STATE}
+    exec(TOOL, ns)
+    fn = ns["get_flight_status"]
+    loads, dumps = json.loads, json.dumps
+    t0 = time.perf_counter()
+    for _ in range(n):
+        dumps(fn(**loads(ARGS_JSON)), ensure_ascii=False)
+    return (time.perf_counter() - t0) / n
+
+
+def time_step(env: ToolEnv, n: int, action) -> float:
+    total = 0.0
+    done = 0
+    while done < n:
+        env.reset(seed=done)
+        k = min(TURNS_PER_EPISODE, n - done)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            env.step(action)
+        total += time.perf_counter() - t0
+        done += k
+    return total / n
+
+
+def reset_latency(env_id: str, n: int) -> tuple[float, float]:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        env.reset(seed=i)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * len(times))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--resets", type=int, default=500)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_overhead.json"))
+    args = ap.parse_args()
+
+    env = make_env()
+    message = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "c0",
+                "type": "function",
+                "function": {"name": "get_flight_status", "arguments": {"flight_id": "FL1007"}},
+            }
+        ],
+    }
+    time_floor(200), time_step(env, 200, ACTION)  # warm caches
+    floors, texts, dicts = [], [], []
+    for _ in range(args.rounds):
+        floors.append(time_floor(args.calls))
+        texts.append(time_step(env, args.calls, ACTION))
+        dicts.append(time_step(env, args.calls, message))
+    floor, text, msg = (statistics.median(x) for x in (floors, texts, dicts))
+    rows = [
+        ("floor: json.loads + call + json.dumps", floor, 1.0),
+        ("env.step, Hermes <tool_call> text", text, text / floor),
+        ("env.step, OpenAI message dict", msg, msg / floor),
+    ]
+    print(f"{'per call':<42}{'time (us)':>12}{'x floor':>10}")
+    for name, t, ratio in rows:
+        print(f"{name:<42}{t * 1e6:>12.2f}{ratio:>10.2f}")
+
+    resets = {}
+    print(f"\n{'reset latency':<42}{'median (us)':>12}{'p90 (us)':>10}")
+    for env_id in toolgym.registered_ids():
+        med, p90 = reset_latency(env_id, args.resets)
+        resets[env_id] = {"median_us": med * 1e6, "p90_us": p90 * 1e6}
+        print(f"{env_id:<42}{med * 1e6:>12.1f}{p90 * 1e6:>10.1f}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "floor_us": floor * 1e6,
+        "step_text_us": text * 1e6,
+        "step_message_us": msg * 1e6,
+        "ratio_text": text / floor,
+        "ratio_message": msg / floor,
+        "target_ratio": 3.0,
+        "reset": resets,
+        "rounds": args.rounds,
+        "calls": args.calls,
+    }
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
