@@ -21,9 +21,22 @@ def _validator(schema_json: str) -> Any:
     return jsonschema_rs.validator_for(json.loads(schema_json))
 
 
+_BY_ID: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
 def parameters_validator(parameters: dict[str, Any]) -> Any:
-    """A compiled validator for a function's ``parameters`` schema (cached across envs)."""
-    return _validator(json.dumps(parameters or {"type": "object"}, sort_keys=True))
+    """A compiled validator for a function's ``parameters`` schema (cached across envs).
+
+    Generators reuse their schema objects across scenarios, so an identity hit skips serialising the schema.
+    """
+    hit = _BY_ID.get(id(parameters))
+    if hit is not None and hit[0] is parameters:
+        return hit[1]
+    validator = _validator(json.dumps(parameters or {"type": "object"}, sort_keys=True))
+    if len(_BY_ID) > 8192:
+        _BY_ID.clear()
+    _BY_ID[id(parameters)] = (parameters, validator)
+    return validator
 
 
 def check_arguments(validator: Any, arguments: dict[str, Any]) -> tuple[str, str] | None:

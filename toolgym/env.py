@@ -98,7 +98,7 @@ class ToolEnv(gym.Env):
         }
         self.observation_space = ChatObservation()
         self.action_space = AssistantTurn()
-        self._toolboxes: dict[tuple, Toolbox] = {}
+        self._toolboxes: dict[frozenset, tuple[Toolbox, dict[str, str]]] = {}
         self.scenario: Scenario | None = None
         self.state: dict[str, Any] = {}
         self._messages: list[dict[str, Any]] = []
@@ -106,17 +106,29 @@ class ToolEnv(gym.Env):
 
     # -- episode setup -------------------------------------------------------------------------------
     def _toolbox(self, scenario: Scenario) -> Toolbox:
-        key = tuple(sorted(scenario.source.items()))
-        box = self._toolboxes.get(key)
-        if box is None:
-            if len(self._toolboxes) > 64:
-                self._toolboxes.clear()
-            box = self._toolboxes[key] = Toolbox(scenario.source, **self._sandbox_opts)
+        """One Toolbox per set of distinct source texts, grown to every tool name seen with them.
+
+        Procedural packs offer a different subset of one module's tools on each reset; keying by the source
+        texts (not the offered names) means the module is exec'd once, not once per episode.
+        """
+        key = frozenset(scenario.source.values())
+        entry = self._toolboxes.get(key)
+        if entry is not None and scenario.source.keys() <= entry[1].keys():
+            return entry[0]
+        if len(self._toolboxes) > 64:
+            self._toolboxes.clear()
+        sources = {**(entry[1] if entry else {}), **scenario.source}
+        box = Toolbox(sources, **self._sandbox_opts)
+        self._toolboxes[key] = (box, sources)
         return box
 
-    def _start(self, scenario: Scenario) -> None:
+    def _start(self, scenario: Scenario, owned: bool = False) -> None:
         self.scenario = scenario
-        self.state = json.loads(json.dumps(scenario.state)) if scenario.state else {}
+        # A freshly generated scenario's world is the episode's own; a shared one (static pack, options) is copied.
+        if owned:
+            self.state = scenario.state
+        else:
+            self.state = json.loads(json.dumps(scenario.state)) if scenario.state else {}
         self.toolbox = self._toolbox(scenario)
         self._schemas = {t["function"]["name"]: t["function"] for t in scenario.tools}
         self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
@@ -125,6 +137,7 @@ class ToolEnv(gym.Env):
             R.Expected(s.tool, a, s.id, tuple(s.state_checks)) for s in scenario.subtasks for a in s.answers
         )
         self._answer = scenario.answer or None
+        self._checks = [c for s in scenario.subtasks for c in s.state_checks]
         msgs = list(scenario.messages)
         if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
@@ -137,6 +150,7 @@ class ToolEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = options or {}
+        owned = False
         if "scenario" in options:
             sc = options["scenario"]
             scenario = sc if isinstance(sc, Scenario) else Scenario.from_dict(sc)
@@ -146,7 +160,8 @@ class ToolEnv(gym.Env):
             scenario = self.source.get(int(options["index"]))
         else:
             scenario = self.source.sample(self.np_random)
-        self._start(scenario)
+            owned = getattr(self.source, "fresh", False)
+        self._start(scenario, owned)
         for turn in options.get("prefix", ()):
             if self._done:
                 break
@@ -259,7 +274,7 @@ class ToolEnv(gym.Env):
         return outcome.output, int(solved is not None), 1
 
     def _state_ok(self) -> bool:
-        return all(c.holds(self.state) for s in self.scenario.subtasks for c in s.state_checks)
+        return all(c.holds(self.state) for c in self._checks)
 
     def _reward(self, comp: dict[str, float], parsed: ParsedTurn, p: int, q: int, done: bool) -> float:
         spec = self.reward_spec

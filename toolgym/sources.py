@@ -21,7 +21,13 @@ class ScenarioSource(Protocol):
 
 
 class ProceduralSource:
-    """Draws a fresh scenario from ``generate(rng, config)`` on every reset."""
+    """Draws a fresh scenario from ``generate(rng, config)`` on every reset.
+
+    ``fresh``: each scenario is new and unshared, so the env plays its world in place instead of copying it
+    (``env.scenario.state`` is then the live world of the episode).
+    """
+
+    fresh = True
 
     def __init__(self, name: str, generate: Callable[[np.random.Generator, Any], Scenario], config: Any):
         if hasattr(config, "validate"):
