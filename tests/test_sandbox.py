@@ -404,6 +404,7 @@ RUNAWAYS = [
     "def f():\n    return b'%10000000000d' % 1",
     "def f():\n    return 'a' * 10000000000",
     "def f():\n    return 10 ** 100000000",
+    "import fractions\ndef f():\n    return 3 ** fractions.Fraction(10**9)",
     "def f():\n    return [1] * 10000000000",
     "def f():\n    return bytes(10**10)",
     "def f():\n    return bytearray(10**10)",

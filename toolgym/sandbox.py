@@ -718,10 +718,11 @@ class _Runtime:
             return a * b
 
         def pow_(a: Any, b: Any) -> Any:
-            if type(b) is int and b > 1 and isinstance(a, (int, fractions.Fraction)):
+            e = b.numerator if isinstance(b, fractions.Fraction) and b.denominator == 1 else b
+            if isinstance(e, int) and e > 1 and isinstance(a, (int, fractions.Fraction)):
                 bits = _bits(a)
-                if bits > 1 and (bits - 1) * b > _INT_BITS:
-                    too_big("power (bits)", (bits - 1) * b)
+                if bits > 1 and (bits - 1) * e > _INT_BITS:
+                    too_big("power (bits)", (bits - 1) * e)
             return a**b
 
         def lshift(a: Any, b: Any) -> Any:
@@ -982,12 +983,16 @@ class _Runtime:
             return extend_
 
         def regex_method(ob: Any, name: str) -> Any:
+            if isinstance(ob, type):
+                return unbound(name)
             meth = getattr(ob, name)
             if type(ob) is re.Pattern:
                 ensure_armed()
             return meth
 
         def elements(ob: Any, name: str) -> Any:
+            if isinstance(ob, type):
+                return unbound(name)
             meth = getattr(ob, name)
             if isinstance(ob, collections.Counter):
                 return lambda: ticking(meth())
