@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_OPEN_LEN, _CLOSE_LEN = len(_OPEN), len(_CLOSE)
 # FTRL counts any of these left in a final answer as a malformed call.
 MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
 _END_TOKENS = ("<|endoftext|>", "<|im_end|>")
@@ -78,12 +79,30 @@ def _call_from_obj(obj: Any, text: str, call_id: str) -> ToolCall | MalformedCal
     return ToolCall(name, args, call_id)
 
 
+def _split_blocks(text: str) -> tuple[list[str], list[str]]:
+    """(outside pieces, call bodies) of ``<tool_call>...</tool_call>`` blocks: str.find, no regex backtracking."""
+    outside: list[str] = []
+    bodies: list[str] = []
+    pos = 0
+    while True:
+        start = text.find(_OPEN, pos)
+        if start < 0:
+            break
+        end = text.find(_CLOSE, start + _OPEN_LEN)
+        if end < 0:
+            break
+        outside.append(text[pos:start])
+        bodies.append(text[start + _OPEN_LEN : end])
+        pos = end + _CLOSE_LEN
+    outside.append(text[pos:])
+    return outside, bodies
+
+
 def _parse_hermes(text: str) -> ParsedTurn:
-    # One regex pass: split() alternates outside-text and call bodies.
-    pieces = TOOL_CALL_RE.split(text)
+    outside, bodies = _split_blocks(text)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
-    for i, raw in enumerate(pieces[1::2]):
+    for i, raw in enumerate(bodies):
         body = raw.strip()
         call_id = f"call_{i}"
         try:
@@ -94,7 +113,7 @@ def _parse_hermes(text: str) -> ParsedTurn:
         parsed = _call_from_obj(obj, body, call_id)
         (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
     # FTRL: when no call parses, the whole text is the content (so leftover tags count as malformed).
-    content = "".join(pieces[::2]).strip() if calls else text
+    content = "".join(outside).strip() if calls else text
     return ParsedTurn(content=content, calls=calls, malformed=malformed, raw=text)
 
 

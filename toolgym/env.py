@@ -50,7 +50,9 @@ COMPONENT_KEYS = (
     "answer_correct",
     "state_ok",
 )
+_ZERO_COMPONENTS = dict.fromkeys(COMPONENT_KEYS, 0.0)
 RewardFn = Callable[[dict[str, float], "ToolEnv"], float]
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per json.dumps call
 
 
 class ToolEnv(gym.Env):
@@ -190,27 +192,27 @@ class ToolEnv(gym.Env):
             return self._obs(), 0.0, True, False, info
         self._turn += 1
         parsed = parse_action(action, self._tool_names)
-        comp = dict.fromkeys(COMPONENT_KEYS, 0.0)
+        comp = _ZERO_COMPONENTS.copy()
         feedback: list[str] = []
         assistant: dict[str, Any] = {"role": "assistant", "content": parsed.content}
         tool_msgs: list[dict[str, Any]] = []
-        if parsed.calls:
-            assistant["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
-                }
-                for c in parsed.calls
-            ]
         n_solved = 0
         n_valid = 0
-        for call in parsed.calls:
-            text, solved, valid = self._run_call(call.name, call.arguments, comp)
-            n_solved += solved
-            n_valid += valid
-            feedback.append(text)
-            tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text})
+        if parsed.calls:
+            tool_calls = assistant["tool_calls"] = []
+            for call in parsed.calls:
+                tool_calls.append(
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": _encode(call.arguments)},
+                    }
+                )
+                text, solved, valid = self._run_call(call.name, call.arguments, comp)
+                n_solved += solved
+                n_valid += valid
+                feedback.append(text)
+                tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text})
         for bad in parsed.malformed:
             comp["n_bad_json"] += 1
             text = f"Error: could not read tool call: {bad.reason}."

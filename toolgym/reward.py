@@ -100,7 +100,7 @@ class SolveTracker:
     state shows the change it must cause.
     """
 
-    __slots__ = ("_by_tool", "n_expected")
+    __slots__ = ("_by_tool", "n_expected", "n_unsolved")
 
     def __init__(self, expected: Iterable[Expected]):
         self._by_tool: dict[str, list[Expected]] = {}
@@ -109,10 +109,7 @@ class SolveTracker:
             self._by_tool.setdefault(e.tool, []).append(e)
             n += 1
         self.n_expected = n
-
-    @property
-    def n_unsolved(self) -> int:
-        return sum(len(v) for v in self._by_tool.values())
+        self.n_unsolved = n
 
     def unsolved_set(self) -> dict[str, list[str]]:
         return {t: [e.answer for e in es] for t, es in self._by_tool.items() if es}
@@ -131,5 +128,6 @@ class SolveTracker:
                 not e.state_checks or (state is not None and all(c.holds(state) for c in e.state_checks))
             ):
                 del entries[i]
+                self.n_unsolved -= 1
                 return e
         return None
