@@ -1,0 +1,26 @@
+"""The toolgym command: eval prints the per-kind table, list and show describe envs."""
+
+import json
+import subprocess
+import sys
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "toolgym.cli", *args], capture_output=True, text=True, check=True)
+
+
+def test_eval_prints_solve_metrics_per_kind(tmp_path):
+    out = tmp_path / "summary.json"
+    res = run("eval", "ToolGym/FlightBooking-v0", "--episodes", "12", "--json", str(out))
+    assert "agent=gold" in res.stdout and "agent=random" in res.stdout
+    assert "Solve-F1" in res.stdout and "multi_hop" in res.stdout
+    report = json.loads(out.read_text())
+    gold = next(r for r in report if r["agent"] == "gold")
+    assert gold["rows"][-1]["kind"] == "all" and gold["rows"][-1]["solve_f1"] == 100.0
+
+
+def test_list_and_show():
+    listing = run("list").stdout
+    assert "ToolGym/FlightBooking-v0" in listing and "ToolGym/FTRLSample-v0" in listing
+    shown = run("show", "ToolGym/FlightBooking-v0", "--seed", "4", "--kind", "multi_hop").stdout
+    assert "gold plan:" in shown and "turn 2:" in shown and "final answer" in shown
