@@ -109,6 +109,7 @@ def test_shape_per_kind(kind):
         assert sc.metadata == {
             "domain": "FlightBooking",
             "version": 0,
+            "split": None,
             "kind": kind,
             "hops": hops,
             "parallel": branches,

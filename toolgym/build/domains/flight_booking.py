@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.scenario import KINDS, Scenario, StateCheck, SubTask, tool_schema
+from toolgym.scenario import KINDS, SPLITS, Scenario, StateCheck, SubTask, split_of, tool_schema
 
 NAME = "FlightBooking"
 VERSION = 0
@@ -654,10 +654,13 @@ class FlightBookingConfig:
     hops: int = 2
     parallel: int = 2
     distractors: int = 3
+    split: str | None = None  # "train" / "test": only scenarios whose id hashes into that split
 
     def validate(self) -> None:
         if self.kind is not None and self.kind not in KINDS:
             raise ValueError(f"kind must be None or one of {KINDS}, got {self.kind!r}")
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(f"split must be None or one of {SPLITS}, got {self.split!r}")
         for name, lo, hi in (("hops", 2, 4), ("parallel", 2, 4), ("distractors", 0, 12)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -1359,8 +1362,19 @@ def _compose(plan: _Plan, kind: str, hops: int, parallel: int) -> tuple[list[Sub
 
 
 def generate(rng: np.random.Generator, config: FlightBookingConfig) -> Scenario:
-    """One FlightBooking scenario, drawn entirely from ``rng`` (same rng state -> identical scenario)."""
+    """One FlightBooking scenario, drawn entirely from ``rng`` (same rng state -> identical scenario).
+
+    With ``config.split`` set, draws until the scenario's id falls in that split (see ``split_of``).
+    """
     config.validate()
+    while True:
+        scenario = _generate_one(rng, config)
+        if config.split is None or split_of(scenario.id) == config.split:
+            scenario.metadata["split"] = config.split
+            return scenario
+
+
+def _generate_one(rng: np.random.Generator, config: FlightBookingConfig) -> Scenario:
     u = rng.random(_N_WORLD + _N_DICE)  # one rng call for the world and the first scenario decisions
     state = _world(u)
     dice = _Dice(rng, u[_N_WORLD:].tolist())
