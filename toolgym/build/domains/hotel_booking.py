@@ -16,6 +16,9 @@ LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", 
 ROOM_TYPES = ("single", "double", "twin", "suite")
 STATUSES = ("confirmed", "cancelled")
 LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
+# Managers come from their own pools so a manager's name never equals a guest's name.
+MANAGER_FIRST = ("Odile", "Rafael", "Signe", "Tomas", "Ulla", "Viktor", "Wanda", "Xavier")
+MANAGER_LAST = ("Achterberg", "Bianchi", "Castellanos", "Dubois", "Eriksen", "Fonseca", "Gallagher", "Holm")
 
 HOTEL = Entity(
     name="hotel",
@@ -59,7 +62,7 @@ RESERVATION = Entity(
         Attr("guest_id", "guest", ref="guest"),
         Attr("room_type", "room type", answerable=False, enum=ROOM_TYPES),
         Attr("room_number", "room number"),
-        Attr("total_price", "total price", type="integer"),
+        Attr("total_price", "total price", type="integer", answerable=False),  # 3-4 digits recur in other fields
         Attr("status", "status", answerable=False, enum=STATUSES),
         Attr("paid", "payment status", type="boolean", answerable=False),
     ),
@@ -110,7 +113,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "name": f"{HOTEL_WORDS[names[i]]} {HOTEL_KINDS[i % len(HOTEL_KINDS)]}",
             "city": CITIES[cities[i]],
             "phone": f"+1-555-{ids[i]:04d}",
-            "manager": f"{FIRST[(i * 5) % len(FIRST)]} {LAST[i]}",
+            "manager": f"{MANAGER_FIRST[(i * 5) % len(MANAGER_FIRST)]} {MANAGER_LAST[i]}",
             "stars": int(2 + i % 4),
             "checkin_time": f"{14 + i % 3}:00",
         }
