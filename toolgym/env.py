@@ -66,6 +66,10 @@ class ToolEnv(gym.Env):
     ``reset(options=...)`` accepts ``{"scenario": Scenario | dict}`` to play a given scenario,
     ``{"index": i}`` for a static pack, and ``{"prefix": [turn, ...]}`` to restore the episode after those
     assistant turns (FTRL trains turn-level, from prefixes the policy visited).
+
+    ``tool_step_budget`` counts loop iterations and calls per tool call (a deterministic time limit); 100k is
+    far above what a lookup tool needs and keeps pathological recursion far from C-level stack limits.
+    ``tool_time_limit`` is the wall-clock backstop in seconds.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -77,7 +81,7 @@ class ToolEnv(gym.Env):
         max_turns: int = 20,
         reward: str | RewardFn = "ftrl",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-        tool_step_budget: int = 1_000_000,
+        tool_step_budget: int = 100_000,
         tool_time_limit: float = 2.0,
         max_output_chars: int = 16_384,
         render_mode: str | None = None,
