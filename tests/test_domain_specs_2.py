@@ -70,7 +70,7 @@ def test_shape(domain):
     for w in worlds(domain):
         assert set(w) == {e.table for e in domain.entities} | {"counters"}
         for e in domain.entities:
-            assert 4 <= len(w[e.table]) <= 12, e.table
+            assert 6 <= len(w[e.table]) <= 12, e.table
 
 
 def test_ids_fixed_width_and_labels_unique(domain):

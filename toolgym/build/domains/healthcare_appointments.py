@@ -125,7 +125,7 @@ UPDATES = (
     ),
 )
 
-N_CLINIC, N_DOCTOR, N_PATIENT, N_APPOINTMENT = 5, 7, 8, 11
+N_CLINIC, N_DOCTOR, N_PATIENT, N_APPOINTMENT = 6, 7, 8, 11
 _N_CLINICS, _N_DOCTOR_FIRST, _N_PATIENT_FIRST = len(CLINICS), len(DOCTOR_FIRST), len(PATIENT_FIRST)
 _N_DRAWS = _N_CLINICS + _N_DOCTOR_FIRST + _N_PATIENT_FIRST + 16 + 2 * N_DOCTOR + 3 * N_PATIENT + 3 * N_APPOINTMENT
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
@@ -138,9 +138,9 @@ _N_BIRTHDAYS = len(BIRTHDAYS)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """5 clinics, 7 doctors, 8 patients, 11 appointments.
+    """6 clinics, 7 doctors, 8 patients, 11 appointments.
 
-    Clinics 0-1 have two doctors, the others one; appointments cycle over patients and doctors from random
+    Clinic 0 has two doctors, the others one; appointments cycle over patients and doctors from random
     offsets, and each patient's next appointment is the last one booked for them, so every ref column holds
     unique and repeated values.
     """

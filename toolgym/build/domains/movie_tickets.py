@@ -153,7 +153,7 @@ UPDATES = (
     ),
 )
 
-N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 5, 6, 8, 7, 10
+N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 6, 6, 8, 7, 10
 _N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(FIRST)
 _N_DRAWS = _N_CINEMAS + _N_MOVIES + _N_FIRST + 16 + 4 * N_SCREENING + N_CUSTOMER + 3 * N_TICKET
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
@@ -165,7 +165,7 @@ EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """5 cinemas, 6 movies, 8 screenings, 7 customers, 10 tickets.
+    """6 cinemas, 6 movies, 8 screenings, 7 customers, 10 tickets.
 
     Screenings cycle over movies and cinemas, tickets over screenings and customers, from random offsets, and
     each customer's latest ticket is the last one sold to them, so every ref column holds unique and repeated
@@ -222,7 +222,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         screenings[sid] = {
             "screening_id": sid,
             "movie_id": movie_ids[(off_m + i) % N_MOVIE],
-            "cinema_id": cinema_ids[(off_c + 3 * i) % N_CINEMA],
+            "cinema_id": cinema_ids[(off_c + 5 * i) % N_CINEMA],
             "date": DATES[int(x * 336)],
             "start_time": TIMES[int(y * 7)],
             "format": FORMATS[int(z * 3)],

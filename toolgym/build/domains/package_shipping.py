@@ -127,7 +127,7 @@ UPDATES = (
     ),
 )
 
-N_SENDER, N_DEPOT, N_COURIER, N_PACKAGE = 8, 5, 7, 11
+N_SENDER, N_DEPOT, N_COURIER, N_PACKAGE = 8, 6, 7, 11
 _N_DEPOTS, _N_SENDER_FIRST, _N_COURIER_FIRST = len(DEPOTS), len(SENDER_FIRST), len(COURIER_FIRST)
 _N_DRAWS = _N_DEPOTS + _N_SENDER_FIRST + _N_COURIER_FIRST + 16 + 2 * N_SENDER + 4 * N_COURIER + 3 * N_PACKAGE
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
@@ -142,9 +142,9 @@ STATUS_CYCLE = ("in_transit", "out_for_delivery", "in_transit", "delivered", "on
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """8 senders, 5 depots, 7 couriers, 11 packages.
+    """8 senders, 6 depots, 7 couriers, 11 packages.
 
-    Depots 0-1 have two couriers, the others one; packages cycle over senders and couriers from random offsets
+    Depot 0 has two couriers, the others one; packages cycle over senders and couriers from random offsets
     (a package is handled by its courier's depot), and each sender's latest package is the last one they sent,
     so every ref column holds unique and repeated values.
     """
