@@ -1,0 +1,281 @@
+"""MovieTickets: cinemas, movies, screenings of movies at cinemas, customers and their tickets.
+
+Every screening shows one movie at one cinema; every ticket is for one screening and belongs to one customer,
+and each customer's latest ticket is one of their own. Customers cancel tickets, change seat rows and redeem
+vouchers. Chains run customer -> latest ticket -> screening -> movie / cinema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from toolgym.build.spec import Attr, Domain, Entity, Update
+
+# (cinema name, city)
+CINEMAS = (
+    ("Roxy Picturehouse", "Leeds"),
+    ("Lumiere Screens", "Lyon"),
+    ("Odeon Riverside", "Glasgow"),
+    ("Kino Babylon Mitte", "Berlin"),
+    ("The Electric Palace", "Bristol"),
+    ("Cine Doree", "Bordeaux"),
+    ("Starlight Multiplex", "Dublin"),
+    ("Paragon Cinema Club", "Manchester"),
+)
+CITIES = tuple(sorted({c[1] for c in CINEMAS}))
+# (title, director, runtime in minutes, rating, release year): titles and directors share no words.
+MOVIES = (
+    ("Midnight at Port Verity", "Selma Okonjo", 118, "PG-13", 2023),
+    ("The Glass Cartographer", "Henrik Aasland", 134, "PG", 2022),
+    ("Static Bloom", "Yuki Hanazawa", 97, "R", 2024),
+    ("Ferris Wheel Requiem", "Carlos Beltran Ruiz", 126, "PG-13", 2021),
+    ("Orbit of Small Things", "Maren Kjellberg", 142, "PG", 2024),
+    ("Saltwater Kings", "Tobias Wendt", 109, "R", 2023),
+    ("Paper Lanterns Rising", "Aiko Fujimura", 101, "G", 2022),
+    ("The Last Tram to Zorin", "Dragan Petrovic", 131, "PG-13", 2024),
+    ("Quartz Desert", "Noor El-Amin", 115, "PG-13", 2023),
+    ("A Thousand Quiet Hours", "Rosalind Achebe", 152, "R", 2021),
+)
+RATINGS = ("G", "PG", "PG-13", "R")
+FORMATS = ("2D", "3D", "IMAX")
+TIMES = ("12:30", "14:15", "16:40", "18:00", "19:30", "20:45", "22:10")
+ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")
+TICKET_STATUSES = ("valid", "cancelled", "used")
+FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
+LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
+
+CINEMA = Entity(
+    name="cinema",
+    table="cinemas",
+    key="cinema_id",
+    label="cinema {cinema_id}",
+    description="a cinema",
+    id_pattern="^CN[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("city", "city", answerable=False, enum=CITIES),
+        Attr("phone", "box office phone number"),
+        Attr("screens", "number of screens", type="integer", answerable=False),
+    ),
+)
+MOVIE = Entity(
+    name="movie",
+    table="movies",
+    key="movie_id",
+    label="movie {movie_id}",
+    description="a movie in the programme",
+    id_pattern="^MV[0-9]{5}$",
+    attrs=(
+        Attr("title", "title"),
+        Attr("director", "director"),
+        Attr("runtime_min", "runtime in minutes", type="integer", answerable=False),
+        Attr("rating", "age rating", answerable=False, enum=RATINGS),
+        Attr("release_year", "release year", type="integer", answerable=False),
+    ),
+)
+SCREENING = Entity(
+    name="screening",
+    table="screenings",
+    key="screening_id",
+    label="screening {screening_id}",
+    description="a showing of a movie at a cinema",
+    id_pattern="^SC[0-9]{5}$",
+    attrs=(
+        Attr("movie_id", "movie", ref="movie"),
+        Attr("cinema_id", "cinema", ref="cinema"),
+        Attr("date", "date", answerable=False),
+        Attr("start_time", "start time", answerable=False, enum=TIMES),
+        Attr("format", "format", answerable=False, enum=FORMATS),
+        Attr("auditorium", "auditorium"),
+    ),
+)
+CUSTOMER = Entity(
+    name="customer",
+    table="customers",
+    key="customer_id",
+    label="customer {customer_id}",
+    description="a registered customer",
+    id_pattern="^CU[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("email", "email address"),
+        Attr("member_number", "membership number"),
+        Attr("last_ticket", "latest ticket", ref="ticket"),
+    ),
+)
+TICKET = Entity(
+    name="ticket",
+    table="tickets",
+    key="ticket_id",
+    label="ticket {ticket_id}",
+    description="a ticket for a screening",
+    id_pattern="^TK[0-9]{5}$",
+    attrs=(
+        Attr("screening_id", "screening", ref="screening"),
+        Attr("customer_id", "customer", ref="customer"),
+        Attr("seat_row", "seat row", answerable=False, enum=ROWS),
+        Attr("seat_number", "seat number", type="integer", answerable=False),
+        Attr("status", "status", answerable=False, enum=TICKET_STATUSES),
+        Attr("voucher_code", "voucher code"),
+        Attr("voucher_redeemed", "voucher status", type="boolean", answerable=False),
+    ),
+)
+UPDATES = (
+    Update(
+        name="cancel_ticket",
+        entity="ticket",
+        description="Cancel a valid ticket.",
+        request="cancel {target}",
+        confirmation_prefix="KX",
+        sets={"status": "cancelled"},
+        require={"status": "valid"},
+    ),
+    Update(
+        name="change_seat_row",
+        entity="ticket",
+        description="Move a valid ticket to another seat row in the same auditorium.",
+        request="move {target} to row {value}",
+        confirmation_prefix="SR",
+        require={"status": "valid"},
+        param=Attr("seat_row", "seat row", answerable=False, enum=ROWS),
+    ),
+    Update(
+        name="redeem_voucher",
+        entity="ticket",
+        description="Redeem the snack voucher of a valid ticket whose voucher has not been redeemed yet.",
+        request="redeem the voucher of {target}",
+        confirmation_prefix="VR",
+        sets={"voucher_redeemed": True},
+        require={"status": "valid", "voucher_redeemed": False},
+    ),
+)
+
+N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 6, 6, 8, 7, 10
+_N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(FIRST)
+_N_DRAWS = _N_CINEMAS + _N_MOVIES + _N_FIRST + 16 + 4 * N_SCREENING + N_CUSTOMER + 3 * N_TICKET
+# Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
+LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
+PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
+DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
+NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
+
+
+def world(rng: np.random.Generator) -> dict[str, Any]:
+    """6 cinemas, 6 movies, 8 screenings, 7 customers, 10 tickets.
+
+    Screenings cycle over movies and cinemas, tickets over screenings and customers, from random offsets, and
+    each customer's latest ticket is the last one sold to them, so every ref column holds unique and repeated
+    values.
+    """
+    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
+    u = rng.random(_N_DRAWS).tolist()
+    cinemas = sorted(range(_N_CINEMAS), key=u.__getitem__)
+    k = _N_CINEMAS
+    movies = sorted(range(_N_MOVIES), key=u[k : k + _N_MOVIES].__getitem__)
+    k += _N_MOVIES
+    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
+    k += _N_FIRST
+    g = u[k : k + 16]
+    k += 16
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
+    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
+    cinema_ids = ["CN" + str(10000 + (b + i * s) % 90000) for i in range(N_CINEMA)]
+    movie_ids = ["MV" + str(10000 + (b + i * s + 33013) % 90000) for i in range(N_MOVIE)]
+    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
+    screening_ids = ["SC" + str(10000 + (b + i * s) % 90000) for i in range(N_SCREENING)]
+    customer_ids = ["CU" + str(10000 + (b + i * s + 52027) % 90000) for i in range(N_CUSTOMER)]
+    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
+    ticket_ids = ["TK" + str(10000 + (b + i * s) % 90000) for i in range(N_TICKET)]
+
+    cinema_table, movie_table, screenings, customers, tickets = {}, {}, {}, {}, {}
+    b = int(g[6] * 9000)
+    for i in range(N_CINEMA):
+        cid = cinema_ids[i]
+        name, city = CINEMAS[cinemas[i]]
+        cinema_table[cid] = {
+            "cinema_id": cid,
+            "name": name,
+            "city": city,
+            "phone": "+44 161 " + str(200 + (b + i * 137) % 800) + " " + str(1000 + (b * 7 + i * 2713) % 9000),
+            "screens": 3 + (b + i) % 9,
+        }
+    for i in range(N_MOVIE):
+        mid = movie_ids[i]
+        title, director, runtime, rating, year = MOVIES[movies[i]]
+        movie_table[mid] = {
+            "movie_id": mid,
+            "title": title,
+            "director": director,
+            "runtime_min": runtime,
+            "rating": rating,
+            "release_year": year,
+        }
+    d = u[k : k + 4 * N_SCREENING]
+    k += 4 * N_SCREENING
+    off_m, off_c = int(g[7] * N_MOVIE), int(g[8] * N_CINEMA)
+    for i in range(N_SCREENING):
+        sid, x, y, z, w = screening_ids[i], d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
+        screenings[sid] = {
+            "screening_id": sid,
+            "movie_id": movie_ids[(off_m + i) % N_MOVIE],
+            "cinema_id": cinema_ids[(off_c + 5 * i) % N_CINEMA],
+            "date": DATES[int(x * 336)],
+            "start_time": TIMES[int(y * 7)],
+            "format": FORMATS[int(z * 3)],
+            "auditorium": "Auditorium " + PAIRS[int(w * 400)] + str(i),
+        }
+    d = u[k : k + N_CUSTOMER]
+    k += N_CUSTOMER
+    b = int(g[9] * 900000)
+    for i in range(N_CUSTOMER):
+        cid = customer_ids[i]
+        person = firsts[i] * 10 + int(d[i] * 10)
+        customers[cid] = {
+            "customer_id": cid,
+            "name": NAMES[person],
+            "email": EMAILS[person] + str(i) + "@mail.example",
+            "member_number": "CC-" + str(100000 + (b + i * 45673) % 900000),
+            "last_ticket": "",
+        }
+    d = u[k : k + 3 * N_TICKET]
+    off_s, off_u = int(g[10] * N_SCREENING), int(g[11] * N_CUSTOMER)
+    for i in range(N_TICKET):
+        tid, x, y, z = ticket_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
+        cid = customer_ids[(off_u + i) % N_CUSTOMER]
+        tickets[tid] = {
+            "ticket_id": tid,
+            "screening_id": screening_ids[(off_s + 3 * i) % N_SCREENING],
+            "customer_id": cid,
+            "seat_row": ROWS[int(x * 8)],
+            "seat_number": 1 + int(y * 24),
+            "status": TICKET_STATUSES[0 if i % 4 else 1 + int(z * 2)],
+            "voucher_code": "VC-" + PAIRS[int(z * 400)] + str(i) + str(10 + int(x * 90)),
+            "voucher_redeemed": i % 4 == 2,
+        }
+        customers[cid]["last_ticket"] = tid
+    return {
+        "cinemas": cinema_table,
+        "movies": movie_table,
+        "screenings": screenings,
+        "customers": customers,
+        "tickets": tickets,
+        "counters": {
+            "cancel_ticket": 1000 + int(g[12] * 8000),
+            "change_seat_row": 1000 + int(g[13] * 8000),
+            "redeem_voucher": 1000 + int(g[14] * 8000),
+        },
+    }
+
+
+DOMAIN = Domain(
+    name="MovieTickets",
+    version=0,
+    description="Cinemas, movies, screenings, customers and tickets; look up, cancel, change seat row, redeem.",
+    entities=(CINEMA, MOVIE, SCREENING, CUSTOMER, TICKET),
+    updates=UPDATES,
+    world=world,
+)

@@ -1,0 +1,249 @@
+"""PackageShipping: senders, depots, the couriers based at them and the packages in the network.
+
+Every courier is based at one depot; every package was sent by one sender, is handled by one depot and carried
+by one courier, and each sender's latest package is one of their own. Senders hold packages, change the
+delivery option and confirm deliveries. Chains run sender -> latest package -> courier -> depot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from toolgym.build.spec import Attr, Domain, Entity, Update
+
+# (depot name, city)
+DEPOTS = (
+    ("Leeds North Hub", "Leeds"),
+    ("Thamesmead Sorting Centre", "London"),
+    ("Avonmouth Parcel Yard", "Bristol"),
+    ("Trafford Park Depot", "Manchester"),
+    ("Hillington Distribution Point", "Glasgow"),
+    ("Castlemilk Logistics Base", "Edinburgh"),
+    ("Wolverton Freight Terminal", "Milton Keynes"),
+    ("Pengam Green Depot", "Cardiff"),
+)
+CITIES = tuple(sorted({d[1] for d in DEPOTS}))
+SENDER_FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko")
+SENDER_LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+COURIER_FIRST = ("Aleksander", "Bianca", "Cormac", "Delphine", "Emeka", "Francesca", "Gideon", "Hyun", "Isolde")
+COURIER_LAST = ("Abernathy", "Baptiste", "Cojocaru", "Delacroix", "Ekwueme", "Falkenberg", "Grimaldi", "Hollis")
+MANAGERS = ("Rhiannon Pryce", "Oluwaseun Bakare", "Ewan MacLeod", "Priyanka Desai", "Stellan Ahlgren", "Tamsin Rowe")
+PACKAGE_STATUSES = ("in_transit", "on_hold", "out_for_delivery", "delivered")
+DELIVERY_OPTIONS = ("standard", "express", "parcel_locker", "neighbour", "depot_pickup")
+SHIFTS = ("early", "day", "late")
+VEHICLE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXY"  # UK plate letters (no I, O, Q, Z)
+STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
+
+SENDER = Entity(
+    name="sender",
+    table="senders",
+    key="sender_id",
+    label="sender {sender_id}",
+    description="a customer who sends packages",
+    id_pattern="^SD[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("email", "email address"),
+        Attr("account_number", "account number"),
+        Attr("business", "business account status", type="boolean", answerable=False),
+        Attr("last_package", "latest package", ref="package"),
+    ),
+)
+DEPOT = Entity(
+    name="depot",
+    table="depots",
+    key="depot_id",
+    label="depot {depot_id}",
+    description="a depot that sorts and dispatches packages",
+    id_pattern="^DP[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("city", "city", answerable=False, enum=CITIES),
+        Attr("phone", "phone number"),
+        Attr("manager", "manager"),
+    ),
+)
+COURIER = Entity(
+    name="courier",
+    table="couriers",
+    key="courier_id",
+    label="courier {courier_id}",
+    description="a courier based at a depot",
+    id_pattern="^CR[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("depot_id", "depot", ref="depot"),
+        Attr("vehicle_plate", "vehicle registration plate"),
+        Attr("phone", "phone number"),
+        Attr("shift", "shift", answerable=False, enum=SHIFTS),
+    ),
+)
+PACKAGE = Entity(
+    name="package",
+    table="packages",
+    key="package_id",
+    label="package {package_id}",
+    description="a package in the delivery network",
+    id_pattern="^PK[0-9]{5}$",
+    attrs=(
+        Attr("sender_id", "sender", ref="sender"),
+        Attr("depot_id", "handling depot", ref="depot"),
+        Attr("courier_id", "courier", ref="courier"),
+        Attr("tracking_number", "tracking number"),
+        Attr("weight_g", "weight in grams", type="integer", answerable=False),
+        Attr("status", "status", answerable=False, enum=PACKAGE_STATUSES),
+        Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
+    ),
+)
+UPDATES = (
+    Update(
+        name="hold_package",
+        entity="package",
+        description="Hold a package that is in transit at its depot.",
+        request="hold {target} at the depot",
+        confirmation_prefix="HD",
+        sets={"status": "on_hold"},
+        require={"status": "in_transit"},
+    ),
+    Update(
+        name="change_delivery_option",
+        entity="package",
+        description="Change the delivery option of a package that is in transit.",
+        request="change the delivery option of {target} to {value}",
+        confirmation_prefix="DO",
+        require={"status": "in_transit"},
+        param=Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
+    ),
+    Update(
+        name="confirm_delivery",
+        entity="package",
+        description="Confirm receipt of a package that is out for delivery.",
+        request="confirm delivery of {target}",
+        confirmation_prefix="CD",
+        sets={"status": "delivered"},
+        require={"status": "out_for_delivery"},
+    ),
+)
+
+N_SENDER, N_DEPOT, N_COURIER, N_PACKAGE = 8, 6, 7, 11
+_N_DEPOTS, _N_SENDER_FIRST, _N_COURIER_FIRST = len(DEPOTS), len(SENDER_FIRST), len(COURIER_FIRST)
+_N_DRAWS = _N_DEPOTS + _N_SENDER_FIRST + _N_COURIER_FIRST + 16 + 2 * N_SENDER + 4 * N_COURIER + 3 * N_PACKAGE
+# Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
+LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
+PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
+PLATE_PAIRS = tuple(a + b for a in VEHICLE_LETTERS for b in VEHICLE_LETTERS)
+SENDERS = tuple(f"{f} {last}" for f in SENDER_FIRST for last in SENDER_LAST)
+SENDER_EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in SENDER_FIRST for last in SENDER_LAST)
+COURIERS = tuple(f"{f} {last}" for f in COURIER_FIRST for last in COURIER_LAST)
+# Package statuses by position mod 6: at least two in transit, one out for delivery, one delivered.
+STATUS_CYCLE = ("in_transit", "out_for_delivery", "in_transit", "delivered", "on_hold", "out_for_delivery")
+
+
+def world(rng: np.random.Generator) -> dict[str, Any]:
+    """8 senders, 6 depots, 7 couriers, 11 packages.
+
+    Depot 0 has two couriers, the others one; packages cycle over senders and couriers from random offsets
+    (a package is handled by its courier's depot), and each sender's latest package is the last one they sent,
+    so every ref column holds unique and repeated values.
+    """
+    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
+    u = rng.random(_N_DRAWS).tolist()
+    depots = sorted(range(_N_DEPOTS), key=u.__getitem__)
+    k = _N_DEPOTS
+    sfirst = sorted(range(_N_SENDER_FIRST), key=u[k : k + _N_SENDER_FIRST].__getitem__)
+    k += _N_SENDER_FIRST
+    cfirst = sorted(range(_N_COURIER_FIRST), key=u[k : k + _N_COURIER_FIRST].__getitem__)
+    k += _N_COURIER_FIRST
+    g = u[k : k + 16]
+    k += 16
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
+    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
+    sender_ids = ["SD" + str(10000 + (b + i * s) % 90000) for i in range(N_SENDER)]
+    depot_ids = ["DP" + str(10000 + (b + i * s + 36013) % 90000) for i in range(N_DEPOT)]
+    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
+    courier_ids = ["CR" + str(10000 + (b + i * s) % 90000) for i in range(N_COURIER)]
+    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
+    package_ids = ["PK" + str(10000 + (b + i * s) % 90000) for i in range(N_PACKAGE)]
+
+    senders, depot_table, couriers, packages = {}, {}, {}, {}
+    d = u[k : k + 2 * N_SENDER]
+    k += 2 * N_SENDER
+    b = int(g[6] * 90000)
+    for i in range(N_SENDER):
+        sid, x = sender_ids[i], d[2 * i]
+        person = sfirst[i] * 10 + int(x * 10)
+        senders[sid] = {
+            "sender_id": sid,
+            "name": SENDERS[person],
+            "email": SENDER_EMAILS[person] + str(i) + "@mail.example",
+            "account_number": "ACC-"
+            + str(10000 + (b + i * 7919) % 90000)
+            + "-"
+            + PAIRS[int(d[2 * i + 1] * 400)]
+            + str(i),
+            "business": i % 3 == 0,
+            "last_package": "",
+        }
+    b, m = int(g[7] * 9000), int(g[8] * len(MANAGERS))
+    for i in range(N_DEPOT):
+        did = depot_ids[i]
+        name, city = DEPOTS[depots[i]]
+        depot_table[did] = {
+            "depot_id": did,
+            "name": name,
+            "city": city,
+            "phone": "+44 300 " + str(100 + (b + i * 137) % 900) + " " + str(1000 + (b * 7 + i * 2713) % 9000),
+            "manager": MANAGERS[(m + i) % len(MANAGERS)],
+        }
+    d = u[k : k + 4 * N_COURIER]
+    k += 4 * N_COURIER
+    b = int(g[9] * 9000)
+    for i in range(N_COURIER):
+        cid, x, y, z, w = courier_ids[i], d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
+        couriers[cid] = {
+            "courier_id": cid,
+            "name": COURIERS[cfirst[i] * 8 + int(x * 8)],
+            "depot_id": depot_ids[i % N_DEPOT],
+            "vehicle_plate": PLATE_PAIRS[int(y * 484)] + str(10 + int(z * 90)) + " " + PAIRS[int(w * 400)] + str(i),
+            "phone": "+44 7700 " + str(100000 + (b * 97 + i * 30011) % 900000),
+            "shift": SHIFTS[int(z * 3)],
+        }
+    d = u[k : k + 3 * N_PACKAGE]
+    off_s, off_c = int(g[10] * N_SENDER), int(g[12] * N_COURIER)
+    for i in range(N_PACKAGE):
+        pid, x, y, z = package_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
+        sid, c = sender_ids[(off_s + i) % N_SENDER], (off_c + 3 * i) % N_COURIER
+        packages[pid] = {
+            "package_id": pid,
+            "sender_id": sid,
+            "depot_id": depot_ids[c % N_DEPOT],  # the depot its courier is based at
+            "courier_id": courier_ids[c],
+            "tracking_number": "TRK" + PAIRS[int(x * 400)] + str(i) + PAIRS[int(z * 400)],
+            "weight_g": 150 + int(y * 9850),
+            "status": STATUS_CYCLE[i % 6],
+            "delivery_option": DELIVERY_OPTIONS[int(z * 5)],
+        }
+        senders[sid]["last_package"] = pid
+    return {
+        "senders": senders,
+        "depots": depot_table,
+        "couriers": couriers,
+        "packages": packages,
+        "counters": {
+            "hold_package": 1000 + int(g[13] * 8000),
+            "change_delivery_option": 1000 + int(g[14] * 8000),
+            "confirm_delivery": 1000 + int(g[15] * 8000),
+        },
+    }
+
+
+DOMAIN = Domain(
+    name="PackageShipping",
+    version=0,
+    description="Senders, depots, couriers and packages; look up, hold, change delivery option, confirm delivery.",
+    entities=(SENDER, DEPOT, COURIER, PACKAGE),
+    updates=UPDATES,
+    world=world,
+)

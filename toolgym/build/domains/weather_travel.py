@@ -1,0 +1,276 @@
+"""WeatherTravel: countries, their cities, weather stations, travel advisories and travellers' trips.
+
+Each country has one or two cities and a current travel advisory (one of its own); each city has a main
+weather station reporting current conditions; each trip goes to a city. Travellers subscribe to weather alerts,
+cancel trips and acknowledge advisories. Chains run trip -> city -> country -> current advisory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from toolgym.build.spec import Attr, Domain, Entity, Update
+
+# (country, region, currency, calling code, (two cities with their UTC offsets))
+COUNTRIES = (
+    ("Norway", "Europe", "NOK", "47", (("Bergen", "UTC+1"), ("Tromso", "UTC+1"))),
+    ("Peru", "South America", "PEN", "51", (("Cusco", "UTC-5"), ("Arequipa", "UTC-5"))),
+    ("Japan", "Asia", "JPY", "81", (("Osaka", "UTC+9"), ("Sapporo", "UTC+9"))),
+    ("Kenya", "Africa", "KES", "254", (("Nairobi", "UTC+3"), ("Mombasa", "UTC+3"))),
+    ("Chile", "South America", "CLP", "56", (("Valparaiso", "UTC-4"), ("Punta Arenas", "UTC-4"))),
+    ("Estonia", "Europe", "EUR", "372", (("Tallinn", "UTC+2"), ("Tartu", "UTC+2"))),
+    ("Morocco", "Africa", "MAD", "212", (("Marrakesh", "UTC+1"), ("Fez", "UTC+1"))),
+    ("Vietnam", "Asia", "VND", "84", (("Hanoi", "UTC+7"), ("Hue", "UTC+7"))),
+    ("Iceland", "Europe", "ISK", "354", (("Reykjavik", "UTC+0"), ("Akureyri", "UTC+0"))),
+    ("Canada", "North America", "CAD", "1", (("Halifax", "UTC-4"), ("Winnipeg", "UTC-6"))),
+    ("Nepal", "Asia", "NPR", "977", (("Kathmandu", "UTC+5:45"), ("Pokhara", "UTC+5:45"))),
+    ("Australia", "Oceania", "AUD", "61", (("Hobart", "UTC+10"), ("Darwin", "UTC+9:30"))),
+)
+REGIONS = ("Europe", "South America", "Asia", "Africa", "North America", "Oceania")
+CURRENCIES = tuple(c[2] for c in COUNTRIES)
+CONDITIONS = ("sunny", "cloudy", "rain", "snow", "thunderstorm", "fog", "windy")
+HAZARDS = ("flooding", "wildfire", "civil unrest", "heatwave", "volcanic ash", "tropical storm", "landslides")
+TRIP_STATUSES = ("booked", "cancelled")
+CHANNELS = ("none", "email", "sms", "push")
+FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
+LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
+STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000 and 900000: strides never repeat
+
+COUNTRY = Entity(
+    name="country",
+    table="countries",
+    key="country_id",
+    label="country {country_id}",
+    description="a destination country",
+    id_pattern="^CY[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("region", "region", answerable=False, enum=REGIONS),
+        Attr("currency", "currency", answerable=False, enum=CURRENCIES),
+        Attr("embassy_phone", "embassy phone number"),
+        Attr("current_advisory", "current travel advisory", ref="advisory"),
+    ),
+)
+CITY = Entity(
+    name="city",
+    table="cities",
+    key="city_id",
+    label="city {city_id}",
+    description="a destination city",
+    id_pattern="^CT[0-9]{5}$",
+    attrs=(
+        Attr("name", "name"),
+        Attr("country_id", "country", ref="country"),
+        Attr("population", "population", type="integer"),
+        Attr("timezone", "time zone", answerable=False),
+        Attr("main_station", "main weather station", ref="station"),
+    ),
+)
+STATION = Entity(
+    name="station",
+    table="stations",
+    key="station_id",
+    label="weather station {station_id}",
+    description="a weather station and its latest report",
+    id_pattern="^WS[0-9]{5}$",
+    attrs=(
+        Attr("city_id", "city", ref="city"),
+        Attr("call_sign", "call sign"),
+        Attr("condition", "current condition", answerable=False, enum=CONDITIONS),
+        Attr("temperature_c", "temperature in degrees Celsius", type="integer", answerable=False),
+        Attr("wind_kph", "wind speed in km/h", type="integer", answerable=False),
+        Attr("humidity_pct", "relative humidity in percent", type="integer", answerable=False),
+    ),
+)
+ADVISORY = Entity(
+    name="advisory",
+    table="advisories",
+    key="advisory_id",
+    label="advisory {advisory_id}",
+    description="a travel advisory issued for a country",
+    id_pattern="^AV[0-9]{5}$",
+    attrs=(
+        Attr("country_id", "country", ref="country"),
+        Attr("reference_code", "reference code"),
+        Attr("hazard", "hazard", answerable=False, enum=HAZARDS),
+        Attr("level", "advisory level", type="integer", answerable=False),
+        Attr("issued_on", "issue date", answerable=False),
+        Attr("acknowledged", "acknowledgement status", type="boolean", answerable=False),
+    ),
+)
+TRIP = Entity(
+    name="trip",
+    table="trips",
+    key="trip_id",
+    label="trip {trip_id}",
+    description="a traveller's booked trip to a city",
+    id_pattern="^TP[0-9]{5}$",
+    attrs=(
+        Attr("traveller", "traveller"),
+        Attr("city_id", "destination city", ref="city"),
+        Attr("departure_date", "departure date", answerable=False),
+        Attr("booking_code", "booking code"),
+        Attr("status", "status", answerable=False, enum=TRIP_STATUSES),
+        Attr("alert_channel", "weather alert channel", answerable=False, enum=CHANNELS),
+    ),
+)
+UPDATES = (
+    Update(
+        name="subscribe_alerts",
+        entity="trip",
+        description="Subscribe a booked trip to weather alerts for its destination on the given channel.",
+        request="subscribe {target} to weather alerts by {value}",
+        confirmation_prefix="SA",
+        require={"status": "booked"},
+        param=Attr("alert_channel", "weather alert channel", answerable=False, enum=CHANNELS),
+    ),
+    Update(
+        name="cancel_trip",
+        entity="trip",
+        description="Cancel a booked trip.",
+        request="cancel {target}",
+        confirmation_prefix="XT",
+        sets={"status": "cancelled"},
+        require={"status": "booked"},
+    ),
+    Update(
+        name="acknowledge_advisory",
+        entity="advisory",
+        description="Acknowledge a travel advisory that has not been acknowledged yet.",
+        request="acknowledge {target}",
+        confirmation_prefix="AK",
+        sets={"acknowledged": True},
+        require={"acknowledged": False},
+    ),
+)
+
+N_COUNTRY, N_CITY, N_ADVISORY, N_TRIP = 6, 8, 8, 10
+_N_COUNTRIES, _N_FIRST = len(COUNTRIES), len(FIRST)
+_N_DRAWS = _N_COUNTRIES + _N_FIRST + 16 + 4 * N_CITY + 3 * N_ADVISORY + 4 * N_TRIP
+# Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
+PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
+DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
+NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+
+
+def world(rng: np.random.Generator) -> dict[str, Any]:
+    """6 countries, 8 cities (one main station each), 8 advisories, 10 trips.
+
+    Countries 0 and 1 have two cities and two advisories (the later one is current), the others one of each,
+    and trips cycle over the cities from a random offset, so every ref column has unique and repeated values.
+    """
+    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
+    u = rng.random(_N_DRAWS).tolist()
+    pick = sorted(range(_N_COUNTRIES), key=u.__getitem__)
+    k = _N_COUNTRIES
+    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
+    k += _N_FIRST
+    g = u[k : k + 16]
+    k += 16
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
+    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
+    country_ids = ["CY" + str(10000 + (b + i * s) % 90000) for i in range(N_COUNTRY)]
+    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
+    city_ids = ["CT" + str(10000 + (b + i * s) % 90000) for i in range(N_CITY)]
+    station_ids = ["WS" + str(10000 + (b + i * s + 4409) % 90000) for i in range(N_CITY)]
+    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
+    advisory_ids = ["AV" + str(10000 + (b + i * s) % 90000) for i in range(N_ADVISORY)]
+    b, s = int(g[6] * 90000), STEPS[int(g[7] * 6)]
+    trip_ids = ["TP" + str(10000 + (b + i * s) % 90000) for i in range(N_TRIP)]
+
+    countries, cities, stations, advisories, trips = {}, {}, {}, {}, {}
+    b = int(g[8] * 1000)
+    for i in range(N_COUNTRY):
+        name, region, currency, code, _ = COUNTRIES[pick[i]]
+        cid = country_ids[i]
+        countries[cid] = {
+            "country_id": cid,
+            "name": name,
+            "region": region,
+            "currency": currency,
+            "embassy_phone": "+"
+            + code
+            + " 2"
+            + str(100 + (b + i * 131) % 900)
+            + " "
+            + str(4100 + (b * 7 + i * 2713) % 5900),
+            "current_advisory": "",
+        }
+    d = u[k : k + 4 * N_CITY]
+    k += 4 * N_CITY
+    for i in range(N_CITY):
+        c = i % N_COUNTRY
+        city, tz = COUNTRIES[pick[c]][4][i // N_COUNTRY]
+        cid, sid = city_ids[i], station_ids[i]
+        x, y, z, w = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
+        cities[cid] = {
+            "city_id": cid,
+            "name": city,
+            "country_id": country_ids[c],
+            "population": 100000 + int(x * 8990) * 100 + i * 11,  # last digits unique
+            "timezone": tz,
+            "main_station": sid,
+        }
+        stations[sid] = {
+            "station_id": sid,
+            "city_id": cid,
+            "call_sign": "WX-" + PAIRS[int(y * 400)] + str(i),
+            "condition": CONDITIONS[int(w * 7)],
+            "temperature_c": int(y * 40) - 8,
+            "wind_kph": int(z * 60),
+            "humidity_pct": 20 + int(x * 7919) % 80,
+        }
+    d = u[k : k + 3 * N_ADVISORY]
+    k += 3 * N_ADVISORY
+    for i in range(N_ADVISORY):
+        aid, cid = advisory_ids[i], country_ids[i % N_COUNTRY]
+        x, y, z = d[3 * i], d[3 * i + 1], d[3 * i + 2]
+        advisories[aid] = {
+            "advisory_id": aid,
+            "country_id": cid,
+            "reference_code": "TA-" + PAIRS[int(x * 400)] + str(i) + str(10 + int(z * 90)),
+            "hazard": HAZARDS[int(y * 7)],
+            "level": 1 + int(z * 4),
+            "issued_on": DATES[int(x * 336)],
+            "acknowledged": i % 3 == 0,
+        }
+        countries[cid]["current_advisory"] = aid
+    d = u[k : k + 4 * N_TRIP]
+    off = int(g[11] * N_CITY)
+    for i in range(N_TRIP):
+        tid = trip_ids[i]
+        x, y, z, w = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
+        trips[tid] = {
+            "trip_id": tid,
+            "traveller": NAMES[firsts[i] * 10 + int(x * 10)],
+            "city_id": city_ids[(off + i) % N_CITY],
+            "departure_date": DATES[int(y * 336)],
+            "booking_code": "BK-" + PAIRS[int(z * 400)] + str(i),
+            "status": "cancelled" if i % 4 == 3 else "booked",
+            "alert_channel": CHANNELS[int(w * 4)],
+        }
+    return {
+        "countries": countries,
+        "cities": cities,
+        "stations": stations,
+        "advisories": advisories,
+        "trips": trips,
+        "counters": {
+            "subscribe_alerts": 1000 + int(g[12] * 8000),
+            "cancel_trip": 1000 + int(g[13] * 8000),
+            "acknowledge_advisory": 1000 + int(g[14] * 8000),
+        },
+    }
+
+
+DOMAIN = Domain(
+    name="WeatherTravel",
+    version=0,
+    description="Countries, cities, weather stations, travel advisories and trips; subscribe, cancel, acknowledge.",
+    entities=(COUNTRY, CITY, STATION, ADVISORY, TRIP),
+    updates=UPDATES,
+    world=world,
+)
