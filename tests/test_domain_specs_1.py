@@ -5,7 +5,6 @@ import importlib
 import json
 import random
 import re
-import time
 
 import numpy as np
 import pytest
@@ -161,17 +160,3 @@ def test_answers_are_distinctive(module):
         for u in domain.updates:
             code = _norm(f"{u.confirmation_prefix}{state['counters'][u.name]}")
             assert not any(code in text for text in outputs.values()), (seed, u.name)
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_world_is_fast(module):
-    """Loose bound, not a benchmark: a world is drawn on every reset."""
-    domain = _domain(module)
-    rng = np.random.default_rng(0)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(50):
-            domain.world(rng)
-        best = min(best, (time.perf_counter() - start) / 50)
-    assert best < 1e-3, f"{module}: {best * 1e6:.0f} us per world"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import random
-import timeit
 from functools import cache
 
 import numpy as np
@@ -311,11 +310,3 @@ def test_world_names_are_distinctive():
             assert not [(a, b) for a in group for b in group if a != b and a in b]
         assert len({f["gate"] for f in state["flights"].values()}) == len(state["flights"])
         assert len({b["seat"] for b in state["bookings"].values()}) == len(state["bookings"])
-
-
-def test_generate_is_fast():
-    rng = np.random.default_rng(0)
-    cfg = fb.FlightBookingConfig()
-    runs = timeit.repeat(lambda: fb.generate(rng, cfg), number=50, repeat=10)
-    median = sorted(runs)[len(runs) // 2] / 50
-    assert median < 1e-3, median  # target ~120 us; loose bound so slow CI machines do not flake
