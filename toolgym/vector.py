@@ -218,47 +218,55 @@ def batch_infos(items: Iterable[tuple[int, dict[str, Any]]], num_envs: int) -> d
     """Batch ``(env index, info)`` pairs (in env order) into Gymnasium's vector info dict.
 
     Produces what calling ``VectorEnv._add_info`` once per pair gives (same keys, masks, dtypes and object
-    arrays, ``final_obs`` as an object array), grouping by key first so the per-env work stays small.
+    arrays, ``final_obs`` as an object array), grouping by key first so each key costs a few array operations.
     """
-    by_key: dict[str, list[tuple[int, Any]]] = {}
+    by_key: dict[str, tuple[list[int], list[Any]]] = {}
     for i, info in items:
         for key, value in info.items():
-            pairs = by_key.get(key)
-            if pairs is None:
-                by_key[key] = [(i, value)]
+            group = by_key.get(key)
+            if group is None:
+                by_key[key] = ([i], [value])
             else:
-                pairs.append((i, value))
+                group[0].append(i)
+                group[1].append(value)
     out: dict[str, Any] = {}
-    for key, pairs in by_key.items():
-        first = pairs[0][1]
+    all_true = np.ones(num_envs, dtype=np.bool_)
+    for key, (idx, vals) in by_key.items():
+        full = len(idx) == num_envs
+        first = vals[0]
+        kind = type(first)
         if key == "final_obs":
-            array: Any = np.full(num_envs, None, dtype=object)
-            for i, value in pairs:
-                array[i] = value
+            array: Any = _object_array(idx, vals, num_envs)
         elif isinstance(first, dict):
-            array = batch_infos(((i, v) for i, v in pairs if isinstance(v, dict)), num_envs)
-        else:
-            kind = type(first)
-            if kind in _SCALAR_TYPES or issubclass(kind, np.number):
-                if len(pairs) == num_envs and all(type(v) is kind for _, v in pairs):
-                    array = np.array([v for _, v in pairs], dtype=kind)
-                else:
-                    array = np.zeros(num_envs, dtype=kind)
-                    for i, value in pairs:
-                        array[i] = value
-            elif isinstance(first, np.ndarray):
-                array = np.zeros((num_envs, *first.shape), dtype=first.dtype)
-                for i, value in pairs:
-                    array[i] = value
+            array = batch_infos(((i, v) for i, v in zip(idx, vals, strict=True) if isinstance(v, dict)), num_envs)
+        elif kind in _SCALAR_TYPES or issubclass(kind, np.number):
+            if full and all(type(v) is kind for v in vals):
+                array = np.array(vals, dtype=kind)
             else:
-                array = np.full(num_envs, None, dtype=object)
-                for i, value in pairs:
+                array = np.zeros(num_envs, dtype=kind)
+                for i, value in zip(idx, vals, strict=True):
                     array[i] = value
-        mask = np.zeros(num_envs, dtype=np.bool_)
-        mask[[i for i, _ in pairs]] = True
+        elif isinstance(first, np.ndarray):
+            array = np.zeros((num_envs, *first.shape), dtype=first.dtype)
+            for i, value in zip(idx, vals, strict=True):
+                array[i] = value
+        else:
+            array = _object_array(idx, vals, num_envs)
+        if full:
+            mask = all_true.copy()
+        else:
+            mask = np.zeros(num_envs, dtype=np.bool_)
+            mask[idx] = True
         out[key] = array
         out["_" + key] = mask
     return out
+
+
+def _object_array(idx: list[int], vals: list[Any], num_envs: int) -> np.ndarray:
+    array = np.full(num_envs, None, dtype=object)
+    for i, value in zip(idx, vals, strict=True):
+        array[i] = value
+    return array
 
 
 # -- construction --------------------------------------------------------------------------------------------
