@@ -82,7 +82,13 @@ def register_pack(path: str | Path) -> str:
     _MANIFESTS[eid] = manifest
     if eid in gym.registry:
         del gym.registry[eid]
-    gym.register(id=eid, entry_point="toolgym.registry:make_env", kwargs={"pack": eid}, disable_env_checker=True)
+    gym.register(
+        id=eid,
+        entry_point="toolgym.registry:make_env",
+        vector_entry_point="toolgym.vector:make_vector_env",
+        kwargs={"pack": eid},
+        disable_env_checker=True,
+    )
     return eid
 
 
