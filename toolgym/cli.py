@@ -1,4 +1,5 @@
-"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario)."""
+"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario),
+``export`` (datasets for SFT and RL trainers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
+from toolgym import export_cli
 from toolgym.agents import AGENTS
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.registry import manifest_for, registered_ids
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_knobs(p)
     p.set_defaults(func=cmd_show)
+    export_cli.add_parser(sub)
     return parser
 
 

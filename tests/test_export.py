@@ -1,0 +1,189 @@
+"""Dataset export: sft and rl rows load with `datasets`, rl rows score responses through the restored env,
+exports resume without duplicates, and sft rows replay through a fresh env."""
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import pytest
+
+import toolgym  # noqa: F401
+from toolgym.export import (
+    ExportError,
+    RestoreError,
+    compute_score,
+    decode_row,
+    export,
+    read_rows,
+    restore,
+    score_response,
+)
+from toolgym.packs import load_scenarios
+
+datasets = pytest.importorskip("datasets")
+FB = "ToolGym/FlightBooking-v0"
+SFT_COLUMNS = {"messages", "tools", "env_id", "scenario_id", "kind", "split", "seed", "env_kwargs", "answer", "n_turns"}
+RL_COLUMNS = {
+    *("data_source", "prompt", "ability", "reward_model", "extra_info"),
+    *("tools", "unsolved_set", "answer", "solve_rate"),
+    *("env_id", "env_kwargs", "split", "seed", "turn", "prefix", "scenario_id", "kind", "n_turns"),
+    *("gold_response", "gold_reward"),
+}
+
+
+def load(path, tmp_path, kind="json"):
+    return datasets.load_dataset(kind, data_files=str(path), cache_dir=str(tmp_path / "hf-cache"))["train"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    sft = export(FB, "sft", 6, out, split="train", seed=10)
+    rl = export(FB, "rl", 6, out, split="train", seed=10)
+    return out, sft, rl
+
+
+def test_sft_and_rl_load_with_datasets(exported, tmp_path):
+    _, sft, rl = exported
+    ds_sft = load(sft.path, tmp_path)
+    ds_rl = load(rl.path, tmp_path)
+    assert len(ds_sft) == 6 and set(ds_sft.column_names) == SFT_COLUMNS
+    assert set(ds_rl.column_names) == RL_COLUMNS
+    assert len(ds_rl) == sum(ds_sft["n_turns"]) == rl.rows_total  # one rl row per assistant turn
+    assert sorted(ds_sft["seed"]) == list(range(10, 16)) and set(ds_sft["split"]) == {"train"}
+    for kind in ("json", "parquet"):
+        if kind == "parquet":
+            assert sft.parquet and rl.parquet
+            ds_sft, ds_rl = load(sft.parquet, tmp_path, "parquet"), load(rl.parquet, tmp_path, "parquet")
+            assert len(ds_sft) == 6 and len(ds_rl) == rl.rows_total
+        row = decode_row(ds_sft[0])
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[:3] == ["system", "user", "assistant"] and roles[-1] == "assistant" and "tool" in roles
+        call = row["messages"][2]["tool_calls"][0]
+        assert call["type"] == "function" and isinstance(json.loads(call["function"]["arguments"]), dict)
+        tool_msg = next(m for m in row["messages"] if m["role"] == "tool")
+        assert {"tool_call_id", "name", "content"} <= set(tool_msg)
+        assert all(t["type"] == "function" for t in row["tools"])
+        assert json.loads(row["env_kwargs"]) if isinstance(row["env_kwargs"], str) else row["env_kwargs"]
+        r = ds_rl[0]
+        assert r["reward_model"]["style"] == "rule" and r["data_source"] == FB and r["ability"] == "tool_use"
+        assert r["extra_info"]["index"] == 0 and r["turn"] == 0 and json.loads(r["prefix"]) == []
+        assert [m["role"] for m in r["prompt"]] == ["system", "user"]
+        assert isinstance(json.loads(r["unsolved_set"]), dict)
+        later = next(r for r in ds_rl if r["turn"] > 0)  # a prompt with tool calls (Arrow's None fillers in parquet)
+        assert score_response(later, later["gold_response"])[0] == pytest.approx(later["gold_reward"])
+
+
+def test_score_response_gold_is_maximal_and_wrong_is_lower(exported, tmp_path):
+    _, _, rl = exported
+    rows = list(load(rl.path, tmp_path))
+    assert any(r["turn"] > 0 for r in rows)
+    for row in rows:
+        gold, info = score_response(row, row["gold_response"])
+        assert gold == pytest.approx(row["gold_reward"])
+        comp = info["reward_components"]
+        if comp["n_calls"]:  # every gold call solves a sub-answer: 2k/(k+1), the best a k-call turn can get
+            k = comp["n_calls"]
+            assert comp["n_solved_now"] == k and gold == pytest.approx(2 * k / (k + 1))
+            wrong = "I am not sure."
+        else:  # the final answer with everything found: 1/(1+0)
+            assert gold == 1.0 and info["terminated"]
+            wrong = "Sorry, I could not find it."
+        bad, bad_info = score_response(row, wrong)
+        assert bad < gold and bad_info["reward_components"]["reward_ftrl"] == bad
+        if comp["n_calls"]:  # one redundant call on top of the gold ones: 2k/(k+2)
+            extra = row["gold_response"][row["gold_response"].rindex("<tool_call>") :]
+            padded, _ = score_response(row, row["gold_response"] + "\n" + extra)
+            assert padded == pytest.approx(2 * k / (k + 2)) and padded < gold
+        assert score_response(row, "")[0] == -0.5
+
+
+def test_restore_is_exact_and_verl_reward_function(exported):
+    _, _, rl = exported
+    rows = read_rows(rl.path)
+    row = next(r for r in rows if r["turn"] == 1)
+    env = restore(row)
+    assert env.unwrapped._messages == row["prompt"]
+    assert env.unwrapped.tracker.unsolved_set() == json.loads(row["unsolved_set"])
+    tampered = {**row, "unsolved_set": json.dumps({"get_booking": ["nothing"]})}
+    with pytest.raises(RestoreError):
+        restore(tampered)
+    # verl calls compute_score(data_source, solution_str, ground_truth, extra_info)
+    truth = row["reward_model"]["ground_truth"]
+    out = compute_score(row["data_source"], row["gold_response"], truth, row["extra_info"])
+    assert out["score"] == pytest.approx(row["gold_reward"]) and "n_solved_now" in out
+    verl_row = {k: row[k] for k in ("data_source", "prompt", "ability", "reward_model", "extra_info")}
+    assert score_response(verl_row, row["gold_response"])[0] == pytest.approx(row["gold_reward"])
+
+
+def test_resume_appends_only_missing_rows_and_repairs_truncation(tmp_path):
+    for fmt in ("sft", "rl"):
+        first = export(FB, fmt, 3, tmp_path, seed=0)
+        second = export(FB, fmt, 5, tmp_path, seed=0)
+        rows = read_rows(second.path)
+        keys = [(r["seed"], r.get("turn")) for r in rows]
+        assert len(keys) == len(set(keys)) == second.rows_total == first.rows_total + second.rows_written
+        assert {r["seed"] for r in rows} == set(range(5))
+        assert export(FB, fmt, 5, tmp_path, seed=0).rows_written == 0  # idempotent
+        # an interrupted run: the last row cut mid-line
+        data = second.path.read_bytes()
+        second.path.write_bytes(data[: len(data) - 25])
+        third = export(FB, fmt, 5, tmp_path, seed=0)
+        assert third.rows_written == 1 and third.rows_total == second.rows_total
+        assert second.path.read_bytes() == data  # the same row, written again whole
+    # a partially written rl episode (its last turn missing) is completed, not duplicated
+    lines = second.path.read_bytes().splitlines(keepends=True)
+    second.path.write_bytes(b"".join(lines[:-1]))
+    assert export(FB, "rl", 5, tmp_path, seed=0).rows_written == 1
+    assert len(read_rows(second.path)) == len(lines)
+    with pytest.raises(ExportError, match="env kwargs"):
+        export(FB, "rl", 5, tmp_path, seed=0, kind="multi_hop")
+
+
+def test_sft_rows_replay_through_a_fresh_env(exported, tmp_path):
+    _, sft, _ = exported
+    for row in load(sft.path, tmp_path):
+        row = decode_row(row)
+        env = gym.make(row["env_id"], **row["env_kwargs"])
+        obs, info = env.reset(seed=row["seed"])
+        assert info["scenario_id"] == row["scenario_id"]
+        for msg in row["messages"][len(obs["messages"]) :]:
+            if msg["role"] == "assistant":
+                obs, _, terminated, _, _ = env.step(msg)
+        assert terminated and obs["messages"] == row["messages"]
+        assert env.unwrapped.episode_metrics()["solve_f1"] == 1.0
+
+
+def test_split_is_passed_through(tmp_path):
+    res = export(FB, "sft", 4, tmp_path, split="test", seed=0, kind="single_hop")
+    rows = read_rows(res.path)
+    assert res.path.name == "FlightBooking-v0.test.sft.jsonl"
+    assert all(r["split"] == "test" and json.loads(r["env_kwargs"])["split"] == "test" for r in rows)
+    assert {r["kind"] for r in rows} == {"single_hop"}
+
+
+def test_ftrl_records_round_trip_and_static_pack_limits(tmp_path):
+    res = export("ToolGym/FTRLSample-v0", "ftrl", 3, tmp_path)
+    scenarios = load_scenarios(res.path, fmt="ftrl")
+    assert len(scenarios) == 3 and all(s.subtasks for s in scenarios)
+    rl = export("ToolGym/FTRLSample-v0", "rl", 2, tmp_path)  # no gold calls: the opening turn only
+    rows = read_rows(rl.path)
+    assert len(rows) == 2 and all(r["gold_response"] is None for r in rows)
+    assert score_response(rows[0], "no idea")[1]["reward_components"]["reward_ftrl"] == 0.0
+    with pytest.raises(ExportError, match="no gold calls"):
+        export("ToolGym/FTRLSample-v0", "sft", 1, tmp_path)
+    with pytest.raises(ExportError, match="world state"):
+        export(FB, "ftrl", 1, tmp_path)
+    assert not (tmp_path / "FlightBooking-v0.train.ftrl.jsonl").exists()
+
+
+def test_cli_export(tmp_path):
+    cmd = [sys.executable, "-m", "toolgym.cli", "export", FB, "--format", "rl", "--episodes", "2"]
+    res = subprocess.run([*cmd, "--out", str(tmp_path), "--kind", "multi_hop"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "rows written" in res.stdout
+    rows = read_rows(tmp_path / "FlightBooking-v0.train.rl.jsonl")
+    assert {r["kind"] for r in rows} == {"multi_hop"} and {r["seed"] for r in rows} == {0, 1}
+    bad = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "env kwargs" in bad.stderr

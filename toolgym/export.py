@@ -1,0 +1,440 @@
+"""Exporting envs as datasets for SFT and RL trainers (Hugging Face ``datasets``, TRL, verl).
+
+Three formats, each one JSONL file per (env, split, format), plus a parquet copy when ``pyarrow`` is installed:
+
+* ``sft``: one row per episode, the gold trajectory as OpenAI-style ``messages`` (system, user, assistant turns
+  with ``tool_calls`` whose ``function.arguments`` is a JSON string, ``tool`` messages, the final answer) and the
+  offered ``tools``. TRL's ``SFTTrainer`` reads the ``messages`` and ``tools`` columns as they are.
+* ``rl``: FTRL's turn-level prompts. For every gold episode, one row per assistant turn: the trajectory prefix
+  before that turn (``prompt``), the reward metadata (``unsolved_set``, ``answer``, ``solve_rate``) and what
+  ``reset(options={"prefix": ...})`` needs to restore the env there (``env_id``, ``env_kwargs``, ``seed``,
+  ``prefix``). The columns also follow verl's RL convention (``data_source``, ``prompt``, ``ability``,
+  ``reward_model``, ``extra_info``), and :func:`compute_score` is a verl ``custom_reward_function``.
+* ``ftrl``: FTRL's own record format (``messages``, ``tools``, ``codes``, ``unsolved_set``, ``answer``,
+  ``solve_rate``), only for scenarios whose tools keep no world state (FTRL's tools are stateless functions).
+
+Arrow needs one type per column across rows, so every column whose nested JSON differs from row to row (tool
+parameter schemas, call arguments, the unsolved set, env kwargs, the prefix actions) is stored as a JSON string;
+chat messages are stored as lists of structs (their keys are the same few everywhere). TRL decodes a string
+``tools`` column itself; :func:`decode_row` decodes every JSON-string column for other consumers.
+
+Exports are resumable and idempotent: rows are keyed by ``(env_id, split, seed)`` (and ``turn`` for ``rl``),
+written one line at a time (append + flush), and a rerun with more episodes appends only the missing rows. A
+truncated last line left by an interrupted run is dropped and rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from toolgym.env import ToolEnv
+from toolgym.registry import manifest_for
+
+FORMATS = ("sft", "rl", "ftrl")
+ABILITY = "tool_use"
+JSON_COLUMNS = ("tools", "env_kwargs", "unsolved_set", "prefix", "codes", "ground_truth")
+
+
+class ExportError(ValueError):
+    """An export cannot proceed (no gold trajectory, mismatched options, a corrupt output file)."""
+
+
+class RestoreError(RuntimeError):
+    """A restored env does not match the exported row (the env or its code changed since the export)."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def env_kwargs_for(env_id: str, split: str | None = "train", **knobs: Any) -> dict[str, Any]:
+    """The ``gym.make`` kwargs of an export: the knobs and the split for procedural packs, nothing for static ones."""
+    if manifest_for(env_id)["type"] != "procedural":
+        if knobs:
+            raise ExportError(f"{env_id} is a static pack; it takes no generator options {sorted(knobs)}")
+        return {}
+    kwargs = {k: v for k, v in knobs.items() if v is not None}
+    if split is not None:
+        kwargs["split"] = split
+    return kwargs
+
+
+def output_path(out_dir: str | Path, env_id: str, split: str | None, fmt: str) -> Path:
+    """``<out_dir>/<Name-vN>.<split>.<fmt>.jsonl``."""
+    return Path(out_dir) / f"{env_id.split('/')[-1]}.{split or 'all'}.{fmt}.jsonl"
+
+
+# -- gold episodes ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Turn:
+    """One assistant turn of a gold episode, with the state just before it."""
+
+    index: int
+    messages: list[dict[str, Any]]  # the chat before this turn (the prompt)
+    unsolved_set: dict[str, list[str]]
+    action: str | None  # the gold completion for this turn (None when the scenario has no gold calls)
+    reward: float | None  # FTRL's reward of the gold action
+
+
+@dataclass
+class Episode:
+    seed: int
+    scenario_id: str
+    kind: str
+    tools: list[dict[str, Any]]
+    answer: str
+    solve_rate: float | None
+    turns: list[Turn]
+    messages: list[dict[str, Any]]  # the whole dialogue after the last gold turn
+    complete: bool  # a gold trajectory was played to the end
+    scenario: Any
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value, ensure_ascii=False))
+
+
+def gold_episode(env: gym.Env, seed: int) -> Episode:
+    """Reset ``env`` with ``seed`` and play the gold trajectory, recording the state before every turn.
+
+    For scenarios without gold arguments (imported FTRL records) only the opening turn is recorded.
+    """
+    obs, info = env.reset(seed=seed)
+    u: ToolEnv = env.unwrapped
+    sc = u.scenario
+    try:
+        actions: list[str | None] = list(u.gold_actions())
+        complete = True
+    except ValueError:
+        actions, complete = [None], False
+    turns = []
+    for i, action in enumerate(actions):
+        turn = Turn(i, _copy(obs["messages"]), u.tracker.unsolved_set(), action, None)
+        turns.append(turn)
+        if action is None:
+            break
+        obs, reward, terminated, truncated, _ = env.step(action)
+        turn.reward = float(reward)
+        if (terminated or truncated) and i < len(actions) - 1:
+            raise ExportError(f"seed {seed}: the gold trajectory of {sc.id} ended early at turn {i}")
+    return Episode(
+        seed=seed,
+        scenario_id=info["scenario_id"],
+        kind=info["kind"],
+        tools=_copy(sc.tools),
+        answer=sc.answer,
+        solve_rate=sc.metadata.get("solve_rate"),
+        turns=turns,
+        messages=_copy(obs["messages"]),
+        complete=complete,
+        scenario=sc,
+    )
+
+
+# -- rows ---------------------------------------------------------------------------------------------------
+
+
+def sft_row(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not ep.complete:
+        raise ExportError(f"{env_id}: scenario {ep.scenario_id} has no gold calls, so no SFT trajectory")
+    return {
+        "messages": ep.messages,
+        "tools": _dumps(ep.tools),
+        "env_id": env_id,
+        "scenario_id": ep.scenario_id,
+        "kind": ep.kind,
+        "split": split,
+        "seed": ep.seed,
+        "env_kwargs": _dumps(env_kwargs),
+        "answer": ep.answer,
+        "n_turns": len(ep.turns),
+    }
+
+
+def rl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    prefix: list[str] = []
+    for turn in ep.turns:
+        unsolved = _dumps(turn.unsolved_set)
+        restore = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": ep.seed, "prefix": list(prefix)}
+        yield {
+            # verl's RL dataset convention
+            "data_source": env_id,
+            "prompt": turn.messages,
+            "ability": ABILITY,
+            "reward_model": {
+                "style": "rule",
+                "ground_truth": _dumps({"unsolved_set": turn.unsolved_set, "answer": ep.answer, **restore}),
+            },
+            "extra_info": {
+                "index": 0,  # the row's position in the file, set when written
+                "split": split,
+                "env_id": env_id,
+                "seed": ep.seed,
+                "turn": turn.index,
+                "scenario_id": ep.scenario_id,
+            },
+            # FTRL's turn-level record fields
+            "tools": _dumps(ep.tools),
+            "unsolved_set": unsolved,
+            "answer": ep.answer,
+            "solve_rate": ep.solve_rate,
+            # how to restore the env at this prefix, and the gold continuation
+            "env_id": env_id,
+            "env_kwargs": _dumps(env_kwargs),
+            "split": split,
+            "seed": ep.seed,
+            "turn": turn.index,
+            "prefix": _dumps(prefix),
+            "scenario_id": ep.scenario_id,
+            "kind": ep.kind,
+            "n_turns": len(ep.turns),
+            "gold_response": turn.action,
+            "gold_reward": turn.reward,
+        }
+        if turn.action is not None:
+            prefix.append(turn.action)
+
+
+def ftrl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """FTRL records (JSON-string fields, as FTRL stores them), one per turn; stateless scenarios only."""
+    sc = ep.scenario
+    if sc.state:
+        raise ExportError(
+            f"{env_id}: scenario {sc.id} keeps world state, which FTRL's record format cannot carry; "
+            "use --format rl (its rows restore the env, world included)"
+        )
+    for turn in ep.turns:
+        yield {
+            "messages": _dumps(turn.messages),
+            "tools": _dumps(ep.tools),
+            "codes": _dumps({n: sc.source[n] for n in sc.tool_names}),
+            "unsolved_set": _dumps(turn.unsolved_set),
+            "answer": ep.answer,
+            "solve_rate": ep.solve_rate,
+            "kind": ep.kind,
+            "env_id": env_id,
+            "split": split,
+            "seed": ep.seed,
+            "turn": turn.index,
+            "n_turns": len(ep.turns),
+        }
+
+
+_ROWS = {"sft": lambda ep, *a: iter([sft_row(ep, *a)]), "rl": rl_rows, "ftrl": ftrl_rows}
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """The identity of a row: (env_id, split, seed) and, for turn-level rows, the turn."""
+    return (row["env_id"], row.get("split"), int(row["seed"]), int(row.get("turn", -1)))
+
+
+# -- the output file ----------------------------------------------------------------------------------------
+
+
+def read_rows(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The rows of an export JSONL.
+
+    An unterminated last line (an interrupted write) or an unreadable last line is dropped, and with ``repair``
+    cut off the file so appending continues on a clean line; an unreadable line elsewhere is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]  # complete lines only
+    rows: list[dict[str, Any]] = []
+    good = 0
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                if lineno < len(lines):
+                    raise ExportError(f"{path}:{lineno}: not a JSON row ({exc}); remove the line") from None
+                break
+        good += len(line) + 1
+    if repair and good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def write_parquet(jsonl_path: str | Path) -> Path | None:
+    """Rewrite ``<name>.parquet`` beside the JSONL from all its rows (atomically); None without pyarrow."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    jsonl_path = Path(jsonl_path)
+    rows = read_rows(jsonl_path)
+    out = jsonl_path.with_suffix(".parquet")
+    tmp = out.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    parquet: Path | None
+    rows_written: int
+    rows_total: int
+    episodes: int
+
+
+def export(
+    env_id: str,
+    fmt: str,
+    episodes: int,
+    out_dir: str | Path = "exports",
+    *,
+    split: str | None = "train",
+    seed: int = 0,
+    parquet: bool = True,
+    **knobs: Any,
+) -> ExportResult:
+    """Export episodes ``seed .. seed+episodes-1`` of ``env_id`` in ``fmt``; appends only rows not yet written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if episodes < 0:
+        raise ExportError("episodes must be >= 0")
+    env_kwargs = env_kwargs_for(env_id, split, **knobs)
+    path = output_path(out_dir, env_id, split, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = read_rows(path, repair=True)
+    want = _dumps(env_kwargs)
+    for row in existing:
+        have = row.get("env_kwargs") if fmt != "ftrl" else want
+        if row.get("env_id") != env_id or (have is not None and _as_json(have) != env_kwargs):
+            raise ExportError(
+                f"{path} holds rows of {row.get('env_id')} with env kwargs {have}, not {want}; "
+                "export to another --out directory"
+            )
+    done = {row_key(r) for r in existing}
+    per_seed: dict[int, int] = {}
+    for r in existing:
+        per_seed[int(r["seed"])] = per_seed.get(int(r["seed"]), 0) + 1
+    # an episode is complete when all its rows are there (sft: one row; rl/ftrl: one per turn)
+    complete = {int(r["seed"]) for r in existing if per_seed[int(r["seed"])] >= (1 if fmt == "sft" else r["n_turns"])}
+    written = 0
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            for s in range(seed, seed + episodes):
+                if s in complete:
+                    continue
+                ep = gold_episode(env, s)
+                for row in _ROWS[fmt](ep, env_id, split, env_kwargs):
+                    key = row_key(row)
+                    if key in done:
+                        continue
+                    if "extra_info" in row:
+                        row["extra_info"]["index"] = len(done)
+                    f.write(_dumps(row) + "\n")  # one write per row, then flush: a crash loses at most this row
+                    f.flush()
+                    done.add(key)
+                    written += 1
+    finally:
+        env.close()
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()  # nothing was written (e.g. the format does not fit the env): leave no empty file
+    pq_path = write_parquet(path) if parquet else None
+    return ExportResult(path, pq_path, written, len(existing) + written, episodes)
+
+
+# -- scoring a response through the env --------------------------------------------------------------------
+
+
+def _strip_none(value: Any) -> Any:
+    """Drop None-valued keys (Arrow fills keys a message lacks with None) so loaded rows compare to live ones."""
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an exported row with its JSON-string columns decoded and Arrow's None fillers removed."""
+    out = _strip_none(dict(row))
+    for key in JSON_COLUMNS:
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+_ENVS: dict[str, gym.Env] = {}
+
+
+def _env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    key = env_id + _dumps(sorted(env_kwargs.items()))
+    env = _ENVS.get(key)
+    if env is None:
+        if len(_ENVS) >= 16:
+            for old in _ENVS.values():
+                old.close()
+            _ENVS.clear()
+        env = _ENVS[key] = gym.make(env_id, **env_kwargs)
+    return env
+
+
+def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
+    """An env restored at the row's prefix (cached per env id and kwargs, so not thread-safe).
+
+    With ``check``, the restored chat must equal the row's ``prompt`` and its unsolved set the row's
+    ``unsolved_set``; otherwise :class:`RestoreError` (the env or its code changed since the export).
+    Accepts an ``rl`` row as written or as loaded by ``datasets`` (JSON-string columns, None fillers).
+    """
+    spec = row
+    if "env_id" not in row and "extra_info" in row:  # a verl row trimmed to its own columns
+        spec = {**_as_json(row["reward_model"]["ground_truth"]), **row}
+    env_kwargs = _as_json(spec.get("env_kwargs") or {})
+    prefix = _as_json(spec.get("prefix") or [])
+    env = _env(spec["env_id"], env_kwargs)
+    obs, info = env.reset(seed=int(spec["seed"]), options={"prefix": prefix})
+    if check:
+        if "prompt" in row and _strip_none(obs["messages"]) != _strip_none(list(row["prompt"])):
+            raise RestoreError(f"{spec['env_id']} seed {spec['seed']}: restored messages differ from the row's prompt")
+        unsolved = spec.get("unsolved_set")
+        if unsolved is not None and info["unsolved_set"] != _strip_none(_as_json(unsolved)):
+            raise RestoreError(
+                f"{spec['env_id']} seed {spec['seed']}: restored unsolved_set {info['unsolved_set']} "
+                f"differs from the row's {unsolved}"
+            )
+    return env
+
+
+def score_response(row: dict[str, Any], response: Any, *, check: bool = True) -> tuple[float, dict[str, Any]]:
+    """FTRL's reward of ``response`` (one assistant turn) at the row's prefix, stepped through the restored env.
+
+    Returns ``(reward, info)`` with the step's ``reward_components`` (``reward_ftrl``, ``n_calls``,
+    ``n_solved_now``, ``n_unsolved``, ...), ``feedback`` (the tool messages' texts), ``terminated`` and
+    ``truncated``.
+    """
+    env = restore(row, check=check)
+    _, reward, terminated, truncated, info = env.step(response)
+    return float(reward), {**info, "terminated": terminated, "truncated": truncated}
+
+
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: dict[str, Any] | None = None, **_: Any
+) -> dict[str, Any]:
+    """verl ``custom_reward_function``: ``{"score": FTRL reward, **reward components}`` for one rl row."""
+    spec = {**_as_json(ground_truth), "data_source": data_source}
+    reward, info = score_response(spec, solution_str, check=True)
+    return {"score": reward, **info["reward_components"]}

@@ -1,0 +1,53 @@
+"""``toolgym export``: write an env's gold episodes as an SFT or RL dataset (JSONL, and parquet with pyarrow)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from toolgym.export import FORMATS, ExportError, export
+from toolgym.scenario import KINDS, SPLITS
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    knobs = {k: getattr(args, k) for k in ("kind", "hops", "parallel", "distractors") if getattr(args, k) is not None}
+    try:
+        res = export(
+            args.env_id,
+            args.format,
+            args.episodes,
+            args.out,
+            split=args.split,
+            seed=args.seed,
+            parquet=not args.no_parquet,
+            **knobs,
+        )
+    except ExportError as exc:
+        print(f"toolgym export: error: {exc}", file=sys.stderr)
+        return 2
+    kept = res.rows_total - res.rows_written
+    print(f"{res.path}: {res.rows_written} rows written, {kept} already there, {res.rows_total} in all")
+    if res.parquet:
+        print(f"{res.parquet}: rewritten from the JSONL")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="write gold episodes as a dataset: sft (messages + tools), rl (turn-level prompts), ftrl (FTRL records)",
+        description=__doc__,
+    )
+    p.add_argument("env_id", metavar="ENV_ID")
+    p.add_argument("--format", choices=FORMATS, default="sft")
+    p.add_argument("--episodes", type=int, default=100, help="episodes with seeds SEED .. SEED+EPISODES-1")
+    p.add_argument("--split", choices=SPLITS, default="train", help="passed to procedural envs as split=")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="exports", help="output directory (default: exports)")
+    p.add_argument("--no-parquet", action="store_true", help="write only the JSONL")
+    p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
+    p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
+    p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
+    p.set_defaults(func=cmd_export)
+    return p
