@@ -98,13 +98,13 @@ def _split_blocks(text: str) -> tuple[list[str], list[str]]:
     return outside, bodies
 
 
-def _parse_hermes(text: str) -> ParsedTurn:
+def _parse_hermes(text: str, id_prefix: str = "call_") -> ParsedTurn:
     outside, bodies = _split_blocks(text)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
     for i, raw in enumerate(bodies):
         body = raw.strip()
-        call_id = f"call_{i}"
+        call_id = f"{id_prefix}{i}"
         try:
             obj = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -121,7 +121,7 @@ def _literal(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
-def _parse_python(text: str, tool_names: frozenset[str] | None) -> ParsedTurn | None:
+def _parse_python(text: str, tool_names: frozenset[str] | None, id_prefix: str = "call_") -> ParsedTurn | None:
     """Python-call syntax; ``None`` when the text is not (only) calls, so it stays a plain answer.
 
     A call with positional arguments counts as a call attempt only when it names a known tool, so that
@@ -148,7 +148,7 @@ def _parse_python(text: str, tool_names: frozenset[str] | None) -> ParsedTurn | 
     for i, node in enumerate(nodes):
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         src = ast.get_source_segment(text.strip(), node) or node.func.id
-        call_id = f"call_{i}"
+        call_id = f"{id_prefix}{i}"
         if node.args:
             malformed.append(MalformedCall(src, "use keyword arguments only, e.g. f(x=1)", call_id))
             continue
@@ -164,7 +164,7 @@ def _parse_python(text: str, tool_names: frozenset[str] | None) -> ParsedTurn | 
     return ParsedTurn(content="" if calls else text.strip(), calls=calls, malformed=malformed, raw=text)
 
 
-def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None) -> ParsedTurn:
+def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None, id_prefix: str = "call_") -> ParsedTurn:
     content = msg.get("content") or ""
     if not isinstance(content, str):
         content = json.dumps(content, ensure_ascii=False, default=str)
@@ -172,45 +172,46 @@ def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None) -> Pa
     if not isinstance(raw_calls, list):
         raw_calls = [raw_calls]
     if not raw_calls:
-        return parse_text(content, tool_names)
+        return parse_text(content, tool_names, id_prefix)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
     for i, tc in enumerate(raw_calls):
-        call_id = str(tc.get("id") or f"call_{i}") if isinstance(tc, dict) else f"call_{i}"
+        call_id = str(tc.get("id") or f"{id_prefix}{i}") if isinstance(tc, dict) else f"{id_prefix}{i}"
         fn = tc.get("function", tc) if isinstance(tc, dict) else tc
         parsed = _call_from_obj(fn, json.dumps(tc, ensure_ascii=False, default=str), call_id)
         (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
     return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
 
 
-def parse_text(text: str, tool_names: frozenset[str] | None = None) -> ParsedTurn:
+def parse_text(text: str, tool_names: frozenset[str] | None = None, id_prefix: str = "call_") -> ParsedTurn:
     """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
     text = text.strip()
     for tok in _END_TOKENS:
         text = text.removesuffix(tok).strip()
     if "<tool_call>" in text:
-        return _parse_hermes(text)
+        return _parse_hermes(text, id_prefix)
     if _PY_CALL_START.match(text):
-        parsed = _parse_python(text, tool_names)
+        parsed = _parse_python(text, tool_names, id_prefix)
         if parsed is not None:
             return parsed
     return ParsedTurn(content=text, raw=text)
 
 
-def parse_action(action: Any, tool_names: frozenset[str] | None = None) -> ParsedTurn:
+def parse_action(action: Any, tool_names: frozenset[str] | None = None, id_prefix: str = "call_") -> ParsedTurn:
     """Parse any accepted action form; anything else is treated as its text (and so as an answer).
 
     ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments.
+    Calls without an id get ``<id_prefix><i>``; the env passes a per-turn prefix so ids are unique in a dialogue.
     """
     if isinstance(action, str):
-        return parse_text(action, tool_names)
+        return parse_text(action, tool_names, id_prefix)
     if isinstance(action, dict):
-        return _parse_message(action, tool_names)
+        return _parse_message(action, tool_names, id_prefix)
     if isinstance(action, bytes):
-        return parse_text(action.decode("utf-8", errors="replace"), tool_names)
+        return parse_text(action.decode("utf-8", errors="replace"), tool_names, id_prefix)
     if action is None:
         return ParsedTurn(content="", raw="")
-    return parse_text(str(action), tool_names)
+    return parse_text(str(action), tool_names, id_prefix)
 
 
 def format_hermes(calls: list[tuple[str, dict[str, Any]]], content: str = "") -> str:

@@ -195,7 +195,7 @@ class ToolEnv(gym.Env):
             info = {"reward_components": dict.fromkeys(COMPONENT_KEYS, 0.0), "feedback": ["episode is over"]}
             return self._obs(), 0.0, True, False, info
         self._turn += 1
-        parsed = parse_action(action, self._tool_names)
+        parsed = parse_action(action, self._tool_names, f"call_{self._turn}_")
         comp = _ZERO_COMPONENTS.copy()
         feedback: list[str] = []
         assistant: dict[str, Any] = {"role": "assistant", "content": parsed.content}
