@@ -13,8 +13,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="model name (env TOOLGYM_MODEL); without it the built-in agents run")
     g.add_argument("--base-url", help="server URL, e.g. http://localhost:8000/v1 (env OPENAI_BASE_URL)")
     g.add_argument("--api-key", help="API key (env OPENAI_API_KEY; default 'EMPTY')")
-    g.add_argument("--mode", choices=("native", "text"), default="native", help="native: tools= and tool_calls; "
-                   "text: tools in the system prompt, <tool_call> blocks in the completion")  # fmt: skip
+    g.add_argument(
+        "--mode",
+        choices=("native", "text"),
+        default="native",
+        help="native: tools= and tool_calls; text: tools in the system prompt, <tool_call> blocks in the completion",
+    )
     g.add_argument(
         "--json-schema",
         action="store_true",
@@ -29,8 +33,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=8, help="episodes in flight (default 8)")
     g.add_argument("--out", help="output directory (default runs/<envs>_<model>_<mode>_<hash of settings>)")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    g.add_argument("--retries", type=int, default=4, help="retries per request on connection errors, timeouts, "
-                   "5xx, 429 (default 4)")  # fmt: skip
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries per request on connection errors, timeouts, 5xx, 429 (default 4)",
+    )
     g.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each retry")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--max-tokens", type=int, default=1024)

@@ -386,7 +386,9 @@ class ModelPolicy:
                     raise EpisodeFailed(
                         f"{cfg.retries + 1} attempts failed, last: {type(exc).__name__}: {_err(exc)}"
                     ) from exc
-                delay = _retry_after(exc) or cfg.backoff * 2**attempt * (0.5 + random.random())
+                delay = _retry_after(exc)
+                if delay is None:
+                    delay = cfg.backoff * 2**attempt * (0.5 + random.random())
                 await asyncio.sleep(min(delay, 60.0))
         raise AssertionError("unreachable")
 
