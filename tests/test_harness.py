@@ -27,7 +27,7 @@ pytest.importorskip("matplotlib")
 
 from toolgym.cli import main
 from toolgym.evaluate import summarize
-from toolgym.harness import read_episodes, run_eval
+from toolgym.harness import action_schema, json_to_action, read_episodes, run_eval
 
 ENV = "ToolGym/FlightBooking-v0"
 MAX_REQUESTS = 3000
@@ -414,3 +414,45 @@ def test_builtin_agents_and_env_vars(tmp_path, monkeypatch, serve):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     assert main(["eval", ENV, "--episodes", "3", "--seed", "100", "--out", str(tmp_path / "m"), "--no-progress"]) == 0
     assert len(lines(tmp_path / "m")) == 3 and server.requests > 0
+
+
+def test_json_mode_conversions():
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "a": {"type": "string", "pattern": "[a-z]+"},
+                        "b": {"type": "string", "pattern": "^x$"},
+                        "pattern": {"type": "string"},
+                    },
+                },
+            },
+        }
+    ]
+    schema = action_schema(tools)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    props = schema["anyOf"][0]["properties"]["tool_calls"]["items"]["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert "pattern" not in props["a"] and props["b"]["pattern"] == "^x$" and props["pattern"] == {"type": "string"}
+    action, note = json_to_action('{"tool_calls": [{"name": "f", "arguments": {"a": "x"}}]}', 2)
+    assert note is None and action["tool_calls"][0]["function"] == {"name": "f", "arguments": {"a": "x"}}
+    assert action["tool_calls"][0]["id"] == "call_2_0"
+    assert json_to_action('```json\n{"answer": "Paris"}\n```', 1) == ("Paris", None)
+    for bad in ('{"tool_calls": []}', "not json", "[1, 2]", '{"answer": 3}'):
+        action, note = json_to_action(bad, 1)
+        assert action == bad and note
+
+
+def test_one_run_per_directory(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another run"):
+            run_eval(ENV, agent="gold", episodes=1, out=str(out), progress=False)
+    assert run_eval(ENV, agent="gold", episodes=1, out=str(out), progress=False)["complete"]

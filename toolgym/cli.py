@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", action="append", choices=sorted(AGENTS), help="repeatable; default: gold and random")
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="built-in agents: also write the summary as JSON to this path")
+    p.add_argument("--json", help="also write the summary as JSON to this path")
     _add_knobs(p)
     add_model_args(p)
     p.set_defaults(func=cmd_eval)

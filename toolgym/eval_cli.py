@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -86,6 +87,9 @@ def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
         return 130
     run = summary["run"]
     print(format_summary(summary))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
     print(f"\nwrote {run['out_dir']}/episodes.jsonl, summary.json, summary.png")
     bad = sum(e["bad_request"] for e in summary["envs"].values())
     if bad:

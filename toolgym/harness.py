@@ -272,12 +272,27 @@ def _native_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _grammar_friendly(schema: Any) -> Any:
+    """Drop what schema-to-grammar converters reject: unanchored ``pattern`` (llama.cpp wants ``^...$``)."""
+    if isinstance(schema, list):
+        return [_grammar_friendly(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for k, v in schema.items():
+        if k == "pattern" and isinstance(v, str) and not (v.startswith("^") and v.endswith("$")):
+            continue  # (a property *named* "pattern" has a dict value and is kept)
+        keep = k in ("enum", "const", "default", "examples") and not isinstance(v, dict)
+        out[k] = v if keep else _grammar_friendly(v)
+    return out
+
+
 def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """JSON schema of a turn in JSON mode: ``{"tool_calls": [...]}`` (each call typed by its tool) or ``{"answer"}``."""
     calls = []
     for t in tools:
         fn = t["function"]
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        params = _grammar_friendly(fn.get("parameters") or {"type": "object", "properties": {}})
         calls.append(
             {
                 "type": "object",
@@ -543,7 +558,12 @@ async def arun_eval(cfg: EvalConfig) -> dict[str, Any]:
     """The async body of :func:`run_eval` (for callers that already run an event loop)."""
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, cfg)
+    with _exclusive(out):
+        _check_config(out, cfg)
+        return await _run(cfg, out)
+
+
+async def _run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     path = out / EPISODES_FILE
     done = read_episodes(path)
     todo = [(e, cfg.seed + i) for e in cfg.env_ids for i in range(cfg.episodes) if (e, cfg.seed + i) not in done]
@@ -616,6 +636,25 @@ def run_eval(env_ids: str | list[str], **kwargs: Any) -> dict[str, Any]:
     """
     cfg = EvalConfig([env_ids] if isinstance(env_ids, str) else env_ids, **kwargs)
     return asyncio.run(arun_eval(cfg))
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Any:
+    """One run at a time per output directory (two would write the same episodes twice)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"another run is writing to {out}; wait for it or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_config(out: Path, cfg: EvalConfig) -> None:
