@@ -729,13 +729,17 @@ def write_chart(summary: dict[str, Any], path: Path) -> None:
     width = 0.27
     for ax, (env_id, e) in zip(axes[:, 0], envs, strict=True):
         rows = e["rows"]
+        ax.set_title(f"{env_id}  ({e['episodes']} episodes)", fontsize=10)
+        if not rows:
+            ax.text(0.5, 0.5, "no finished episodes yet", ha="center", va="center", transform=ax.transAxes)
+            continue
         xs = range(len(rows))
         for j, (key, label) in enumerate(metrics):
             ax.bar([x + (j - 1) * width for x in xs], [r[key] for r in rows], width, label=label)
         ax.set_xticks(list(xs), [f"{r['kind']}\n(n={r['episodes']})" for r in rows], fontsize=8)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 122)  # headroom for the legend
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("×100")
-        ax.set_title(f"{env_id}  ({e['episodes']} episodes)", fontsize=10)
         ax.legend(fontsize=8, ncols=3, loc="upper right")
     cfg = summary["config"]
     fig.suptitle(str(cfg["model"] or cfg["agent"]), fontsize=11)
