@@ -130,7 +130,8 @@ class FakeServer:
             if self.requests > MAX_REQUESTS:
                 return "500"
             if self.faults:
-                return self.faults.pop(0)
+                fault = self.faults.pop(0)
+                return None if fault == "ok" else fault
             if self.fail_after is not None and self.ok >= self.fail_after:
                 return "500"
             return None
@@ -456,3 +457,23 @@ def test_one_run_per_directory(tmp_path):
         with pytest.raises(ValueError, match="another run"):
             run_eval(ENV, agent="gold", episodes=1, out=str(out), progress=False)
     assert run_eval(ENV, agent="gold", episodes=1, out=str(out), progress=False)["complete"]
+
+
+def test_rejected_requests(serve, tmp_path):
+    # a rejected first request: the episode is missing (rerun redoes it); a rejected later turn ends the episode
+    server = serve(faults=["400", "ok", "400"])
+    out = tmp_path / "run"
+    kw = {"model": "fake", "episodes": 4, "seed": 100, "concurrency": 1, "out": str(out), **FAST}
+    summary = run_eval(ENV, base_url=server.base_url, **kw)
+    assert summary["missing"] == 1 and not summary["run"]["aborted"]
+    recs = lines(out)
+    assert [r["seed"] for r in recs] == [101, 102, 103]
+    cut = recs[0]
+    assert cut["finish"] == "bad_request" and cut["turns"] == 1 and cut["errors"][-1]["type"] == "BadRequest"
+    assert summary["envs"][ENV]["bad_request"] == 1
+    summary = run_eval(ENV, base_url=server.base_url, **kw)
+    check_accounting(out, summary, 4)
+    # settings every request is rejected for: the run stops after a few episodes, nothing written
+    server = serve(faults=["400"] * 100)
+    summary = run_eval(ENV, base_url=server.base_url, **{**kw, "out": str(tmp_path / "r2"), "episodes": 20})
+    assert summary["missing"] == 20 and "rejected" in summary["run"]["aborted"] and server.requests == 3

@@ -169,7 +169,11 @@ class RunAborted(Exception):
 
 
 class BadRequest(Exception):
-    """The server rejected this request (HTTP 400/413/422, e.g. the context is too long): the episode ends here."""
+    """The server rejected a request (HTTP 400/413/422, e.g. the context is full).
+
+    At an episode's first turn the episode fails (it is not written); later, the episode ends there and is
+    written with ``"finish": "bad_request"``.
+    """
 
 
 def _classify(exc: BaseException) -> str:
@@ -392,8 +396,6 @@ class ModelPolicy:
                 errors.append({"turn": turn, "attempt": attempt, "type": type(exc).__name__, "message": _err(exc)})
                 if kind == "fatal":
                     raise RunAborted(f"{type(exc).__name__}: {_err(exc)}") from exc
-                if kind == "bad_request" and not self.stats["ok_requests"]:  # the request itself is wrong
-                    raise RunAborted(f"the server rejects the requests: {type(exc).__name__}: {_err(exc)}") from exc
                 if kind == "bad_request":
                     raise BadRequest(_err(exc)) from exc
                 self.stats["retried_errors"] += 1
@@ -514,7 +516,9 @@ async def _play(env: gym.Env, env_id: str, seed: int, policy: ModelPolicy | Agen
             try:
                 turn = await policy.act({"messages": view, "tools": obs["tools"]}, turn_no, errors)
             except BadRequest as exc:
-                finish = "bad_request"
+                if turn_no == 1:  # the model never acted (settings the server rejects, a prompt over its context)
+                    raise EpisodeFailed(f"the server rejected the episode's first request: {exc}") from exc
+                finish = "bad_request"  # the dialogue outgrew what the server accepts: the episode ends here
                 errors.append({"turn": turn_no, "type": "BadRequest", "message": str(exc), "final": True})
                 break
         if turn.note:
