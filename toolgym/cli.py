@@ -1,4 +1,4 @@
-"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario),
+"""The ``toolgym`` command: ``eval`` (a model or built-in agents on envs), ``list`` (envs), ``show`` (a scenario),
 ``export`` (datasets for SFT and RL trainers)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import gymnasium as gym
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym import export_cli
 from toolgym.agents import AGENTS
+from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.registry import manifest_for, registered_ids
 from toolgym.scenario import KINDS
@@ -35,6 +36,8 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if wants_model(args):
+        return cmd_model_eval(args, _knobs(args))
     report = []
     for env_id in args.env_ids:
         knobs = _knobs(args) if manifest_for(env_id)["type"] == "procedural" else {}
@@ -84,13 +87,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("eval", help="run built-in agents on envs and print Solve-P/R/F1 per scenario kind")
+    p = sub.add_parser("eval", help="run a model or the built-in agents on envs; print Solve-P/R/F1 per kind")
     p.add_argument("env_ids", nargs="+", metavar="ENV_ID")
     p.add_argument("--agent", action="append", choices=sorted(AGENTS), help="repeatable; default: gold and random")
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the summary as JSON to this path")
     _add_knobs(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("list", help="list the registered envs")
     p.set_defaults(func=cmd_list)

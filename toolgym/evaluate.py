@@ -59,6 +59,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "solve_r": 100 * sum(r["solve_r"] for r in rs) / n,
                 "solve_f1": 100 * sum(r["solve_f1"] for r in rs) / n,
                 "return": sum(r["return"] for r in rs) / n,
+                "turns": sum(r["turns"] for r in rs) / n,
             }
         )
     return rows

@@ -1,0 +1,105 @@
+"""``toolgym eval --model ...``: the model options of the eval subcommand and the command that runs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model evaluation (any OpenAI-compatible server; needs `pip install toolgym[eval]`)")
+    g.add_argument("--model", help="model name (env TOOLGYM_MODEL); without it the built-in agents run")
+    g.add_argument("--base-url", help="server URL, e.g. http://localhost:8000/v1 (env OPENAI_BASE_URL)")
+    g.add_argument("--api-key", help="API key (env OPENAI_API_KEY; default 'EMPTY')")
+    g.add_argument(
+        "--mode",
+        choices=("native", "text"),
+        default="native",
+        help="native: tools= and tool_calls; text: tools in the system prompt, <tool_call> blocks in the completion",
+    )
+    g.add_argument(
+        "--json-schema",
+        action="store_true",
+        help="text mode: ask for schema-constrained JSON ({tool_calls: [...]} or {answer: ...})",
+    )
+    g.add_argument(
+        "--response-format",
+        choices=("json_object", "json_schema"),
+        default="json_object",
+        help="how --json-schema is sent: llama.cpp-style json_object+schema (default) or OpenAI json_schema",
+    )
+    g.add_argument("--concurrency", type=int, default=8, help="episodes in flight (default 8)")
+    g.add_argument("--out", help="output directory (default runs/<envs>_<model>_<mode>_<hash of settings>)")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries per request on connection errors, timeouts, 5xx, 429 (default 4)",
+    )
+    g.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each retry")
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--max-tokens", type=int, default=1024)
+    g.add_argument("--max-turns", type=int, help="env max_turns (default: the env's, 20)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def wants_model(args: argparse.Namespace) -> bool:
+    return bool(args.model or (os.environ.get("TOOLGYM_MODEL") and not args.agent))
+
+
+def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
+    from toolgym.harness import format_summary, run_eval
+
+    if args.agent:
+        print("error: give either --model or --agent", file=sys.stderr)
+        return 2
+    try:
+        summary = run_eval(
+            args.env_ids,
+            model=args.model,
+            base_url=args.base_url,
+            api_key=args.api_key,
+            episodes=args.episodes,
+            concurrency=args.concurrency,
+            mode=args.mode,
+            json_schema=args.json_schema,
+            response_format=args.response_format,
+            seed=args.seed,
+            timeout=args.timeout,
+            retries=args.retries,
+            backoff=args.backoff,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            env_kwargs=knobs,
+            max_turns=args.max_turns,
+            out=args.out,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished episodes are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    run = summary["run"]
+    print(format_summary(summary))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    print(f"\nwrote {run['out_dir']}/episodes.jsonl, summary.json, summary.png")
+    bad = sum(e["bad_request"] for e in summary["envs"].values())
+    if bad:
+        print(f"warning: {bad} episode(s) ended early because the server rejected a request (see 'errors')")
+    if summary["complete"]:
+        return 0
+    why = run["aborted"] or run["last_error"] or "episodes failed"
+    print(
+        f"error: {summary['missing']} of {summary['episodes_expected']} episodes are missing ({why}). "
+        "Rerun the same command to resume: finished episodes are kept and skipped.",
+        file=sys.stderr,
+    )
+    return 1
