@@ -66,11 +66,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if kind not in PACK_TYPES:
         raise PackError(where, "type", f"must be one of {PACK_TYPES}, got {kind!r}")
     if kind == "procedural":
-        for key in ("generator", "config"):
+        for key in ("generator", "config", "domain"):
+            if key == "domain" and key not in data:
+                continue  # optional: names the Domain spec a shared generator builds
             ref = _need(data, key, str, where)
             if ":" not in ref:
                 raise PackError(where, key, f"expected 'module:attribute', got {ref!r}")
     else:
+        if "domain" in data:
+            raise PackError(where, "domain", "only procedural packs name a domain")
         fmt = data.get("format", "toolgym")
         if fmt not in STATIC_FORMATS:
             raise PackError(where, "format", f"must be one of {STATIC_FORMATS}, got {fmt!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
     """The scenario source a manifest describes, with generator knobs from ``config_kwargs``."""
     if manifest["type"] == "procedural":
         generate = _resolve(manifest["generator"])
+        if "domain" in manifest:  # a spec-based domain: one shared generator, told which domain to build
+            generate = partial(generate, domain=_resolve(manifest["domain"]))
         config_cls = _resolve(manifest["config"])
         fields = {f.name for f in dataclasses.fields(config_cls)}
         unknown = set(config_kwargs) - fields
