@@ -1,4 +1,5 @@
-"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario)."""
+"""The ``toolgym`` command: ``eval`` (agents on envs), ``list`` (registered envs), ``show`` (one scenario),
+``build`` (check spec-based domains and write their pack manifests)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import gymnasium as gym
 
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym.agents import AGENTS
+from toolgym.build import cli as build_cli
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.registry import manifest_for, registered_ids
 from toolgym.scenario import KINDS
@@ -51,7 +53,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     for env_id in registered_ids():
         m = manifest_for(env_id)
-        knobs = "kind, hops, parallel, distractors" if m["type"] == "procedural" else "-"
+        knobs = (
+            ", ".join(m.get("knobs", ("kind", "hops", "parallel", "distractors"))) if m["type"] == "procedural" else "-"
+        )
         print(f"{env_id:<32} {m['type']:<11} knobs: {knobs:<36} {m.get('description', '')}")
     return 0
 
@@ -97,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_knobs(p)
     p.set_defaults(func=cmd_show)
+    build_cli.add_parser(sub)
     return parser
 
 
