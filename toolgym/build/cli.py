@@ -42,7 +42,20 @@ def check_domain(ref: str, n: int, seed: int = 0, config: BuildConfig | None = N
             "discarded": stats.discarded(),
             "per_second": stats.counts["ok"] / dt if dt else 0.0,
         }
+    report["max_hops"] = max_hops(domain, seed)
     return report
+
+
+def max_hops(domain: Any, seed: int = 0, attempts: int = 60) -> int:
+    """The longest chain (2..4 calls) for which ``attempts`` multi-hop draws yield a verified scenario."""
+    best = 1
+    for hops in (2, 3, 4):
+        rng = np.random.default_rng([seed, hops])
+        cfg = BuildConfig(kind="multi_hop", hops=hops)
+        if not any(build(int(rng.integers(0, 2**63 - 1)), cfg, domain) for _ in range(attempts)):
+            break
+        best = hops
+    return best
 
 
 def save_stages(ref: str, folder: Path, seed: int = 0, config: BuildConfig | None = None) -> list[Path]:
@@ -57,12 +70,12 @@ def save_stages(ref: str, folder: Path, seed: int = 0, config: BuildConfig | Non
     raise RuntimeError(f"{domain.name}: no verified scenario to save")
 
 
-def write_manifest(ref: str, out: Path) -> tuple[Path, bool]:
+def write_manifest(ref: str, out: Path, max_hops: int | None = None) -> tuple[Path, bool]:
     """Write (or update) ``out/<module>/manifest.json``; returns the path and whether it changed."""
     domain = resolve_domain(ref)
     module = ref.partition(":")[0].rsplit(".", 1)[-1]
     path = out / module / "manifest.json"
-    text = json.dumps(manifest(domain, ref), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(manifest(domain, ref, max_hops=max_hops), indent=2, ensure_ascii=False) + "\n"
     changed = not path.is_file() or path.read_text(encoding="utf-8") != text
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +113,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         for kind, row in report["kinds"].items():
             disc = ", ".join(f"{k}={v}" for k, v in row["discarded"].items()) or "-"
             print(f"  {kind:<20} {row['verified']:>8} {row['attempts']:>8} {row['per_second']:>8.0f}  {disc}")
-        path, changed = write_manifest(ref, out)
+        print(f"  longest supported chain: hops={report['max_hops']}")
+        if report["max_hops"] < 2:
+            print(f"{name}: FAILED: no multi-hop chain fits its worlds")
+            status = 1
+            continue
+        path, changed = write_manifest(ref, out, report["max_hops"])
         print(f"  {'wrote' if changed else 'unchanged'} {path}")
         if args.save_stages:
             folder = Path(args.save_stages) / name if len(refs) > 1 else Path(args.save_stages)

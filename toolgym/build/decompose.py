@@ -339,6 +339,37 @@ def _new_value(r: random.Random, attr: Any, rec: dict[str, Any], table: dict[str
     return options[r.randrange(len(options))] if options else None
 
 
+def _search(
+    domain: Domain,
+    info: DomainInfo,
+    world: _World,
+    r: random.Random,
+    chains: list[Chain],
+    used: set[str],
+    split: str | None,
+    first: int,
+    read_tpl: int,
+    write_tpl: int,
+) -> tuple[Chain, str, tuple[list[SubQuestion], str, str]] | None:
+    """The first (chain, start record) that fits, from a random chain and a random record on."""
+    if not chains:
+        return None
+    n, c0 = len(chains), r.randrange(len(chains))
+    for ci in range(n):
+        chain = chains[(c0 + ci) % n]
+        ids = list(world.state[info.entities[chain.start].table])
+        m, s0 = len(ids), r.randrange(len(ids))
+        for si in range(m):
+            start = ids[(s0 + si) % m]
+            key = f"{domain.name}|{chain.signature}|{start}"
+            if start in used or not in_split(key, split):
+                continue
+            got = _branch(info, world, r, chain, start, first, read_tpl, write_tpl)
+            if got is not None and not {s.argument for s in got[0]} & used:
+                return chain, key, got
+    return None
+
+
 def decompose(
     domain: Domain,
     state: dict[str, Any],
@@ -366,29 +397,17 @@ def decompose(
     keys: list[str] = []
     used: set[str] = set()
     for b in range(n_branches):
-        chains = info.chains.get((n_calls, b == writer)) or []
-        if not chains:
-            return None
+        # the writing branch tries update chains first, then falls back to reads if none fits this world
+        pools = [info.chains.get((n_calls, True)) or []] if b == writer else []
+        pools.append(info.chains.get((n_calls, False)) or [])
         got = None
-        n, c0 = len(chains), r.randrange(len(chains))
-        for ci in range(n):  # every chain template, from a random one on, until one fits this world
-            chain = chains[(c0 + ci) % n]
-            ids = list(state[info.entities[chain.start].table])
-            m, s0 = len(ids), r.randrange(len(ids))
-            for si in range(m):
-                start = ids[(s0 + si) % m]
-                key = f"{domain.name}|{chain.signature}|{start}"
-                if start in used or not in_split(key, split):
-                    continue
-                got = _branch(info, world, r, chain, start, len(subs) + 1, read_tpl, write_tpl)
-                if got is not None and not {s.argument for s in got[0]} & used:
-                    break
-                got = None
+        for chains in pools:
+            got = _search(domain, info, world, r, chains, used, split, len(subs) + 1, read_tpl, write_tpl)
             if got is not None:
                 break
         if got is None:
             return None
-        bsubs, sentence, final = got
+        chain, key, (bsubs, sentence, final) = got
         used |= {s.argument for s in bsubs}
         subs.extend(bsubs)
         sentences.append(sentence)

@@ -81,9 +81,15 @@ def find_domains() -> dict[str, str]:
     return out
 
 
-def manifest(domain: Domain, ref: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The pack manifest of a spec-based domain (what ``toolgym build`` writes)."""
-    return {
+def manifest(
+    domain: Domain, ref: str, defaults: dict[str, Any] | None = None, max_hops: int | None = None
+) -> dict[str, Any]:
+    """The pack manifest of a spec-based domain (what ``toolgym build`` writes).
+
+    ``max_hops`` (found by ``toolgym build``) is the longest chain the domain's worlds support; larger
+    ``hops`` make ``generate`` raise after its attempts run out.
+    """
+    out = {
         "name": domain.name,
         "version": domain.version,
         "type": "procedural",
@@ -96,3 +102,6 @@ def manifest(domain: Domain, ref: str, defaults: dict[str, Any] | None = None) -
         "knobs": list(KNOBS),
         "max_turns": 20,
     }
+    if max_hops is not None:
+        out["max_hops"] = max_hops
+    return out

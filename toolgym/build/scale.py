@@ -299,6 +299,18 @@ def distractor_pool(domain: Domain, decomposition: Decomposition, needed: list[F
     return out
 
 
+def pick_distractors(pool: list[Function], decomposition: Decomposition, k: int, r: random.Random) -> list[Function]:
+    """``k`` distractors: half (rounded up) near misses of the entities the scenario touches, then any."""
+    if k <= 0:
+        return []
+    touched = {sq.entity for sq in decomposition.subquestions}
+    near = [f for f in pool if f.op == "fake" and f.spec["entity"] in touched]
+    picked = r.sample(near, min(len(near), (k + 1) // 2))
+    names = {f.name for f in picked}
+    rest = [f for f in pool if f.name not in names]
+    return picked + r.sample(rest, min(len(rest), k - len(picked)))
+
+
 # --------------------------------------------------------------------------------- parameter type generalization
 
 
@@ -417,7 +429,7 @@ def scale(
     """Stage 4: generalize, extend with distractors, generalize parameter types, expand parameters; shuffle."""
     needed, renames = generalize(domain, integrated.functions, generalize_level)
     pool = distractor_pool(domain, decomposition, needed, generalize_level)
-    extra = r.sample(pool, min(distractors, len(pool))) if distractors else []
+    extra = pick_distractors(pool, decomposition, distractors, r)
     offered = [*needed, *extra]
     offered = [expand(type_generalize(domain, fn, type_level), expand_level, r) for fn in offered]
     r.shuffle(offered)
