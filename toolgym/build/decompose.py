@@ -144,6 +144,7 @@ class DomainInfo:
         self.domain = domain
         self.entities = {e.name: e for e in domain.entities}
         self.updates = {u.name: u for u in domain.updates}
+        self.tables = {e.name: e.table for e in domain.entities}
         self.startable = [e.name for e in domain.entities if "{" + e.key + "}" in e.label]
         self.chains: dict[tuple[int, bool], list[Chain]] = {}
         for n_calls in range(1, 5):
@@ -204,25 +205,30 @@ def in_split(key: str, split: str | None) -> bool:
 
 
 class _World:
-    """Lazy per-table text blobs of a world, to check that a value belongs to one record only."""
+    """Lazy per-table text of a world, to check that a value belongs to one record only."""
 
     def __init__(self, state: dict[str, Any]):
         self.state = state
-        self._blobs: dict[str, list[tuple[str, str]]] = {}
+        self._text: dict[str, tuple[str, dict[str, str]]] = {}
 
-    def blobs(self, table: str) -> list[tuple[str, str]]:
-        got = self._blobs.get(table)
+    def text(self, table: str) -> tuple[str, dict[str, str]]:
+        """The whole table's normalised text (records joined by a separator no value holds), and per record."""
+        got = self._text.get(table)
         if got is None:
-            got = self._blobs[table] = [
-                (rid, "\x1f".join(map(str, rec.values())).lower().replace(",", ""))
+            per = {
+                rid: "\x1f".join(map(str, rec.values())).lower().replace(",", "")
                 for rid, rec in self.state[table].items()
-            ]
+            }
+            got = self._text[table] = ("\x1e".join(per.values()), per)
         return got
 
     def unique(self, table: str, rid: str, value: str) -> bool:
         """``value`` occurs in no record of ``table`` other than ``rid``."""
         v = normalize(value)
-        return bool(v) and not any(v in blob for other, blob in self.blobs(table) if other != rid)
+        if not v:
+            return False
+        whole, per = self.text(table)
+        return whole.count(v) == per[rid].count(v)
 
 
 def _label(entity: Any, record: dict[str, Any]) -> str:
@@ -247,12 +253,16 @@ def _branch(
     subs: list[SubQuestion] = []
     prev: str | None = None
     arg = start_id
+    visited = {start_id}
     for k, (ename, aname) in enumerate(chain.steps):
         e = info.entities[ename]
         value = rec[aname]
         ref = info.entities[e.attr(aname).ref]
+        if value in visited:  # the chain walks back to a record it came from: its answer is already known
+            return None
         if not isinstance(value, str) or value not in state[ref.table] or not world.unique(e.table, arg, value):
             return None
+        visited.add(value)
         qid = f"q{first + k}"
         noun = e.attr(aname).noun
         who = _label(e, rec) if prev is None else f"{e.name} {{{prev}}}"
@@ -277,7 +287,7 @@ def _branch(
         a = e.attr(chain.final_attr)
         value = rec[a.name]
         answer = str(value)
-        if isinstance(value, bool) or not world.unique(e.table, arg, answer):
+        if value in visited or isinstance(value, bool) or not world.unique(e.table, arg, answer):
             return None
         text = f"What is the {a.noun} of {who}?"
         subs.append(SubQuestion(qid, e.name, arg, answer, attr=a.name, depends_on=deps, text=text))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from functools import lru_cache
 from typing import Any
 
 from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.build.decompose import Decomposition, SubQuestion
 from toolgym.build.functions import READ_OPS, Function
 from toolgym.build.scale import Scaled
-from toolgym.reward import Expected, SolveTracker, answer_in_output
+from toolgym.reward import Expected, SolveTracker, answer_in_output, normalize
 from toolgym.sandbox import Toolbox
 from toolgym.scenario import Scenario, StateCheck, SubTask
 
@@ -278,6 +279,10 @@ _RENDER = {
 
 def tool_source(fn: Function) -> str:
     """The Python source of ``fn`` (cached per :meth:`Function.code_key`: equal functions, equal text)."""
+    return fn.memo("source", lambda: _source_for(fn))
+
+
+def _source_for(fn: Function) -> str:
     key = fn.code_key()
     src = _SOURCE_CACHE.get(key)
     if src is None:
@@ -311,6 +316,20 @@ def copy_world(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@lru_cache(maxsize=256)
+def _slug(name: str) -> str:
+    return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+def _copy_tables(state: dict[str, Any], tables: list[str]) -> dict[str, Any]:
+    """A copy of ``state`` that updates may write: ``tables`` (records copied) and the counters are private."""
+    out = dict(state)
+    for t in tables:
+        out[t] = {rid: dict(rec) for rid, rec in state[t].items()}
+    out["counters"] = dict(state["counters"])
+    return out
+
+
 def deploy(
     decomposition: Decomposition,
     scaled: Scaled,
@@ -325,18 +344,16 @@ def deploy(
         subtasks.append(SubTask(sq.id, call.tool, call.arguments, [sq.answer], list(sq.depends_on), checks))
     tools = [fn.schema() for fn in scaled.functions]
     source = {fn.name: tool_source(fn) for fn in scaled.functions}
-    body = json.dumps(
-        [
+    body = repr(
+        (
             decomposition.split_keys,
             decomposition.query,
             decomposition.answer,
-            [[t.tool, t.arguments, t.answers] for t in subtasks],
-        ],
-        sort_keys=True,
+            [(t.tool, t.arguments, t.answers) for t in subtasks],
+        )
     )
-    slug = "".join("-" + c.lower() if c.isupper() else c for c in decomposition.domain).lstrip("-")
     return Scenario(
-        id=f"{slug}-{hashlib.sha256(body.encode()).hexdigest()[:12]}",
+        id=f"{_slug(decomposition.domain)}-{hashlib.sha256(body.encode()).hexdigest()[:12]}",
         kind=decomposition.kind,
         messages=[{"role": "user", "content": decomposition.query}],
         tools=tools,
@@ -393,12 +410,11 @@ def verify(
     """
     fns = {fn.name: fn for fn in scaled.functions}
     by_id = {sq.id: sq for sq in decomposition.subquestions}
-    writes = any(s.state_checks for s in scenario.subtasks)
-    state = copy_world(scenario.state) if writes else scenario.state
+    written = [table_of[sq.entity] for sq in decomposition.subquestions if sq.update is not None]
+    state = _copy_tables(scenario.state, written) if written else scenario.state
     tracker = SolveTracker(
         Expected(s.tool, a, s.id, tuple(s.state_checks)) for s in scenario.subtasks for a in s.answers
     )
-    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in scenario.tools}
     query = scenario.query.lower().replace(",", "")
     for s in scenario.subtasks:
         for a in s.answers:
@@ -407,7 +423,8 @@ def verify(
     for turn in scenario.gold_plan():
         for s in turn:
             fn = fns[s.tool]
-            if check_arguments(parameters_validator(schemas[s.tool]), s.arguments):
+            validator = fn.memo("validator", lambda f=fn: parameters_validator(f.schema()["function"]["parameters"]))
+            if check_arguments(validator, s.arguments):
                 return "gold_arguments_invalid"
             out = _call(fn, scenario.source[s.tool], s.arguments, state)
             if not out.ok or out.output.startswith('{"error"'):
@@ -421,14 +438,16 @@ def verify(
     # the same tool on another record must not yield the answer (nor make a write's checks true)
     for s in scenario.subtasks:
         sq: SubQuestion = by_id[s.id]
-        ids = [rid for rid in scenario.state[table_of[sq.entity]] if rid != sq.argument]
-        if not ids:
+        ids = list(scenario.state[table_of[sq.entity]])
+        if len(ids) < 2:
             continue
-        other = ids[r.randrange(len(ids))]
+        other = ids[r.randrange(len(ids) - 1)]
+        if other == sq.argument:  # uniform over the other records
+            other = ids[-1]
         fn = fns[s.tool]
         args = _redirect(fn, s.arguments, other)
         if s.state_checks:
-            probe = copy_world(scenario.state)
+            probe = _copy_tables(scenario.state, [table_of[sq.entity]])
             _call(fn, scenario.source[s.tool], args, probe)
             if all(c.holds(probe) for c in s.state_checks):
                 return "wrong_record_writes"
@@ -441,6 +460,11 @@ def verify(
     for name in scaled.distractors:
         fn = fns[name]
         if fn.op not in READ_OPS:
+            continue
+        if fn.op == "fake":  # synthetic values only: check the whole vocabulary once, no need to run it
+            vocab = fn.memo("vocabulary", lambda f=fn: normalize(json.dumps(f.spec["synth"], ensure_ascii=False)))
+            if any(normalize(a) in vocab for a in answers):
+                return "distractor_leaks_answer"
             continue
         entity = fn.spec.get("entity")
         tables = [entity] if entity else list(table_of)

@@ -11,13 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolgym.build.decompose import Decomposition, SubQuestion
-from toolgym.build.functions import Call, Function, Param, functions_from_list, functions_to_list, gold_call
+from toolgym.build.functions import (
+    Call,
+    Function,
+    Param,
+    functions_from_list,
+    functions_to_list,
+    gold_call,
+    interned,
+)
 from toolgym.build.spec import Attr, Domain, Entity, Update
 
 
 @dataclass
 class Documents:
-    """Stage 2 output: ``functions[i]`` is the document of sub-question ``calls``' i-th key."""
+    """Stage 2 output: ``functions[i]`` is the document of the i-th sub-question; ``calls`` its gold calls."""
 
     functions: list[Function]
     calls: dict[str, Call]
@@ -53,6 +61,18 @@ def value_param(attr: Attr) -> Param:
 
 def read_function(entity: Entity, attrs: list[Attr], name: str | None = None) -> Function:
     """``get_<entity>[_<attr>](<key>)``: one field (narrow) or the whole record (merged)."""
+    key = ("read", id(entity), tuple(a.name for a in attrs), name)
+    return interned(key, entity, lambda: _read_function(entity, attrs, name))
+
+
+def whole_read(entity: Entity) -> Function:
+    """``get_<entity>(<key>)`` returning every attribute (the merged read of stage 3)."""
+    return interned(
+        ("whole", id(entity)), entity, lambda: _read_function(entity, list(entity.attrs), f"get_{entity.name}")
+    )
+
+
+def _read_function(entity: Entity, attrs: list[Attr], name: str | None) -> Function:
     if name is None:
         name = f"get_{entity.name}_{attrs[0].name}" if len(attrs) == 1 else f"get_{entity.name}"
     if len(attrs) == 1:
@@ -80,6 +100,10 @@ def update_spec(update: Update, entity: Entity) -> dict[str, Any]:
 
 def update_function(update: Update, entity: Entity) -> Function:
     """``<update>(<key>[, <param>])``: performs the update and returns a confirmation code."""
+    return interned(("update", id(update), id(entity)), (update, entity), lambda: _update_function(update, entity))
+
+
+def _update_function(update: Update, entity: Entity) -> Function:
     params = [id_param(entity)]
     if update.param is not None:
         params.append(value_param(update.param))
@@ -93,11 +117,8 @@ def narrow_function(domain: Domain, sq: SubQuestion) -> Function:
     entity = domain.entity(sq.entity)
     if sq.update is not None:
         update = next(u for u in domain.updates if u.name == sq.update)
-        fn = update_function(update, entity)
-    else:
-        fn = read_function(entity, [entity.attr(sq.attr)])
-    fn.serves = [sq.id]
-    return fn
+        return update_function(update, entity)
+    return read_function(entity, [entity.attr(sq.attr)])
 
 
 def document(domain: Domain, decomposition: Decomposition) -> Documents:

@@ -21,12 +21,18 @@ extra      an added parameter the behaviour ignores/checks  ``gold`` when requir
 Ops: ``read`` (one entity, ``spec``: entity, table, key, fields), ``lookup`` (any entity, ``spec.types``),
 ``update`` (one update, ``spec``: the update), ``manage`` (several updates of one entity, ``spec.actions``) and
 ``fake`` (a distractor returning synthetic data, ``spec.synth``).
+
+Functions are treated as immutable values: the stages build them through :func:`interned`, so the same
+function (e.g. ``get_hotel`` of a domain at a given scaling) is one object across scenarios, and its schema,
+code key, source and argument validator are computed once (memoized on the object). Which sub-question a
+function serves is not stored on it: each stage's ``calls`` (sub-question id -> gold call) says so.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from toolgym.scenario import tool_schema
@@ -60,16 +66,15 @@ class Param:
         return cls(d["name"], d["role"], dict(d["schema"]), bool(d.get("required", True)), d.get("gold"))
 
 
-@dataclass
+@dataclass(eq=False)
 class Function:
-    """One function document: schema ingredients, behaviour (``op`` + ``spec``) and the sub-questions it serves."""
+    """One function document: schema ingredients and behaviour (``op`` + ``spec``). Do not mutate."""
 
     name: str
     description: str
     op: str
     spec: dict[str, Any]
     params: list[Param]
-    serves: list[str] = field(default_factory=list)
 
     def param(self, role: str) -> Param | None:
         for p in self.params:
@@ -78,18 +83,32 @@ class Function:
         return None
 
     def schema(self) -> dict[str, Any]:
-        """The OpenAI function schema offered to the model."""
-        return tool_schema(
-            self.name,
-            self.description,
-            {p.name: p.schema for p in self.params},
-            [p.name for p in self.params if p.required],
-        )
+        """The OpenAI function schema offered to the model (built once per object; treat it as read-only)."""
+        got = self.__dict__.get("memo_schema")
+        if got is None:
+            got = self.__dict__["memo_schema"] = tool_schema(
+                self.name,
+                self.description,
+                {p.name: p.schema for p in self.params},
+                [p.name for p in self.params if p.required],
+            )
+        return got
 
     def code_key(self) -> str:
         """Everything the generated code depends on (not the description): equal keys => equal source text."""
-        params = [[p.name, p.role, p.required, p.schema.get("enum")] for p in self.params]
-        return json.dumps([self.name, self.op, self.spec, params], sort_keys=True, separators=(",", ":"))
+        got = self.__dict__.get("memo_code_key")
+        if got is None:
+            params = [[p.name, p.role, p.required, p.schema.get("enum")] for p in self.params]
+            got = json.dumps([self.name, self.op, self.spec, params], sort_keys=True, separators=(",", ":"))
+            self.__dict__["memo_code_key"] = got
+        return got
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value derived from this (immutable) function, computed once: source text, validator, ..."""
+        got = self.__dict__.get("memo_" + key)
+        if got is None:
+            got = self.__dict__["memo_" + key] = make()
+        return got
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +117,6 @@ class Function:
             "op": self.op,
             "spec": self.spec,
             "params": [p.to_dict() for p in self.params],
-            "serves": list(self.serves),
         }
 
     @classmethod
@@ -109,7 +127,6 @@ class Function:
             d["op"],
             dict(d["spec"]),
             [Param.from_dict(p) for p in d["params"]],
-            list(d.get("serves", [])),
         )
 
 
@@ -126,6 +143,19 @@ class Call:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Call:
         return cls(d["tool"], dict(d["arguments"]))
+
+
+_INTERNED: dict[tuple, tuple[Any, Function]] = {}
+
+
+def interned(key: tuple, keep: Any, make: Callable[[], Function]) -> Function:
+    """The function built by ``make`` for ``key``, built once per process (``keep`` holds what ``key`` ids)."""
+    got = _INTERNED.get(key)
+    if got is None:
+        if len(_INTERNED) > 50_000:
+            _INTERNED.clear()
+        got = _INTERNED[key] = (keep, make())
+    return got[1]
 
 
 def gold_call(fn: Function, sq: Any) -> Call:

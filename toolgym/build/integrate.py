@@ -4,7 +4,7 @@ Identical documents (the same narrow function for two sub-questions) always beco
 ``integrate=True`` every narrow read on one entity merges into ``get_<entity>(<key>)``, which returns the whole
 record (all attributes of the entity), whatever attributes the sub-questions asked for; updates stay separate.
 ``mapping`` records which narrow document became which function, and each sub-question's gold call is
-re-derived from the function that now serves it.
+re-derived from the function that now answers it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolgym.build.decompose import Decomposition
-from toolgym.build.document import Documents, read_function
+from toolgym.build.document import Documents, whole_read
 from toolgym.build.functions import Call, Function, functions_from_list, functions_to_list, gold_call
 from toolgym.build.spec import Domain
 
@@ -49,18 +49,13 @@ def integrate(domain: Domain, decomposition: Decomposition, docs: Documents, mer
     """Stage 3: deduplicate documents and (``merge``) merge the narrow reads of each entity."""
     out: dict[str, Function] = {}
     mapping: dict[str, str] = {}
-    for fn in docs.functions:  # stages never mutate their input: new Function objects, shared specs
+    for fn in docs.functions:
+        target = fn
         if merge and fn.op == "read":
             entity = domain.entity(fn.spec["entity"])
-            name = f"get_{entity.name}"
-            target = out.get(name) or read_function(entity, list(entity.attrs), name)
-        else:
-            name = fn.name
-            target = out.get(name) or Function(fn.name, fn.description, fn.op, fn.spec, list(fn.params))
-        out[name] = target
-        target.serves.extend(q for q in fn.serves if q not in target.serves)
-        mapping[fn.name] = name
+            target = whole_read(entity)
+        out.setdefault(target.name, target)
+        mapping[fn.name] = target.name
     functions = list(out.values())
-    by_q = {q: f for f in functions for q in f.serves}
-    calls = {sq.id: gold_call(by_q[sq.id], sq) for sq in decomposition.subquestions}
+    calls = {sq.id: gold_call(out[mapping[docs.calls[sq.id].tool]], sq) for sq in decomposition.subquestions}
     return Integrated(functions, mapping, calls)

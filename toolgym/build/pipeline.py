@@ -5,8 +5,9 @@
 (``toolgym build --save-stages DIR`` writes them as JSON).
 
 Determinism and rebuilding: :func:`generate` draws one 63-bit seed per attempt from the caller's numpy
-``Generator``; an attempt builds the world with ``numpy.random.default_rng(seed)`` and makes every other choice
-with ``random.Random(seed)``. The seed, the config and the domain are recorded in ``Scenario.metadata``, so
+``Generator``; an attempt builds the world with a numpy ``Generator`` whose PCG64 state is set from the seed
+(:func:`world_rng`, ten times cheaper than ``default_rng``) and makes every other choice with
+``random.Random(seed)``. The seed, the config and the domain are recorded in ``Scenario.metadata``, so
 ``rebuild(scenario.metadata)`` (in :mod:`toolgym.build.procedural`) reproduces the scenario exactly.
 
 Train/test split (``BuildConfig.split``): see :mod:`toolgym.build.decompose`. Each chain of a scenario has the
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +81,15 @@ class BuildConfig:
             raise ValueError(f"split must be None, 'train' or 'test', got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f: getattr(self, f) for f in _FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_FIELDS = tuple(f.name for f in fields(BuildConfig))
 
 
 @dataclass
@@ -127,10 +133,48 @@ class Stages:
         return paths
 
 
+_M64 = (1 << 64) - 1
+_LOCAL = threading.local()
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a bijection of 64-bit ints that scatters nearby seeds."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def world_rng(seed: int) -> np.random.Generator:
+    """The numpy Generator a world is drawn from: PCG64 with state and stream set from ``seed``.
+
+    One Generator per thread is re-seeded in place (setting the state costs ~3 us, ``default_rng`` ~25 us).
+    """
+    gen = getattr(_LOCAL, "gen", None)
+    if gen is None:
+        gen = _LOCAL.gen = np.random.Generator(np.random.PCG64(0))
+    a, b = _mix64(seed), _mix64(seed ^ 0x5DEECE66D)
+    gen.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (a << 64) | b, "inc": (((b << 64) | a) << 1 | 1) & ((1 << 128) - 1)},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return gen
+
+
+_REFS: dict[int, tuple[Domain, str | None]] = {}
+
+
 def domain_ref(domain: Domain) -> str | None:
     """``"module:DOMAIN"`` when the domain is the ``DOMAIN`` of the module defining its world function."""
-    import sys
+    got = _REFS.get(id(domain))
+    if got is None or got[0] is not domain:
+        got = _REFS[id(domain)] = (domain, _find_ref(domain))
+    return got[1]
 
+
+def _find_ref(domain: Domain) -> str | None:
     module = getattr(domain.world, "__module__", None)
     mod = sys.modules.get(module or "")
     return f"{module}:DOMAIN" if mod is not None and getattr(mod, "DOMAIN", None) is domain else None
@@ -146,7 +190,7 @@ def build(
 ) -> Scenario | Stages | None:
     """One attempt from ``seed``: the verified Scenario (or all stages), or None if it was discarded."""
     r = random.Random(seed)
-    state = domain.world(np.random.default_rng(seed))
+    state = domain.world(world_rng(seed))
     kind = config.kind if config.kind is not None else KINDS[r.randrange(len(KINDS))]
     dec = decompose(domain, state, r, kind, config.hops, config.parallel, config.write_share, config.split)
     if dec is None:
@@ -178,8 +222,7 @@ def build(
         "chains": dec.chains,
     }
     scenario = deploy(dec, scaled, state, metadata)
-    info = domain_info(domain)
-    reason = verify(scenario, dec, scaled, {n: e.table for n, e in info.entities.items()}, r)
+    reason = verify(scenario, dec, scaled, domain_info(domain).tables, r)
     if stats is not None:
         stats.add(reason or "ok")
     if reason is not None:

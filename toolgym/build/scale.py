@@ -29,8 +29,16 @@ from functools import lru_cache
 from typing import Any
 
 from toolgym.build.decompose import Decomposition
-from toolgym.build.document import article, id_param, read_function, update_function, update_spec
-from toolgym.build.functions import Call, Function, Param, functions_from_list, functions_to_list, gold_call
+from toolgym.build.document import article, id_param, read_function, update_function, update_spec, whole_read
+from toolgym.build.functions import (
+    Call,
+    Function,
+    Param,
+    functions_from_list,
+    functions_to_list,
+    gold_call,
+    interned,
+)
 from toolgym.build.integrate import Integrated
 from toolgym.build.spec import Domain, Entity
 
@@ -160,14 +168,22 @@ def fields_param(names: list[str]) -> Param:
 
 def entity_read(entity: Entity) -> Function:
     """Level 1: ``get_<entity>(<key>, fields)``."""
-    base = read_function(entity, list(entity.attrs), f"get_{entity.name}")
-    base.description += " Pass `fields` to get only some of them."
-    base.params = [*base.params, fields_param([a.name for a in entity.attrs])]
-    return base
+    return interned(("entity_read", id(entity)), entity, lambda: _entity_read(entity))
+
+
+def _entity_read(entity: Entity) -> Function:
+    base = whole_read(entity)
+    desc = base.description + " Pass `fields` to get only some of them."
+    params = [*base.params, fields_param([a.name for a in entity.attrs])]
+    return Function(base.name, desc, base.op, base.spec, params)
 
 
 def lookup_function(domain: Domain) -> Function:
     """Level 2: ``lookup_record(record_type, record_id, fields)`` over every entity of the domain."""
+    return interned(("lookup", id(domain)), domain, lambda: _lookup_function(domain))
+
+
+def _lookup_function(domain: Domain) -> Function:
     types = {e.name: {"table": e.table, "key": e.key, "fields": [a.name for a in e.attrs]} for e in domain.entities}
     names = list(dict.fromkeys(a.name for e in domain.entities for a in e.attrs))
     kinds = "; ".join(f"{e.name} ({e.description})" for e in domain.entities)
@@ -182,6 +198,11 @@ def lookup_function(domain: Domain) -> Function:
 
 def manage_function(domain: Domain, entity: Entity) -> Function:
     """Level 2: ``manage_<entity>(<key>, action, value)`` performing any update of the entity."""
+    key = ("manage", id(domain), id(entity))
+    return interned(key, (domain, entity), lambda: _manage_function(domain, entity))
+
+
+def _manage_function(domain: Domain, entity: Entity) -> Function:
     updates = [u for u in domain.updates if u.entity == entity.name]
     actions = {u.name: update_spec(u, entity) for u in updates}
     lines = []
@@ -218,23 +239,14 @@ def _generalized(domain: Domain, fn: Function, level: int) -> Function:
 
 
 def generalize(domain: Domain, functions: list[Function], level: int) -> tuple[list[Function], dict[str, str]]:
+    """The generalized functions (merged by name) and old name -> new name."""
     out: dict[str, Function] = {}
     renames: dict[str, str] = {}
     for fn in functions:
         new = _generalized(domain, fn, level)
-        target = out.get(new.name)
-        if target is None:
-            target = out[new.name] = new if new is not fn else _copy(fn)
-            target.serves = []
-        target.serves.extend(q for q in fn.serves if q not in target.serves)
+        out.setdefault(new.name, new)
         renames[fn.name] = new.name
     return list(out.values()), renames
-
-
-def _copy(fn: Function, params: list[Param] | None = None) -> Function:
-    return Function(
-        fn.name, fn.description, fn.op, fn.spec, list(fn.params if params is None else params), list(fn.serves)
-    )
 
 
 # ------------------------------------------------------------------------------------------ toolset extension
@@ -247,6 +259,11 @@ def _fake_fields(name: str) -> tuple[str, ...]:
 
 
 def fake_function(entity: Entity, pattern: str, text: str) -> Function:
+    """A near-miss look-alike (``get_hotel_info``) returning synthetic data derived from the record id."""
+    return interned(("fake", id(entity), pattern), entity, lambda: _fake_function(entity, pattern, text))
+
+
+def _fake_function(entity: Entity, pattern: str, text: str) -> Function:
     a = article(entity.name)
     name = pattern.format(e=entity.name)
     fields = _fake_fields(name)
@@ -265,9 +282,49 @@ def fake_function(entity: Entity, pattern: str, text: str) -> Function:
     return Function(name, desc, "fake", spec, [id_param(entity)])
 
 
+_POOLS: dict[tuple, tuple[Domain, list[Function]]] = {}
+_CANDIDATES: dict[tuple[int, int], tuple[Domain, list[tuple[Function, str, str, str | None]]]] = {}
+
+
+def _candidates(domain: Domain, level: int) -> list[tuple[Function, str, str, str | None]]:
+    """Every distractor candidate of a domain at a generalization level: (function, kind, entity, attr/update)."""
+    got = _CANDIDATES.get((id(domain), level))
+    if got is not None and got[0] is domain:
+        return got[1]
+    out: list[tuple[Function, str, str, str | None]] = []
+    for e in domain.entities:
+        for pattern, text in FAKE_NAMES:
+            out.append((fake_function(e, pattern, text), "fake", e.name, None))
+    if level < 2:
+        for e in domain.entities:
+            whole = entity_read(e) if level == 1 else whole_read(e)
+            out.append((whole, "entity", e.name, None))
+            out.extend((read_function(e, [a]), "narrow", e.name, a.name) for a in e.attrs)
+        for u in domain.updates:
+            out.append((update_function(u, domain.entity(u.entity)), "update", u.entity, u.name))
+    else:
+        for e in domain.entities:
+            if any(u.entity == e.name for u in domain.updates):
+                out.append((manage_function(domain, e), "manage", e.name, None))
+    _CANDIDATES[(id(domain), level)] = (domain, out)
+    return out
+
+
 def distractor_pool(domain: Domain, decomposition: Decomposition, needed: list[Function], level: int) -> list[Function]:
-    """Every distractor candidate for this scenario, in a fixed order (the rng picks among them)."""
-    taken = {f.name for f in needed}
+    """Every distractor candidate for this scenario, in a fixed order (the rng picks among them).
+
+    Reads that could reveal a sub-answer are left out: the whole-record read of an entity some sub-question
+    reads, and the narrow read of an attribute some sub-question asks for; so are updates the scenario uses.
+    """
+    key = (
+        id(domain),
+        level,
+        tuple(sorted({f.name for f in needed})),
+        tuple(sorted({(sq.entity, sq.attr or "", sq.update or "") for sq in decomposition.subquestions})),
+    )
+    got = _POOLS.get(key)
+    if got is not None and got[0] is domain:
+        return got[1]
     read_attrs: dict[str, set[str]] = {}
     updates_used = set()
     for sq in decomposition.subquestions:
@@ -275,27 +332,22 @@ def distractor_pool(domain: Domain, decomposition: Decomposition, needed: list[F
             read_attrs.setdefault(sq.entity, set()).add(sq.attr)
         else:
             updates_used.add(sq.update)
-    pool: list[Function] = []
-    for e in domain.entities:
-        for pattern, text in FAKE_NAMES:
-            pool.append(fake_function(e, pattern, text))
-    if level < 2:
-        for e in domain.entities:
-            if e.name not in read_attrs:
-                pool.append(entity_read(e) if level == 1 else read_function(e, list(e.attrs), f"get_{e.name}"))
-            asked = read_attrs.get(e.name, set())
-            pool.extend(read_function(e, [a]) for a in e.attrs if a.name not in asked)
-        pool.extend(update_function(u, domain.entity(u.entity)) for u in domain.updates if u.name not in updates_used)
-    else:
-        pool.extend(
-            manage_function(domain, e) for e in domain.entities if any(u.entity == e.name for u in domain.updates)
-        )
-    seen = set(taken)
+    seen = {f.name for f in needed}
     out = []
-    for fn in pool:
-        if fn.name not in seen:
-            seen.add(fn.name)
-            out.append(fn)
+    for fn, kind, entity, detail in _candidates(domain, level):
+        if fn.name in seen:
+            continue
+        if kind == "entity" and entity in read_attrs:
+            continue
+        if kind == "narrow" and detail in read_attrs.get(entity, ()):
+            continue
+        if kind == "update" and detail in updates_used:
+            continue
+        seen.add(fn.name)
+        out.append(fn)
+    if len(_POOLS) > 20_000:
+        _POOLS.clear()
+    _POOLS[key] = (domain, out)
     return out
 
 
@@ -324,8 +376,13 @@ def _id_pattern(domain: Domain, fn: Function) -> str | None:
 
 
 def type_generalize(domain: Domain, fn: Function, level: int) -> Function:
+    """Ids get patterns and values enums (level 1); reads take id lists, values nest in ``changes`` (2)."""
     if level == 0:
         return fn
+    return interned(("typed", id(fn), level), fn, lambda: _type_generalize(domain, fn, level))
+
+
+def _type_generalize(domain: Domain, fn: Function, level: int) -> Function:
     params = []
     for p in fn.params:
         if p.role == "id":
@@ -390,16 +447,17 @@ def type_generalize(domain: Domain, fn: Function, level: int) -> Function:
             params.append(Param("changes", "changes", schema, False))
         else:
             params.append(p)
-    new = _copy(fn, params)
+    desc = fn.description
     if level >= 2 and fn.op in ("read", "lookup", "fake"):
-        new.description += ' Takes a list of ids and returns {"results": [...]} in the same order.'
-    return new
+        desc += ' Takes a list of ids and returns {"results": [...]} in the same order.'
+    return Function(fn.name, desc, fn.op, fn.spec, params)
 
 
 # ---------------------------------------------------------------------------------------- parameter expansion
 
 
 def expand(fn: Function, level: int, r: random.Random) -> Function:
+    """One or two optional extra parameters (level 1), plus the required ``locale`` (level 2)."""
     if level == 0:
         return fn
     pool = WRITE_EXTRAS if fn.op in ("update", "manage") else READ_EXTRAS
@@ -409,7 +467,8 @@ def expand(fn: Function, level: int, r: random.Random) -> Function:
     extra.sort(key=lambda p: pool.index(p))
     if level >= 2 and "locale" not in taken:
         extra.insert(0, LOCALE)
-    return _copy(fn, [*fn.params, *extra])
+    key = ("expanded", id(fn), tuple(p.name for p in extra))
+    return interned(key, fn, lambda: Function(fn.name, fn.description, fn.op, fn.spec, [*fn.params, *extra]))
 
 
 # ----------------------------------------------------------------------------------------------------- stage
@@ -433,8 +492,8 @@ def scale(
     offered = [*needed, *extra]
     offered = [expand(type_generalize(domain, fn, type_level), expand_level, r) for fn in offered]
     r.shuffle(offered)
-    by_q = {q: f for f in offered for q in f.serves}
-    calls = {sq.id: gold_call(by_q[sq.id], sq) for sq in decomposition.subquestions}
+    by_name = {f.name: f for f in offered}
+    calls = {sq.id: gold_call(by_name[renames[integrated.calls[sq.id].tool]], sq) for sq in decomposition.subquestions}
     knobs = {
         "generalize": generalize_level,
         "expand": expand_level,
