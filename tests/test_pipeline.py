@@ -276,6 +276,12 @@ def test_config_validation_rejects_bad_values(bad):
         gym.make(ENV_ID, **bad)
 
 
+def test_hops_beyond_the_domain_are_refused_at_make():
+    gym.make(ENV_ID, hops=3)
+    with pytest.raises(ValueError, match="max_hops"):
+        gym.make(ENV_ID, hops=4)
+
+
 def test_train_and_test_splits_are_disjoint():
     train = scenarios(150, seed=21, split="train")
     test = scenarios(150, seed=21, split="test")

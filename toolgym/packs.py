@@ -83,6 +83,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raise PackError(where, "data", f"file {data_file!r} not found beside the manifest")
     if "defaults" in data:
         _need(data, "defaults", dict, where)
+    if "max_hops" in data and (not isinstance(data["max_hops"], int) or data["max_hops"] < 1):
+        raise PackError(where, "max_hops", "must be a positive integer")
     if "max_turns" in data and (not isinstance(data["max_turns"], int) or data["max_turns"] < 1):
         raise PackError(where, "max_turns", "must be a positive integer")
     data["_dir"] = str(path.parent)

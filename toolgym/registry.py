@@ -57,6 +57,10 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
                 f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
             )
         config = config_cls(**{**manifest.get("defaults", {}), **config_kwargs})
+        if "max_hops" in manifest and getattr(config, "hops", 0) > manifest["max_hops"]:
+            raise ValueError(
+                f"{manifest['name']}: hops={config.hops} exceeds its worlds' max_hops={manifest['max_hops']}"
+            )
         return ProceduralSource(manifest["name"], generate, config)
     if config_kwargs:
         raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
