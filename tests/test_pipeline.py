@@ -347,3 +347,154 @@ def test_manifest_domain_field_is_checked(tmp_path):
     )
     with pytest.raises(PackError, match="domain"):
         read_manifest(folder / "manifest.json")
+
+
+# ------------------------------------------------------------------------ a second domain, declared inline
+
+
+def _library_world(rng: np.random.Generator) -> dict:
+    n_a, n_b, n_m, n_l = 5, 9, 8, 10
+    ids = (rng.choice(9000, size=n_a + n_b + n_m, replace=False) + 1000).tolist()
+    pages = rng.integers(100, 900, size=n_b).tolist()
+    authors = {
+        f"AU{ids[i]}": {"author_id": f"AU{ids[i]}", "name": f"Author {chr(65 + i)}{ids[i]}", "country": "X"}
+        for i in range(n_a)
+    }
+    aids = list(authors)
+    books = {}
+    for i in range(n_b):
+        bid = f"BK{ids[n_a + i]}"
+        books[bid] = {
+            "book_id": bid,
+            "title": f"Title {ids[n_a + i]}",
+            "isbn": f"978-{ids[n_a + i]}",
+            "author_id": aids[i % n_a],
+            "pages": pages[i],
+        }
+    bids = list(books)
+    members = {}
+    for i in range(n_m):
+        mid = f"MB{ids[n_a + n_b + i]}"
+        members[mid] = {"member_id": mid, "name": f"Member {mid[2:]}x", "card": f"C-{mid[2:]}", "current_loan": ""}
+    mids = list(members)
+    loans = {}
+    for i in range(n_l):
+        lid = f"LN{1000 + i * 7 + int(rng.integers(0, 7))}"
+        loans[lid] = {
+            "loan_id": lid,
+            "book_id": bids[i % n_b],
+            "member_id": mids[i % n_m],
+            "due_date": f"2025-0{1 + i % 9}-1{i % 10}",
+            "status": "active" if i % 3 else "returned",
+        }
+        members[mids[i % n_m]]["current_loan"] = lid
+    return {
+        "authors": authors,
+        "books": books,
+        "members": members,
+        "loans": loans,
+        "counters": {"renew_loan": int(rng.integers(1000, 9000)), "return_loan": int(rng.integers(1000, 9000))},
+    }
+
+
+def _library():
+    from toolgym.build.spec import Attr, Domain, Entity, Update
+
+    author = Entity(
+        "author",
+        "authors",
+        "author_id",
+        "author {author_id}",
+        "a book author",
+        (Attr("name", "name"), Attr("country", "country", answerable=False)),
+        "^AU[0-9]{4}$",
+    )
+    book = Entity(
+        "book",
+        "books",
+        "book_id",
+        "book {book_id}",
+        "a catalogued book",
+        (
+            Attr("title", "title"),
+            Attr("isbn", "ISBN"),
+            Attr("author_id", "author", ref="author"),
+            Attr("pages", "page count", type="integer"),
+        ),
+    )
+    member = Entity(
+        "member",
+        "members",
+        "member_id",
+        "member {member_id}",
+        "a library member",
+        (Attr("name", "name"), Attr("card", "card number"), Attr("current_loan", "current loan", ref="loan")),
+    )
+    loan = Entity(
+        "loan",
+        "loans",
+        "loan_id",
+        "loan {loan_id}",
+        "a book loan",
+        (
+            Attr("book_id", "book", ref="book"),
+            Attr("member_id", "member", ref="member"),
+            Attr("due_date", "due date"),
+            Attr("status", "status", answerable=False, enum=("active", "returned")),
+        ),
+    )
+    updates = (
+        Update(
+            "renew_loan",
+            "loan",
+            "Renew an active loan to a new due date.",
+            "renew {target} until {value}",
+            "RN",
+            require={"status": "active"},
+            param=Attr("due_date", "due date"),
+        ),
+        Update(
+            "return_loan",
+            "loan",
+            "Return the book of an active loan.",
+            "return {target}",
+            "RT",
+            sets={"status": "returned"},
+            require={"status": "active"},
+        ),
+    )
+    return Domain("Library", 0, "Books, members and loans.", (author, book, member, loan), updates, _library_world)
+
+
+LIBRARY = _library()
+
+
+def test_pipeline_problems_name_what_cannot_be_built():
+    import dataclasses
+
+    from toolgym.build.decompose import domain_info, pipeline_problems
+    from toolgym.build.spec import SpecError
+
+    assert pipeline_problems(DOMAIN) == [] and pipeline_problems(LIBRARY) == []
+    unnamed = dataclasses.replace(
+        LIBRARY, entities=tuple(dataclasses.replace(e, label=e.name) for e in LIBRARY.entities)
+    )
+    with pytest.raises(SpecError, match="nowhere to start"):
+        domain_info(unnamed)
+
+
+@pytest.mark.parametrize(
+    "knobs", [{}, {"integrate": False, "distractors": 8}, {"generalize": 2, "type_generalize": 2, "expand": 2}]
+)
+@pytest.mark.parametrize("kind", KINDS)
+def test_another_domain_builds_and_its_gold_plans_score_the_maximum(kind, knobs):
+    from toolgym import ProceduralSource, ToolEnv
+    from toolgym.build.procedural import generate as procedural_generate
+
+    validate_domain(LIBRARY)
+    config = BuildConfig(kind=kind, write_share=0.5, **knobs)
+    env = ToolEnv(ProceduralSource("Library", lambda rng, cfg: procedural_generate(rng, cfg, LIBRARY), config))
+    for seed in range(4):
+        env.reset(seed=seed)
+        last, episode = play_gold(env)
+        assert episode["solve_f1"] == 1.0 and last == 1.0 and episode["state_ok"] == 1.0

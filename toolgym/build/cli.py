@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.build.decompose import domain_info
 from toolgym.build.pipeline import BuildConfig, BuildStats, build, generate
 from toolgym.build.procedural import find_domains, manifest, resolve_domain
 from toolgym.build.spec import SpecError, validate_domain
@@ -27,6 +28,7 @@ def check_domain(ref: str, n: int, seed: int = 0, config: BuildConfig | None = N
     """Validate a domain and build ``n`` verified scenarios per kind; returns per-kind counts and timings."""
     domain = resolve_domain(ref)
     validate_domain(domain)
+    domain_info(domain)  # raises SpecError naming what the pipeline cannot build
     report: dict[str, Any] = {"domain": domain.name, "kinds": {}}
     for i, kind in enumerate(KINDS):
         cfg = BuildConfig(**{**(config.to_dict() if config else {}), "kind": kind})

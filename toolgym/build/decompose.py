@@ -25,7 +25,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolgym.build.spec import Domain
+from toolgym.build.spec import Domain, SpecError
 from toolgym.reward import normalize
 from toolgym.scenario import KINDS
 
@@ -137,10 +137,42 @@ class Decomposition:
 # ------------------------------------------------------------------------------------------- domain analysis
 
 
+RESERVED_PARAMS = frozenset(
+    {"fields", "record_type", "record_id", "action", "value", "changes", "locale"}
+    | {"language", "include_history", "detail_level", "notify", "reason"}
+)
+
+
+def pipeline_problems(domain: Domain) -> list[str]:
+    """What stops the pipeline from building this (spec-valid) domain; empty when it can.
+
+    Names become Python identifiers in generated tool code, chains start from entities whose label shows
+    their key, and an update parameter must not reuse a name the scaling stage adds.
+    """
+    out = []
+    for e in domain.entities:
+        for a in e.attrs:
+            if not a.name.isidentifier() or a.name.startswith("_"):
+                out.append(f"{e.name}.{a.name}: attribute names must be identifiers not starting with '_'")
+        if e.name.startswith("_") or e.key.startswith("_") or e.table.startswith("_"):
+            out.append(f"entity {e.name}: names must not start with '_'")
+    for u in domain.updates:
+        if not u.name.isidentifier() or u.name.startswith("_"):
+            out.append(f"update {u.name!r}: name must be an identifier not starting with '_'")
+        if u.param is not None and u.param.name in RESERVED_PARAMS:
+            out.append(f"update {u.name}: parameter name {u.param.name!r} is reserved for scaling")
+    if not any("{" + e.key + "}" in e.label for e in domain.entities):
+        out.append("no entity label names its key (e.g. 'hotel {hotel_id}'): chains have nowhere to start")
+    return out
+
+
 class DomainInfo:
     """What decomposition needs from a domain, computed once per Domain object."""
 
     def __init__(self, domain: Domain):
+        problems = pipeline_problems(domain)
+        if problems:
+            raise SpecError(f"domain {domain.name} cannot be built: " + "; ".join(problems))
         self.domain = domain
         self.entities = {e.name: e for e in domain.entities}
         self.updates = {u.name: u for u in domain.updates}
