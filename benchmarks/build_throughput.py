@@ -6,7 +6,7 @@ verified scenarios. Rates are given per second of wall time and per second of th
 per-core figure, robust to other load on the machine). Then, for every registered env id,
 ``gym.make(id)`` and time ``reset(seed=i)``: median and p90.
 
-    python benchmarks/build_throughput.py [--seconds 2.0] [--resets 300]
+    python benchmarks/build_throughput.py [--budget 60] [--resets 300]
 
 Prints a table and writes ``benchmarks/results/build_throughput.json``. Target: >= 1,000 verified
 scenarios per second per core with default knobs.
@@ -79,9 +79,12 @@ def reset_latency(env_id: str, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="time per (domain, kind) cell")
-    ap.add_argument("--resets", type=int, default=300)
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds for all throughput cells together")
+    ap.add_argument("--resets", type=int, default=300, help="resets per env id (reduced when there are many)")
     args = ap.parse_args()
+    domains = find_domains()
+    seconds = max(0.3, min(2.0, args.budget / max(1, 5 * len(domains))))
+    resets = max(50, min(args.resets, int(3000 / max(1, len(toolgym.registered_ids())))))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report: dict = {
@@ -89,16 +92,17 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_avg_1min_at_start": load,
         "target_per_s_per_core": TARGET,
+        "seconds_per_cell": seconds,
         "throughput": {},
         "reset_latency": {},
     }
     print(f"build throughput (single process; load average {load})")
     print(f"{'domain':<16} {'kind':<22} {'verified/s cpu':>14} {'verified/s wall':>15} {'us cpu':>8}  discarded")
-    for module, ref in find_domains().items():
+    for module, ref in domains.items():
         domain = resolve_domain(ref)
         rows = {}
         for kind in (None, *KINDS):
-            row = throughput(domain, BuildConfig(kind=kind), args.seconds)
+            row = throughput(domain, BuildConfig(kind=kind), seconds)
             rows[kind or "mix"] = row
             disc = ", ".join(f"{k}={v}" for k, v in row["discarded"].items()) or "-"
             print(
@@ -107,10 +111,10 @@ def main() -> None:
             )
         report["throughput"][domain.name] = {"module": module, "kinds": rows}
 
-    print(f"\nreset latency ({args.resets} resets, gym.make + reset(seed=i))")
+    print(f"\nreset latency ({resets} resets, gym.make + reset(seed=i))")
     print(f"{'env id':<32} {'median ms':>10} {'p90 ms':>8}")
     for env_id in toolgym.registered_ids():
-        row = reset_latency(env_id, args.resets)
+        row = reset_latency(env_id, resets)
         report["reset_latency"][env_id] = row
         print(f"{env_id:<32} {row['median_ms']:>10.3f} {row['p90_ms']:>8.3f}")
 
