@@ -1,5 +1,5 @@
 """The ``toolgym`` command: ``eval`` (a model or built-in agents on envs), ``list`` (envs), ``show`` (a scenario),
-``export`` (datasets for SFT and RL trainers)."""
+``export`` (datasets for SFT and RL trainers), ``build`` (check spec-based domains and write their pack manifests)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import gymnasium as gym
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym import export_cli
 from toolgym.agents import AGENTS
+from toolgym.build import cli as build_cli
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.registry import manifest_for, registered_ids
@@ -56,7 +57,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     for env_id in registered_ids():
         m = manifest_for(env_id)
-        knobs = "kind, hops, parallel, distractors" if m["type"] == "procedural" else "-"
+        knobs = (
+            ", ".join(m.get("knobs", ("kind", "hops", "parallel", "distractors"))) if m["type"] == "procedural" else "-"
+        )
         print(f"{env_id:<32} {m['type']:<11} knobs: {knobs:<36} {m.get('description', '')}")
     return 0
 
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_knobs(p)
     p.set_defaults(func=cmd_show)
     export_cli.add_parser(sub)
+    build_cli.add_parser(sub)
     return parser
 
 

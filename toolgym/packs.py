@@ -66,11 +66,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if kind not in PACK_TYPES:
         raise PackError(where, "type", f"must be one of {PACK_TYPES}, got {kind!r}")
     if kind == "procedural":
-        for key in ("generator", "config"):
+        for key in ("generator", "config", "domain"):
+            if key == "domain" and key not in data:
+                continue  # optional: names the Domain spec a shared generator builds
             ref = _need(data, key, str, where)
             if ":" not in ref:
                 raise PackError(where, key, f"expected 'module:attribute', got {ref!r}")
     else:
+        if "domain" in data:
+            raise PackError(where, "domain", "only procedural packs name a domain")
         fmt = data.get("format", "toolgym")
         if fmt not in STATIC_FORMATS:
             raise PackError(where, "format", f"must be one of {STATIC_FORMATS}, got {fmt!r}")
@@ -79,6 +83,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raise PackError(where, "data", f"file {data_file!r} not found beside the manifest")
     if "defaults" in data:
         _need(data, "defaults", dict, where)
+    if "max_hops" in data and (not isinstance(data["max_hops"], int) or data["max_hops"] < 1):
+        raise PackError(where, "max_hops", "must be a positive integer")
     if "max_turns" in data and (not isinstance(data["max_turns"], int) or data["max_turns"] < 1):
         raise PackError(where, "max_turns", "must be a positive integer")
     data["_dir"] = str(path.parent)

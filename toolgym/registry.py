@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
     """The scenario source a manifest describes, with generator knobs from ``config_kwargs``."""
     if manifest["type"] == "procedural":
         generate = _resolve(manifest["generator"])
+        if "domain" in manifest:  # a spec-based domain: one shared generator, told which domain to build
+            generate = partial(generate, domain=_resolve(manifest["domain"]))
         config_cls = _resolve(manifest["config"])
         fields = {f.name for f in dataclasses.fields(config_cls)}
         unknown = set(config_kwargs) - fields
@@ -55,6 +57,10 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
                 f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
             )
         config = config_cls(**{**manifest.get("defaults", {}), **config_kwargs})
+        if "max_hops" in manifest and getattr(config, "hops", 0) > manifest["max_hops"]:
+            raise ValueError(
+                f"{manifest['name']}: hops={config.hops} exceeds its worlds' max_hops={manifest['max_hops']}"
+            )
         return ProceduralSource(manifest["name"], generate, config)
     if config_kwargs:
         raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
