@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_model_eval(args, _knobs(args))
     report = []
     for env_id in args.env_ids:
-        knobs = _knobs(args) if manifest_for(env_id)["type"] == "procedural" else {}
+        knobs = _knobs(args) if manifest_for(env_id)["type"] != "static" else {}
         for agent in args.agent or ["gold", "random"]:
             results = evaluate(env_id, agent, args.episodes, seed=args.seed, **knobs)
             rows = summarize(results)
@@ -54,18 +54,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMMON_KNOBS = ("kind", "hops", "parallel", "distractors", "split")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """One block per env: id, pack type, kinds, knobs (gym.make kwargs) and what it holds."""
     for env_id in registered_ids():
         m = manifest_for(env_id)
-        knobs = (
-            ", ".join(m.get("knobs", ("kind", "hops", "parallel", "distractors"))) if m["type"] == "procedural" else "-"
-        )
-        print(f"{env_id:<32} {m['type']:<11} knobs: {knobs:<36} {m.get('description', '')}")
+        if m["type"] == "static":
+            kinds, knobs = "as recorded", "-"
+        else:
+            kinds = ", ".join(m.get("kinds", KINDS))
+            knobs = ", ".join(m.get("knobs", _COMMON_KNOBS))
+        print(f"{env_id}  [{m['type']}]  {m.get('description', '')}")
+        print(f"    kinds: {kinds}")
+        print(f"    knobs: {knobs}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    knobs = _knobs(args) if manifest_for(args.env_id)["type"] == "procedural" else {}
+    knobs = _knobs(args) if manifest_for(args.env_id)["type"] != "static" else {}
     env = gym.make(args.env_id, render_mode="ansi", **knobs)
     obs, info = env.reset(seed=args.seed)
     u = env.unwrapped

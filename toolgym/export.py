@@ -60,7 +60,7 @@ def _as_json(value: Any) -> Any:
 
 def env_kwargs_for(env_id: str, split: str | None = "train", **knobs: Any) -> dict[str, Any]:
     """The ``gym.make`` kwargs of an export: the knobs and the split for procedural packs, nothing for static ones."""
-    if manifest_for(env_id)["type"] != "procedural":
+    if manifest_for(env_id)["type"] == "static":
         if knobs:
             raise ExportError(f"{env_id} is a static pack; it takes no generator options {sorted(knobs)}")
         return {}

@@ -482,7 +482,7 @@ class _EnvPool:
         self.free: dict[str, list[gym.Env]] = defaultdict(list)
 
     def kwargs(self, env_id: str) -> dict[str, Any]:
-        kw = dict(self.cfg.env_kwargs) if manifest_for(env_id)["type"] == "procedural" else {}
+        kw = dict(self.cfg.env_kwargs) if manifest_for(env_id)["type"] != "static" else {}
         if self.cfg.max_turns is not None:
             kw["max_turns"] = self.cfg.max_turns
         return kw

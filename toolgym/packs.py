@@ -18,7 +18,7 @@ import jsonschema
 from toolgym.scenario import KINDS, Scenario, SubTask
 
 MANIFEST = "manifest.json"
-PACK_TYPES = ("procedural", "static")
+PACK_TYPES = ("procedural", "static", "mixture")
 STATIC_FORMATS = ("toolgym", "ftrl")
 
 
@@ -72,6 +72,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
             ref = _need(data, key, str, where)
             if ":" not in ref:
                 raise PackError(where, key, f"expected 'module:attribute', got {ref!r}")
+    elif kind == "mixture":
+        members = _need(data, "members", list, where)
+        if not members or not all(isinstance(m, str) and "/" in m for m in members):
+            raise PackError(where, "members", "expected a non-empty list of env ids like 'ToolGym/HotelBooking-v0'")
     else:
         if "domain" in data:
             raise PackError(where, "domain", "only procedural packs name a domain")

@@ -17,7 +17,7 @@ import gymnasium as gym
 
 from toolgym.env import ToolEnv
 from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest
-from toolgym.sources import ProceduralSource, StaticSource
+from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
 
 NAMESPACE = "ToolGym"
 ENV_KWARGS = (
@@ -62,6 +62,10 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
                 f"{manifest['name']}: hops={config.hops} exceeds its worlds' max_hops={manifest['max_hops']}"
             )
         return ProceduralSource(manifest["name"], generate, config)
+    if manifest["type"] == "mixture":
+        # Knobs pass to every member; each member must accept them (all procedural domains share kind/hops/...).
+        members = [make_source(manifest_for(m), **config_kwargs) for m in manifest["members"]]
+        return MixtureSource(manifest["name"], members)
     if config_kwargs:
         raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
     path = str(Path(manifest["_dir"]) / manifest["data"])

@@ -57,3 +57,17 @@ class StaticSource:
 
     def sample(self, rng: np.random.Generator) -> Scenario:
         return self.scenarios[int(rng.integers(len(self.scenarios)))]
+
+
+class MixtureSource:
+    """Samples a member source uniformly per episode, then draws that member's scenario (e.g. across domains)."""
+
+    def __init__(self, name: str, members: Sequence[ScenarioSource]):
+        if not members:
+            raise ValueError(f"mixture {name!r} has no members")
+        self.name = name
+        self.members = list(members)
+        self.fresh = all(getattr(m, "fresh", False) for m in self.members)
+
+    def sample(self, rng: np.random.Generator) -> Scenario:
+        return self.members[int(rng.integers(len(self.members)))].sample(rng)
