@@ -104,29 +104,34 @@ class ToolEnv(gym.Env):
         }
         self.observation_space = ChatObservation()
         self.action_space = AssistantTurn()
-        self._toolboxes: dict[frozenset, tuple[Toolbox, dict[str, str]]] = {}
+        self._toolboxes: dict[str, tuple[Toolbox, frozenset[str]]] = {}
         self.scenario: Scenario | None = None
         self.state: dict[str, Any] = {}
         self._messages: list[dict[str, Any]] = []
         self._done = True
 
     # -- episode setup -------------------------------------------------------------------------------
-    def _toolbox(self, scenario: Scenario) -> Toolbox:
-        """One Toolbox per set of distinct source texts, grown to every tool name seen with them.
+    def _bind_tools(self, scenario: Scenario) -> dict[str, Toolbox]:
+        """Tool name -> the Toolbox running it; one Toolbox per distinct source text, grown to every name seen.
 
-        Procedural packs offer a different subset of one module's tools on each reset; keying by the source
-        texts (not the offered names) means the module is exec'd once, not once per episode.
+        Generated scenarios offer varying subsets of a stable set of tool sources (one module holding every
+        tool, or one text per function); caching per source text means each is exec'd once per env, not once
+        per episode.
         """
-        key = frozenset(scenario.source.values())
-        entry = self._toolboxes.get(key)
-        if entry is not None and scenario.source.keys() <= entry[1].keys():
-            return entry[0]
-        if len(self._toolboxes) > 64:
-            self._toolboxes.clear()
-        sources = {**(entry[1] if entry else {}), **scenario.source}
-        box = Toolbox(sources, **self._sandbox_opts)
-        self._toolboxes[key] = (box, sources)
-        return box
+        by_source: dict[str, list[str]] = {}
+        for name, src in scenario.source.items():
+            by_source.setdefault(src, []).append(name)
+        bound: dict[str, Toolbox] = {}
+        for src, names in by_source.items():
+            entry = self._toolboxes.get(src)
+            if entry is None or not entry[1].issuperset(names):
+                if len(self._toolboxes) >= 512:
+                    self._toolboxes.clear()
+                every = (entry[1] if entry else frozenset()) | frozenset(names)
+                entry = self._toolboxes[src] = (Toolbox(dict.fromkeys(every, src), **self._sandbox_opts), every)
+            for name in names:
+                bound[name] = entry[0]
+        return bound
 
     def _start(self, scenario: Scenario, owned: bool = False) -> None:
         self.scenario = scenario
@@ -135,7 +140,7 @@ class ToolEnv(gym.Env):
             self.state = scenario.state
         else:
             self.state = json.loads(json.dumps(scenario.state)) if scenario.state else {}
-        self.toolbox = self._toolbox(scenario)
+        self._boxes = self._bind_tools(scenario)
         self._schemas = {t["function"]["name"]: t["function"] for t in scenario.tools}
         self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
         self._tool_names = frozenset(self._schemas)
@@ -265,7 +270,7 @@ class ToolEnv(gym.Env):
             comp["n_" + kind] += 1
             label = kind.replace("_", " ")
             return f"Error: invalid arguments for {name!r} ({label}): {msg}.", 0, 0
-        outcome = self.toolbox.call(name, arguments, self.state)
+        outcome = self._boxes[name].call(name, arguments, self.state)
         if not outcome.ok:
             if outcome.error == "timeout":
                 comp["n_timeouts"] += 1
@@ -293,7 +298,7 @@ class ToolEnv(gym.Env):
         return comp["answer_correct"]  # answer_only
 
     # -- pickling: compiled tools and validators are rebuilt, not copied ----------------------------------
-    _REBUILT = ("toolbox", "_toolboxes", "_validators")
+    _REBUILT = ("_boxes", "_toolboxes", "_validators")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
@@ -302,7 +307,7 @@ class ToolEnv(gym.Env):
         self.__dict__.update(state)
         self._toolboxes = {}
         if self.scenario is not None:
-            self.toolbox = self._toolbox(self.scenario)
+            self._boxes = self._bind_tools(self.scenario)
             self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
 
     # -- introspection -----------------------------------------------------------------------------------
