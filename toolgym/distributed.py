@@ -193,3 +193,20 @@ def map_unordered(
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
+
+
+def add_backend_args(p: Any) -> None:
+    """``--backend``, ``--ray-address`` and ``--num-workers`` on an argparse parser."""
+    g = p.add_argument_group("backend (--backend ray needs `pip install toolgym[ray]`)")
+    g.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: Ray worker actors on a local Ray instance or a cluster (--ray-address)",
+    )
+    g.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to use, e.g. HEAD:6379 or auto (default: RAY_ADDRESS, else start a local Ray instance)",
+    )
+    g.add_argument("--num-workers", type=int, metavar="W", help="Ray worker actors (default: the cluster's CPUs)")
