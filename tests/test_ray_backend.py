@@ -223,3 +223,22 @@ def test_ray_is_imported_only_when_used():
 
     code = "import sys, toolgym, toolgym.cli, toolgym.harness, toolgym.export; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_build_check_on_ray_same_counts_as_local(tmp_path, capsys):
+    from toolgym.build.cli import check_domain, check_domains_ray
+    from toolgym.build.procedural import find_domains
+
+    refs = {k: v for k, v in find_domains().items() if k in ("hotel_booking", "library")}
+    assert len(refs) == 2
+    remote = check_domains_ray(refs, 3, seed=1)
+
+    def counts(report):
+        kinds = {k: {x: y for x, y in v.items() if x != "per_second"} for k, v in report["kinds"].items()}
+        return report["domain"], report["max_hops"], kinds
+
+    for name, ref in refs.items():
+        assert counts(remote[name]) == counts(check_domain(ref, 3, seed=1))
+    args = ["build", "--domain", "hotel_booking", "--check", "2", "--out", str(tmp_path), "--backend", "ray"]
+    assert main(args) == 0
+    assert (tmp_path / "hotel_booking" / "manifest.json").is_file() and "validate_domain ok" in capsys.readouterr().out
