@@ -110,6 +110,23 @@ def test_model_eval_on_ray_workers(tmp_path):
     assert summary["run"]["requests"] == server.requests == sum(r["turns"] for r in recs)
 
 
+def test_model_eval_on_ray_stops_when_the_server_is_down(tmp_path):
+    pytest.importorskip("openai")
+    from test_harness import FakeServer, gold_plans
+
+    server = FakeServer(gold_plans(ENVS[0], range(100, 101)), fail_after=0)  # every request: HTTP 500
+    kw = {"model": "fake", "base_url": server.base_url, "episodes": 40, "seed": 100, "concurrency": 2}
+    try:
+        summary = run_eval(
+            ENVS[0], out=str(tmp_path / "m"), progress=False, backend="ray", retries=0, backoff=0.01, **kw
+        )
+    finally:
+        server.stop()
+    # failed episodes are not written and not retried by Ray; after 3 in a row no new episode starts
+    assert not summary["complete"] and summary["run"]["aborted"] and summary["episodes_done"] == 0
+    assert 3 <= summary["run"]["failed_this_run"] < 40 and server.requests == summary["run"]["failed_this_run"]
+
+
 def _rows_as_set(path: Path) -> set[str]:
     out = set()
     for row in read_rows(path):
