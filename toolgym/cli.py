@@ -14,6 +14,7 @@ import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym import export_cli
 from toolgym.agents import AGENTS
 from toolgym.build import cli as build_cli
+from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.registry import manifest_for, registered_ids
@@ -39,6 +40,8 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if wants_model(args):
         return cmd_model_eval(args, _knobs(args))
+    if args.backend == "ray":
+        return cmd_agents_eval_ray(args)
     report = []
     for env_id in args.env_ids:
         knobs = _knobs(args) if manifest_for(env_id)["type"] != "static" else {}
@@ -52,6 +55,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
             json.dump(report, f, indent=2)
         print(f"\nwrote {args.json}")
     return 0
+
+
+def cmd_agents_eval_ray(args: argparse.Namespace) -> int:
+    """Built-in agents on Ray workers, through the harness: episodes.jsonl per agent, resumable."""
+    from pathlib import Path
+
+    from toolgym.harness import format_summary, run_eval
+
+    report = []
+    status = 0
+    for agent in args.agent or ["gold", "random"]:
+        try:
+            summary = run_eval(
+                args.env_ids,
+                agent=agent,
+                episodes=args.episodes,
+                seed=args.seed,
+                env_kwargs=_knobs(args),
+                max_turns=args.max_turns,
+                out=str(Path(args.out) / agent) if args.out else None,
+                progress=not args.no_progress,
+                backend="ray",
+                ray_address=args.ray_address,
+                num_workers=args.num_workers,
+            )
+        except (ValueError, ImportError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished episodes are kept; rerun the same command to resume", file=sys.stderr)
+            return 130
+        print(format_summary(summary))
+        print(f"wrote {summary['run']['out_dir']}/episodes.jsonl, summary.json, summary.png")
+        status = status or (0 if summary["complete"] else 1)
+        for env_id, e in summary["envs"].items():
+            report.append({"env_id": env_id, "agent": agent, "rows": e["rows"]})
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return status
 
 
 _COMMON_KNOBS = ("kind", "hops", "parallel", "distractors", "split")
@@ -106,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the summary as JSON to this path")
     _add_knobs(p)
     add_model_args(p)
+    add_backend_args(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("list", help="list the registered envs")
     p.set_defaults(func=cmd_list)

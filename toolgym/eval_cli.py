@@ -32,7 +32,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="how --json-schema is sent: llama.cpp-style json_object+schema (default) or OpenAI json_schema",
     )
     g.add_argument("--concurrency", type=int, default=8, help="episodes in flight (default 8)")
-    g.add_argument("--out", help="output directory (default runs/<envs>_<model>_<mode>_<hash of settings>)")
+    g.add_argument(
+        "--out",
+        help="output directory (default runs/<envs>_<model>_<mode>_<hash of settings>; built-in agents with "
+        "--backend ray: <out>/<agent>)",
+    )
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     g.add_argument(
         "--retries",
@@ -78,8 +82,11 @@ def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
             max_turns=args.max_turns,
             out=args.out,
             progress=not args.no_progress,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            num_workers=args.num_workers,
         )
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

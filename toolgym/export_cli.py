@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from toolgym.distributed import add_backend_args
 from toolgym.export import FORMATS, ExportError, export
 from toolgym.scenario import KINDS, SPLITS
 
@@ -20,9 +21,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             split=args.split,
             seed=args.seed,
             parquet=not args.no_parquet,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            num_workers=args.num_workers,
             **knobs,
         )
-    except ExportError as exc:
+    except (ExportError, ImportError) as exc:
         print(f"toolgym export: error: {exc}", file=sys.stderr)
         return 2
     kept = res.rows_total - res.rows_written
@@ -49,5 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
     p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
     p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
+    add_backend_args(p)
     p.set_defaults(func=cmd_export)
     return p

@@ -14,6 +14,11 @@ retries (connection errors, timeouts, 5xx, 429, with exponential backoff) is *no
 redoes it; once several episodes in a row fail this way, no new episode is started (the server is presumably
 down) and the summary reports how many are missing.
 
+With ``backend="ray"`` the same episodes run on Ray worker actors (:mod:`toolgym.distributed`; each owns an env
+pool and, for a model, its own client to the server); the driver records each episode as it arrives, so
+``episodes.jsonl``, resuming and the summary are the same as with the local backend. Both backends play an
+episode with :func:`play_one`. The driver's ``ray.wait`` loop blocks the event loop ``arun_eval`` runs on.
+
 Two ways to talk to the model:
 
 * ``mode="native"``: ``tools=`` is sent and ``message.tool_calls`` is the action (the env takes the message dict);
@@ -48,6 +53,7 @@ from toolgym.registry import manifest_for
 
 MODES = ("native", "text")
 RESPONSE_FORMATS = ("json_object", "json_schema")
+BACKENDS = ("local", "ray")
 EPISODES_FILE = "episodes.jsonl"
 # Settings that change what an episode's result means: a rerun into the same directory must match them.
 RESULT_KEYS = (
@@ -116,6 +122,9 @@ class EvalConfig:
     out: str | None = None
     progress: bool = True
     max_consecutive_failures: int | None = None
+    backend: str = "local"  # "ray": episodes on Ray workers (toolgym.distributed)
+    ray_address: str | None = None  # a Ray cluster (default: RAY_ADDRESS, else a local Ray instance)
+    num_workers: int | None = None  # Ray worker actors (default: the cluster's CPUs)
 
     def __post_init__(self) -> None:
         self.env_ids = list(self.env_ids)
@@ -133,6 +142,10 @@ class EvalConfig:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.json_schema and self.mode != "text":
             raise ValueError("json_schema needs mode='text' (native mode reads message.tool_calls)")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise ValueError("num_workers must be >= 1")
         if self.response_format not in RESPONSE_FORMATS:
             raise ValueError(f"response_format must be one of {RESPONSE_FORMATS}")
         if self.episodes < 1 or self.concurrency < 1 or self.retries < 0 or self.timeout <= 0:
@@ -567,68 +580,154 @@ async def arun_eval(cfg: EvalConfig) -> dict[str, Any]:
         return await _run(cfg, out)
 
 
+async def play_one(env_id: str, seed: int, pool: _EnvPool, policy: ModelPolicy | AgentPolicy) -> tuple[str, Any]:
+    """Play one episode with an env from ``pool``: ``("ok", record)``, ``("failed", why)`` (the requests kept
+    failing: not written, a rerun redoes it) or ``("aborted", why)`` (an error that stops the run).
+
+    The one episode runner of both backends: the local asyncio workers and the Ray workers call it."""
+    env = pool.get(env_id)
+    try:
+        return "ok", await _play(env, env_id, seed, policy)
+    except EpisodeFailed as exc:
+        return "failed", str(exc)
+    except RunAborted as exc:
+        return "aborted", str(exc)
+    finally:
+        pool.put(env_id, env)
+
+
 async def _run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     path = out / EPISODES_FILE
     done = read_episodes(path)
     todo = [(e, cfg.seed + i) for e in cfg.env_ids for i in range(cfg.episodes) if (e, cfg.seed + i) not in done]
-    policy: ModelPolicy | AgentPolicy = ModelPolicy(cfg) if cfg.model else AgentPolicy(cfg.agent or "")
-    pool = _EnvPool(cfg)
-    queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
     state = {"failed": 0, "consecutive": 0, "aborted": None, "written": 0, "f1": 0.0, "bad_request": 0}
     limit = cfg.max_consecutive_failures or max(3, cfg.concurrency)
     bar = _progress(cfg, len(todo), len(done))
+    stats: dict[str, int] = {}
 
-    async def worker(f: Any) -> None:
-        while not queue.empty() and state["aborted"] is None:
-            env_id, seed = queue.get_nowait()
-            env = pool.get(env_id)
-            try:
-                rec = await _play(env, env_id, seed, policy)
-            except EpisodeFailed as exc:
-                state["failed"] += 1
-                state["consecutive"] += 1
-                state["last_error"] = str(exc)
-                if state["consecutive"] >= limit and state["aborted"] is None:
-                    state["aborted"] = f"{state['consecutive']} episodes in a row failed after retries ({exc})"
-                continue
-            except RunAborted as exc:
-                state["aborted"] = str(exc)
-                continue
-            finally:
-                pool.put(env_id, env)
-            state["consecutive"] = 0
-            state["written"] += 1
-            state["f1"] += rec["solve_f1"]
-            state["bad_request"] += rec["finish"] == "bad_request"
-            f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-            f.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(f1=f"{100 * state['f1'] / state['written']:.1f}", failed=state["failed"])
+    def record(outcome: tuple[str, Any], f: Any) -> None:
+        """Account for one finished episode and append it to episodes.jsonl (both backends, arrival order)."""
+        status, value = outcome
+        if status == "failed":
+            state["failed"] += 1
+            state["consecutive"] += 1
+            state["last_error"] = value
+            if state["consecutive"] >= limit and state["aborted"] is None:
+                state["aborted"] = f"{state['consecutive']} episodes in a row failed after retries ({value})"
+            return
+        if status == "aborted":
+            state["aborted"] = state["aborted"] or value
+            return
+        if (value["env_id"], value["seed"]) in done:  # a retried episode that had already been written
+            return
+        done[(value["env_id"], value["seed"])] = value
+        state["consecutive"] = 0
+        state["written"] += 1
+        state["f1"] += value["solve_f1"]
+        state["bad_request"] += value["finish"] == "bad_request"
+        f.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+        f.flush()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(f1=f"{100 * state['f1'] / state['written']:.1f}", failed=state["failed"])
 
     try:
         with open(path, "a", encoding="utf-8") as f:
-            await asyncio.gather(*(worker(f) for _ in range(min(cfg.concurrency, len(todo)) or 1)))
+            if cfg.backend == "ray":
+                stats = _run_ray(cfg, todo, lambda o: record(o, f), state)  # blocks this loop: a ray.wait loop
+            else:
+                stats = await _run_local(cfg, todo, lambda o: record(o, f), state)
     finally:
         if bar is not None:
             bar.close()
-        pool.close()
-        await policy.close()
     summary = build_summary(cfg, read_episodes(path))
     summary["run"] = {
         "out_dir": str(out),
+        "backend": cfg.backend,
         "written_this_run": state["written"],
         "failed_this_run": state["failed"],
         "bad_request_this_run": state["bad_request"],
         "aborted": state["aborted"],
         "last_error": state.get("last_error"),
-        **policy.stats,
+        **stats,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_chart(summary, out / "summary.png")
     return summary
+
+
+def _policy(cfg: EvalConfig) -> ModelPolicy | AgentPolicy:
+    return ModelPolicy(cfg) if cfg.model else AgentPolicy(cfg.agent or "")
+
+
+async def _run_local(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
+    """``cfg.concurrency`` episodes at a time on this event loop; returns the policy's request counters."""
+    policy = _policy(cfg)
+    pool = _EnvPool(cfg)
+    queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    for item in todo:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty() and state["aborted"] is None:
+            env_id, seed = queue.get_nowait()
+            record(await play_one(env_id, seed, pool, policy))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(todo)) or 1)))
+    finally:
+        pool.close()
+        await policy.close()
+    return dict(policy.stats)
+
+
+class _RayEpisodes:
+    """The state of one Ray worker: an env pool and a policy (its own model client), kept for all its episodes."""
+
+    def __init__(self, cfg: EvalConfig):
+        import uuid
+
+        self.id = uuid.uuid4().hex
+        self.pool = _EnvPool(cfg)
+        self.policy = _policy(cfg)
+
+
+async def _ray_play(worker: _RayEpisodes, item: tuple[str, int]) -> tuple[tuple[str, Any], str, dict[str, int]]:
+    outcome = await play_one(item[0], item[1], worker.pool, worker.policy)
+    return outcome, worker.id, dict(worker.policy.stats)
+
+
+def _run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
+    """The episodes as Ray tasks on worker actors; each result is recorded as it arrives (``ray.wait`` loop).
+
+    Model runs: every worker talks to the server itself, ``cfg.concurrency`` episodes in flight over all workers.
+    Returns the request counters summed over the workers."""
+    import functools
+
+    from toolgym import distributed
+
+    if not todo:
+        return {}
+    distributed.init(cfg.ray_address)
+    n = max(1, min(cfg.num_workers or distributed.cluster_cpus(), len(todo)))
+    per_worker = -(-cfg.concurrency // n) if cfg.model else None
+    latest: dict[str, dict[str, int]] = {}
+    results = distributed.map_unordered(
+        _ray_play,
+        todo,
+        setup=functools.partial(_RayEpisodes, cfg),
+        num_workers=n,
+        per_worker=per_worker,
+        stop=lambda: state["aborted"] is not None,
+    )
+    for _, (outcome, worker_id, worker_stats) in results:
+        latest[worker_id] = worker_stats
+        record(outcome)
+    totals: dict[str, int] = {}
+    for worker_stats in latest.values():
+        for k, v in worker_stats.items():
+            totals[k] = totals.get(k, 0) + v
+    return totals
 
 
 def run_eval(env_ids: str | list[str], **kwargs: Any) -> dict[str, Any]:
