@@ -47,7 +47,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -704,7 +704,8 @@ def write_pack(cfg: LLMBuildConfig, journal: Journal) -> Path | None:
     tmp.write_text("".join(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n" for s in accepted), "utf-8")
     os.replace(tmp, out / DATA)
     manifest = out / MANIFEST
-    if not accepted:
+    if not accepted:  # a static pack needs a scenario: no manifest (an older one would point at an empty file)
+        manifest.unlink(missing_ok=True)
         return None
     load_scenarios(out / DATA)  # the pack loader must accept what was written (raises PackError naming the line)
     data = {
@@ -834,7 +835,3 @@ def run_build(**kwargs: Any) -> dict[str, Any]:
     if limits is not None:
         cfg.limits = limits if isinstance(limits, Limits) else Limits(**limits)
     return asyncio.run(arun_build(cfg))
-
-
-def config_dict(cfg: LLMBuildConfig) -> dict[str, Any]:
-    return asdict(cfg)
