@@ -239,14 +239,15 @@ def map_unordered(
                 ray.cancel(ref, force=False)
 
 
-def add_backend_args(p: Any) -> None:
-    """``--backend``, ``--ray-address`` and ``--num-workers`` on an argparse parser."""
+def add_backend_args(p: Any, extra: tuple[str, ...] = ()) -> None:
+    """``--backend``, ``--ray-address`` and ``--num-workers`` on an argparse parser (``extra``: more backends)."""
     g = p.add_argument_group("backend (--backend ray needs `pip install toolgym[ray]`)")
     g.add_argument(
         "--backend",
-        choices=("local", "ray"),
+        choices=("local", "ray", *extra),
         default="local",
-        help="local: this process; ray: Ray worker actors on a local Ray instance or a cluster (--ray-address)",
+        help="local: this process; ray: Ray worker actors on a local Ray instance or a cluster (--ray-address)"
+        + ("; openai: a chat model builds a static pack" if "openai" in extra else ""),
     )
     g.add_argument(
         "--ray-address",

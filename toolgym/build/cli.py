@@ -1,16 +1,20 @@
-"""``toolgym build``: check spec-based domains and write their pack manifests.
+"""``toolgym build``: check spec-based domains and write their pack manifests, or build a pack with a model.
 
 For each domain module (``--domain hotel_booking`` or ``--all`` modules under ``toolgym/build/domains`` that
 define ``DOMAIN``): run :func:`~toolgym.build.spec.validate_domain`, build and verify ``--check`` scenarios per
 kind (reporting attempts and discard reasons), then write ``<out>/<module>/manifest.json``. ``--save-stages DIR``
 also writes one scenario's stage outputs as JSON for inspection. ``--backend ray`` runs the checks (one per
 domain and kind, plus the chain-length probe) on Ray workers; the counts are the same as with the local backend.
+
+``--backend openai`` drives the same five stages with any OpenAI-compatible chat model instead
+(:mod:`toolgym.build.llm_backend`) and writes a static pack to ``--out``; rerunning the command resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -150,7 +154,62 @@ def write_manifest(ref: str, out: Path, max_hops: int | None = None) -> tuple[Pa
     return path, changed
 
 
+def cmd_llm_build(args: argparse.Namespace) -> int:
+    """``toolgym build --backend openai``: build (or resume) a static pack with a model."""
+    import asyncio
+
+    from toolgym.build.code_check import Limits
+    from toolgym.build.llm_backend import LLMBuildConfig, arun_build
+
+    model = args.model or os.environ.get("TOOLGYM_MODEL")
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if not model or not base_url or not args.out:
+        print("error: --backend openai needs --model, --base-url and --out (the pack folder)")
+        return 2
+    try:
+        cfg = LLMBuildConfig(
+            model=model,
+            base_url=base_url,
+            api_key=args.api_key,
+            out=args.out,
+            scenarios=args.scenarios,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            topic=args.topic,
+            kind=args.kind,
+            name=args.name,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            attempts=args.attempts,
+            retries=args.retries,
+            timeout=args.timeout,
+            response_format=args.response_format,
+            limits=Limits(cpu_seconds=args.code_cpu_seconds, memory_mb=args.code_memory_mb),
+            progress=not args.no_progress,
+        )
+        report = asyncio.run(arun_build(cfg))
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    run = report.get("run", {})
+    print(
+        f"{report['pack']}: attempted {report['attempted']}/{report['scenarios']}, accepted {report['accepted']}, "
+        f"discarded {report['discarded']}, missing {report['missing']} ({run.get('seconds', 0.0):.0f} s this run)"
+    )
+    for reason, n in report["discard_reasons"].items():
+        print(f"  discarded {reason}: {n}")
+    if report["rejected_replies"]:
+        print("  rejected replies: " + ", ".join(f"{k}={v}" for k, v in report["rejected_replies"].items()))
+    if report["manifest"]:
+        print(f"  wrote {report['manifest']} (ToolGym/{report['pack']}-v0 once the folder is under envs_generated)")
+    if run.get("aborted"):
+        print(f"  stopped early: {run['aborted']}; rerun the same command to resume")
+    return 0 if report["complete"] else 1
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.backend == "openai":
+        return cmd_llm_build(args)
     domains = find_domains()
     if args.all:
         refs = dict(domains)
@@ -210,9 +269,32 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("build", help="check spec-based domains and write their pack manifests")
     p.add_argument("--domain", action="append", metavar="NAME", help="domain module name (repeatable)")
     p.add_argument("--all", action="store_true", help="every module under toolgym/build/domains defining DOMAIN")
-    p.add_argument("--out", help="packs folder (default: the shipped envs_generated)")
+    p.add_argument("--out", help="procedural: packs folder (default: envs_generated); openai: the pack folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", type=int, default=50, metavar="N", help="scenarios to build and verify per kind")
     p.add_argument("--save-stages", metavar="DIR", help="also write one scenario's stage outputs as JSON")
-    add_backend_args(p)
+    add_backend_args(p, extra=("openai",))
+    g = p.add_argument_group("openai backend (--backend openai)")
+    g.add_argument("--model", help="model name (default: $TOOLGYM_MODEL)")
+    g.add_argument("--base-url", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
+    g.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
+    g.add_argument("--scenarios", type=int, default=10, metavar="N", help="scenario indices to build")
+    g.add_argument("--concurrency", type=int, default=4, metavar="K", help="requests in flight")
+    g.add_argument("--topic", help="topic of every task (default: a seeded choice per scenario)")
+    g.add_argument("--kind", choices=KINDS, help="kind of every task (default: the four kinds in turn)")
+    g.add_argument("--name", help="pack name, CamelCase (default: from the --out folder name)")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--max-tokens", type=int, default=1024)
+    g.add_argument("--attempts", type=int, default=3, help="replies per stage before a scenario is discarded")
+    g.add_argument("--retries", type=int, default=4, help="retries of a failed request (connection, 5xx, 429)")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    g.add_argument(
+        "--response-format",
+        choices=("json_object", "json_schema", "none"),
+        default="json_object",
+        help="json_object: {type: json_object, schema} (llama-cpp-python); json_schema: OpenAI's form",
+    )
+    g.add_argument("--code-cpu-seconds", type=float, default=20.0, help="CPU limit of the code validator process")
+    g.add_argument("--code-memory-mb", type=int, default=512, help="memory limit of the code validator process")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
