@@ -49,6 +49,7 @@ import gymnasium as gym
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym.agents import make_agent
 from toolgym.evaluate import format_table, summarize
+from toolgym.jsonl import complete_lines, exclusive
 from toolgym.registry import manifest_for
 
 MODES = ("native", "text")
@@ -471,15 +472,7 @@ class AgentPolicy:
 def read_episodes(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Finished episodes by ``(env_id, seed)``; a truncated last line is cut from the file, duplicates ignored."""
     done: dict[tuple[str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # a run killed mid-write: drop the partial line so appends stay clean
-        cut = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(cut)
-        data = data[:cut]
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    for line in complete_lines(path):
         try:
             rec = json.loads(line)
             key = (rec["env_id"], int(rec["seed"]))
@@ -575,7 +568,7 @@ async def arun_eval(cfg: EvalConfig) -> dict[str, Any]:
     """The async body of :func:`run_eval` (for callers that already run an event loop)."""
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    with exclusive(out):
         _check_config(out, cfg)
         return await _run(cfg, out)
 
@@ -739,25 +732,6 @@ def run_eval(env_ids: str | list[str], **kwargs: Any) -> dict[str, Any]:
     """
     cfg = EvalConfig([env_ids] if isinstance(env_ids, str) else env_ids, **kwargs)
     return asyncio.run(arun_eval(cfg))
-
-
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Any:
-    """One run at a time per output directory (two would write the same episodes twice)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(out / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(f"another run is writing to {out}; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_config(out: Path, cfg: EvalConfig) -> None:

@@ -38,7 +38,6 @@ reason, missing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import keyword
@@ -55,6 +54,7 @@ import jsonschema
 
 from toolgym.build import prompts as P
 from toolgym.build.code_check import CheckResult, Limits, check_scenario
+from toolgym.jsonl import complete_lines, exclusive
 from toolgym.packs import MANIFEST, load_scenarios, read_manifest
 from toolgym.reward import answer_in_output, normalize
 from toolgym.scenario import KINDS
@@ -411,15 +411,7 @@ class Journal:
         self._f: Any = None
 
     def load(self) -> Journal:
-        if not self.path.exists():
-            return self
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a run killed mid-write: drop the partial line
-            cut = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as f:
-                f.truncate(cut)
-            data = data[:cut]
-        for line in data.decode("utf-8", "replace").splitlines():
+        for line in complete_lines(self.path):
             try:
                 self._take(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -725,27 +717,11 @@ def write_pack(cfg: LLMBuildConfig, journal: Journal) -> Path | None:
     return manifest
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Any:
-    """One build at a time per output folder (two would journal the same indices twice)."""
-    import fcntl
-
-    with open(out / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(f"another build is writing to {out}; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 async def arun_build(cfg: LLMBuildConfig) -> dict[str, Any]:
     """Build (or resume) the pack in ``cfg.out``; returns the report (also written to ``report.json``)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
+    with exclusive(out, "build"):
         journal = Journal(out / JOURNAL).load()
         mine = json.loads(json.dumps(cfg.result_config()))
         if journal.starts:
