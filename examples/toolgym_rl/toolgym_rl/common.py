@@ -295,6 +295,7 @@ def make_policy(
     gguf_file: str | None = None,
     lora_rank: int = 0,
     max_new_tokens: int = 96,
+    small: dict | None = None,
 ):
     """A policy from a checkpoint (a small-policy ``.pt`` file or an HF model folder), or a new one.
 
@@ -303,9 +304,9 @@ def make_policy(
     if checkpoint:
         return load_policy(checkpoint, device=device)
     if policy == "small":
-        from toolgym_rl.small_policy import SmallPolicy
+        from toolgym_rl.small_policy import SmallConfig, SmallPolicy
 
-        return SmallPolicy(device=device, seed=seed)
+        return SmallPolicy(SmallConfig(**(small or {})), device=device, seed=seed)
     from toolgym_rl.hf_policy import HFPolicy
 
     return HFPolicy(policy, gguf_file=gguf_file, lora_rank=lora_rank, device=device, max_new_tokens=max_new_tokens)

@@ -51,11 +51,11 @@ class Args:
     """episode mode: a turn's return is the sum of rewards from it to the end, or the episode's Solve-F1"""
     steps: int = 30
     """policy-update steps"""
-    prompts_per_step: int = 8
+    prompts_per_step: int = 16
     """prompts (visited prefixes, or scenarios in episode mode) per step"""
     rollouts_per_prompt: int = 8
     """rollouts per prompt (FTRL: 16); no per-prompt baseline is used"""
-    lr: float = 1e-3
+    lr: float = 5e-4
     """Adam learning rate (FTRL, LLMs: 1e-6)"""
     clip: float = 0.2
     """PPO ratio clip (FTRL: 0.2)"""
@@ -63,9 +63,9 @@ class Args:
     """weight of the k3 KL to the reference policy (FTRL: 0.001; 0 = no reference kept)"""
     ent_coef: float = 0.001
     """entropy bonus (FTRL: 0.001)"""
-    update_epochs: int = 1
+    update_epochs: int = 4
     """passes over each step's samples"""
-    minibatch_size: int = 64
+    minibatch_size: int = 128
     """samples per gradient step"""
     loss_agg: Literal["seq-mean-token-sum", "token-mean"] = "seq-mean-token-sum"
     """sum each sample's per-token losses then average samples, or average over all tokens (verl's default)"""
@@ -100,7 +100,9 @@ def main(args: Args) -> dict:
         args.policy, args.checkpoint, device, args.seed, args.gguf_file, args.lora_rank, args.max_new_tokens
     )
     reference = policy.reference() if args.kl_coef > 0 else None
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=args.lr)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=args.lr)
+    start_params = [p.detach().to("cpu", copy=True) for p in trainable]  # to report how far the weights moved
     envs = common.make_envs(args.env_id, max(args.num_envs, args.rollouts_per_prompt), split="train", **env_kw)
     log = common.RunLog(args.out, title=f"REINFORCE++ ({args.mode}) {args.env_id}")
     rng = random.Random(args.seed)
@@ -178,14 +180,18 @@ def main(args: Args) -> dict:
             evaluate(step)
 
     after = evaluate(args.steps) if args.eval_episodes else {}
+    moved = sum(
+        float((p.detach().cpu() - p0).float().pow(2).sum()) for p, p0 in zip(trainable, start_params, strict=True)
+    )
     envs.close()
-    common.save_policy(policy, log.dir / ("policy.pt" if args.policy == "small" else "policy"))
+    common.save_policy(policy, log.dir / ("policy.pt" if policy.kind == "small" else "policy"))
     summary = {
         "algo": "reinforce_pp",
         "env_id": args.env_id,
         "mode": args.mode,
         "steps": args.steps,
         "train_seconds": time.time() - start,
+        "param_change_l2": moved**0.5,
         "test_before": before,
         "test_after": after,
     }

@@ -27,6 +27,10 @@ class Args:
     """GGUF file inside the `--policy` folder, for a GGUF checkpoint"""
     checkpoint: str | None = None
     """start from this checkpoint instead of a new policy"""
+    small_dim: int = 64
+    """width of a new small policy"""
+    small_layers: int = 2
+    """transformer layers of a new small policy"""
     episodes: int = 200
     """train-split episodes whose gold turns form the data set"""
     steps: int = 40
@@ -53,7 +57,8 @@ def main(args: Args) -> dict:
     common.threads(args.threads)
     common.seed_everything(args.seed)
     device = common.pick_device(args.device)
-    policy = common.make_policy(args.policy, args.checkpoint, device, args.seed, args.gguf_file)
+    small = {"dim": args.small_dim, "layers": args.small_layers}
+    policy = common.make_policy(args.policy, args.checkpoint, device, args.seed, args.gguf_file, small=small)
     log = common.RunLog(args.out, title=f"SFT {args.env_id}")
 
     pairs = common.gold_turns(args.env_id, args.episodes, seed=args.seed, split="train")
@@ -78,7 +83,7 @@ def main(args: Args) -> dict:
     if args.eval_episodes:
         result["test"] = common.evaluate(policy, args.env_id, args.eval_episodes, split="test")
         log.log(args.steps, **{f"eval_{k}": v for k, v in result["test"].items()})
-    common.save_policy(policy, log.dir / ("policy.pt" if args.policy == "small" else "policy"))
+    common.save_policy(policy, log.dir / ("policy.pt" if policy.kind == "small" else "policy"))
     log.plot()
     return result
 
