@@ -67,6 +67,11 @@ class HFPolicy:
         self.tok = tokenizer or AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file)
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file, dtype=dtype)
+            if gguf_file:  # GGUF weights are de-quantized on load: a plain model, which save_pretrained may write
+                model.hf_quantizer = None
+                model.is_quantized = False
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
         if lora_rank:
             from peft import LoraConfig, get_peft_model
 
