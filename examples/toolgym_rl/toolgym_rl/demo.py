@@ -3,7 +3,7 @@
     python -m toolgym_rl.demo            # or: bash demo_cpu.sh
 
 1. SFT on gold turns of FlightBooking's TRAIN split, deliberately short (decent but imperfect).
-2. For every env id: GRPO and REINFORCE++, each starting from that same checkpoint, evaluated greedily on the
+2. For every env id (FlightBooking and HotelBooking by default): GRPO and REINFORCE++, each starting from that same checkpoint, evaluated greedily on the
    env's TEST split before and after (packs without a split, such as the four-record FTRLSample, evaluate on
    their only records: the table says so).
 3. Prints the before/after table and writes ``runs/demo/curves.png`` and ``runs/demo/results.json``.
@@ -28,7 +28,7 @@ from toolgym_rl import common, grpo, reinforce_pp, sft
 
 @dataclass
 class Args:
-    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/FlightBooking-v0", "ToolGym/FTRLSample-v0"])
+    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v0"])
     """envs to train and evaluate on"""
     sft_env_id: str = "ToolGym/FlightBooking-v0"
     """env whose train-split gold turns give the warm start"""
@@ -38,7 +38,7 @@ class Args:
     """width of the small policy"""
     small_layers: int = 1
     """transformer layers of the small policy"""
-    rl_steps: list[int] = field(default_factory=lambda: [30, 12])
+    rl_steps: list[int] = field(default_factory=lambda: [30, 30])
     """RL steps per algorithm, one number per env id (or one for all)"""
     prompts_per_step: int = 16
     """scenarios (episode mode) or visited prefixes (turn mode) per RL step"""
