@@ -3,9 +3,9 @@
     python -m toolgym_rl.demo            # or: bash demo_cpu.sh
 
 1. SFT on gold turns of FlightBooking's TRAIN split, deliberately short (decent but imperfect).
-2. For every env id (FlightBooking and HotelBooking by default): GRPO and REINFORCE++, each starting from that same checkpoint, evaluated greedily on the
-   env's TEST split before and after (packs without a split, such as the four-record FTRLSample, evaluate on
-   their only records: the table says so).
+2. For every env id (FlightBooking and HotelBooking by default): GRPO and REINFORCE++, each starting from that
+   same checkpoint, evaluated greedily on the env's TEST split before and after (packs without a split, such as
+   the four-record FTRLSample, evaluate on their only records: the table says so).
 3. Prints the before/after table and writes ``runs/demo/curves.png`` and ``runs/demo/results.json``.
 
 The RL runs use ``--mode episode --episode-return f1`` by default: with this tiny policy, FTRL's turn-level
