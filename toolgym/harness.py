@@ -51,6 +51,7 @@ from toolgym.agents import make_agent
 from toolgym.evaluate import format_table, summarize
 from toolgym.jsonl import complete_lines, exclusive
 from toolgym.registry import manifest_for
+from toolgym.request_errors import classify
 
 MODES = ("native", "text")
 RESPONSE_FORMATS = ("json_object", "json_schema")
@@ -188,24 +189,6 @@ class BadRequest(Exception):
     At an episode's first turn the episode fails (it is not written); later, the episode ends there and is
     written with ``"finish": "bad_request"``.
     """
-
-
-def _classify(exc: BaseException) -> str:
-    """'retry', 'bad_request', 'fatal' for an exception raised by a request."""
-    import openai
-
-    if isinstance(exc, (asyncio.TimeoutError, openai.APIConnectionError)):  # APITimeoutError is a connection error
-        return "retry"
-    if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        if code in (408, 409, 429) or code >= 500:
-            return "retry"
-        if code in (401, 403, 404):
-            return "fatal"
-        return "bad_request"
-    if isinstance(exc, openai.APIResponseValidationError):
-        return "retry"
-    return "fatal"
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -406,7 +389,7 @@ class ModelPolicy:
                 self.stats["ok_requests"] += 1
                 return resp
             except Exception as exc:
-                kind = _classify(exc)
+                kind = classify(exc)
                 errors.append({"turn": turn, "attempt": attempt, "type": type(exc).__name__, "message": _err(exc)})
                 if kind == "fatal":
                     raise RunAborted(f"{type(exc).__name__}: {_err(exc)}") from exc

@@ -56,6 +56,7 @@ from toolgym.build import prompts as P
 from toolgym.build.code_check import CheckResult, Limits, check_scenario
 from toolgym.jsonl import complete_lines, exclusive
 from toolgym.packs import MANIFEST, load_scenarios, read_manifest
+from toolgym.request_errors import classify
 from toolgym.reward import answer_in_output, normalize
 from toolgym.scenario import KINDS
 
@@ -441,21 +442,6 @@ class Journal:
 
 
 # -- the model -------------------------------------------------------------------------------------------------
-def _classify(exc: BaseException) -> str:
-    import openai
-
-    if isinstance(exc, (asyncio.TimeoutError, openai.APIConnectionError, openai.APIResponseValidationError)):
-        return "retry"
-    if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        if code in (408, 409, 429) or code >= 500:
-            return "retry"
-        if code in (401, 403, 404):
-            return "fatal"
-        return "bad_request"
-    return "fatal"
-
-
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:300] + "..."
@@ -494,7 +480,7 @@ class Model:
                 async with self.slots:
                     resp = await asyncio.wait_for(self.client.chat.completions.create(**req), cfg.timeout)
             except Exception as exc:
-                kind = _classify(exc)
+                kind = classify(exc)
                 if kind == "fatal":
                     raise RunAborted(_short(exc)) from exc
                 if kind == "bad_request":
