@@ -52,14 +52,12 @@ def has_split(env_id: str) -> bool:
 
 
 def make_envs(env_id: str, num_envs: int, split: str | None = None, **kwargs: Any) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of ``env_id`` as one vector env (observations come back as a tuple of dicts).
+    """``num_envs`` copies of ``env_id`` as toolgym's batched env (``gym.make_vec``: a ``ToolVectorEnv``).
 
-    This is the one place that builds vector envs: once toolgym's native batched env is in, this becomes
-    ``gym.make_vec(env_id, num_envs=num_envs, **kw)``.
+    Observations come back as a tuple of per-env dicts; every slot is reset once, so any slot can be stepped.
     """
-    kw = env_kwargs(env_id, split, **kwargs)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **kw) for _ in range(num_envs)], copy=False)
-    envs.reset(seed=list(range(num_envs)))  # every slot holds an episode, so any slot can be stepped
+    envs = gym.make_vec(env_id, num_envs=num_envs, **env_kwargs(env_id, split, **kwargs))
+    envs.reset(seed=list(range(num_envs)))
     return envs
 
 

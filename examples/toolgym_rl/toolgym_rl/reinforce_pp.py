@@ -141,6 +141,17 @@ def main(args: Args) -> dict:
         actions = [t.action for t in turns]
         old_logp = torch.stack([t.logp for t in turns]).to(device)
         advantages = advantages.to(device)
+        ref_logp = None  # the reference is frozen: score every sample once per step, not once per epoch
+        if reference is not None:
+            with torch.no_grad():
+                ref_logp = torch.cat(
+                    [
+                        reference.log_probs(obs[lo : lo + args.minibatch_size], actions[lo : lo + args.minibatch_size])[
+                            0
+                        ]
+                        for lo in range(0, len(turns), args.minibatch_size)
+                    ]
+                )
         stats = {"loss": [], "kl": [], "entropy": [], "clipfrac": []}
         for _ in range(args.update_epochs):
             order = np.random.permutation(len(turns))
@@ -152,10 +163,8 @@ def main(args: Args) -> dict:
                 adv = advantages[mb].unsqueeze(1)
                 pg = -torch.min(ratio * adv, ratio.clamp(1 - args.clip, 1 + args.clip) * adv)
                 kl = torch.zeros_like(logp)  # REINFORCE++ with the KL as a loss term, not folded into the reward
-                if reference is not None:
-                    with torch.no_grad():
-                        ref_logp = reference.log_probs(mb_obs, mb_act)[0]
-                    kl = common.kl_k3(logp, ref_logp)
+                if ref_logp is not None:
+                    kl = common.kl_k3(logp, ref_logp[mb])
                 loss = common.aggregate(pg + args.kl_coef * kl - args.ent_coef * entropy, mask, args.loss_agg)
                 opt.zero_grad()
                 loss.backward()

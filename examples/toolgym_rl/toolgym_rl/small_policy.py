@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,6 +82,7 @@ class _Prepared:
     spans: list[tuple[int, int, str]]  # (start, length, text) of copyable spans
     span_tool: list[bool]  # span lies in a tool output (answer candidates)
     tools: list[dict[str, Any]]  # name, words, params: [{name, required, type, words, enum, enum_words, enum_hits}]
+    arrays: dict[str, np.ndarray] | None = None  # the network's inputs, built once (see _arrays)
 
 
 class _Net(nn.Module):
@@ -374,26 +376,17 @@ class SmallPolicy:
     def _run(self, preps: list[_Prepared], actions: list[dict] | None, greedy: bool):
         net, dev, d = self.net, self.device, self.cfg.dim
         B = len(preps)
-        T = max(1, max(len(p.words) for p in preps))
-        S = max(1, max(len(p.spans) for p in preps))
-        NT = max(1, max(len(p.tools) for p in preps))
         P = MAX_PARAMS
-        params = [[t["params"] for t in p.tools] for p in preps]
-        E = max([1] + [len(q["enum"] or []) for ps in params for tp in ps for q in tp])
-        H = max([1] + [len(hs) for ps in params for tp in ps for q in tp for hs in q["enum_hits"]])
-
-        def tensor(rows, *shape, fill=0, dtype=torch.long):
-            return torch.tensor(_padded(rows, shape, fill), dtype=dtype, device=dev)
-
-        words = tensor([p.words for p in preps], B, T)
+        batch = {k: torch.from_numpy(v).to(dev) for k, v in _collate([_arrays(p) for p in preps]).items()}
+        words = batch["words"]
         tok_mask = words > 0
         tok_mask[:, 0] |= ~tok_mask.any(1)  # an empty conversation still has one (padding) slot
         x = (
             net.word(words)
-            + net.shape(tensor([p.shapes for p in preps], B, T))
-            + net.role(tensor([p.roles for p in preps], B, T))
-            + net.recency(tensor([p.recency for p in preps], B, T))
-            + net.pos(torch.arange(T, device=dev)).unsqueeze(0)
+            + net.shape(batch["shapes"])
+            + net.role(batch["roles"])
+            + net.recency(batch["recency"])
+            + net.pos(torch.arange(words.shape[1], device=dev)).unsqueeze(0)
         )
         h = net.encoder(x, src_key_padding_mask=~tok_mask)  # [B, T, d]
         att = (h @ net.pool_q).masked_fill(~tok_mask, NEG).softmax(-1)
@@ -401,38 +394,27 @@ class SmallPolicy:
 
         # tools [B, NT, d] (their words, plus what they attend to in the chat), parameters [B, NT, P, d],
         # enum values [B, NT, P, E, d] (their words, plus the chat words that equal them)
-        tool_mask = tensor([[True] * len(p.tools) for p in preps], B, NT, fill=False, dtype=torch.bool)
-        tname = tensor([[t["words"] for t in p.tools] for p in preps], B, NT, 8)
-        tdesc = tensor([[t["desc"] for t in p.tools] for p in preps], B, NT, 24)
+        tool_mask = batch["tool_mask"]
+        tname, tdesc = batch["tname"], batch["tdesc"]
         tbase = net.tool_in(torch.cat([_bag(net.word, tname), _bag(net.word, tdesc)], -1))
         tatt = torch.einsum("bnd,btd->bnt", tbase, h).div(d**0.5).masked_fill(~tok_mask.unsqueeze(1), NEG).softmax(-1)
         trep = net.tool_out(torch.cat([tbase, tatt @ h], -1))
 
-        def per_param(f):
-            return [[[f(q) for q in tp] for tp in ps] for ps in params]
-
-        flag = {"fill": False, "dtype": torch.bool}
-        p_has = tensor(per_param(lambda q: True), B, NT, P, **flag)
-        p_req = tensor(per_param(lambda q: q["required"]), B, NT, P, **flag)
-        p_enum = tensor(per_param(lambda q: q["enum"] is not None), B, NT, P, **flag)
-        pw = tensor(per_param(lambda q: q["words"] or [1]), B, NT, P, 16)
-        e_mask = tensor(per_param(lambda q: [True] * len(q["enum"] or [])), B, NT, P, E, **flag)
-        ew = tensor(per_param(lambda q: q["enum_words"]), B, NT, P, E, 4)
-        eh = tensor(per_param(lambda q: [[i + 1 for i in hs] for hs in q["enum_hits"]]), B, NT, P, E, H)
+        p_has, p_req, p_enum, pw = batch["p_has"], batch["p_req"], batch["p_enum"], batch["pw"]
+        e_mask, ew, eh = batch["e_mask"], batch["ew"], batch["eh"]
         pvec = net.param_in(torch.cat([_bag(net.word, pw), trep.unsqueeze(2).expand(-1, -1, P, -1)], -1))
         hpad = torch.cat([torch.zeros(B, 1, d, device=dev), h], 1)  # row 0: no match
         hits = hpad[torch.arange(B, device=dev).view(B, 1, 1, 1, 1), eh]  # [B, NT, P, E, H, d]
         erep = net.enum_in(torch.cat([_bag(net.word, ew), _masked_mean(hits, eh > 0, dim=-2)], -1))
 
         # copyable spans [B, S, d]: first word, last word, length
-        st = tensor([[s[0] for s in p.spans] for p in preps], B, S)
-        ln = tensor([[s[1] for s in p.spans] for p in preps], B, S)
+        st, ln = batch["st"], batch["ln"]
         s_mask = ln > 0
         bidx = torch.arange(B, device=dev)[:, None]
         end = (st + ln - 1).clamp(min=0)
         srep = net.span_first(h)[bidx, st] + net.span_last(h)[bidx, end] + net.span_len(ln)
         skey = net.value_k(srep)
-        s_tool = tensor([p.span_tool for p in preps], B, S, fill=False, dtype=torch.bool)
+        s_tool = batch["s_tool"]
         s_tool = torch.where(s_tool.any(1, keepdim=True), s_tool, s_mask)  # answer candidates
 
         fac = _Factors()
@@ -539,6 +521,57 @@ class SmallPolicy:
                     out[b]["m"] = m_list[b] + 1
         logp, ent, mask = fac.stacked(MAX_FACTORS)
         return logp, ent, mask, out
+
+
+def _arrays(prep: _Prepared) -> dict[str, np.ndarray]:
+    """One observation's network inputs as arrays of its own sizes (built once: a prefix is scored many times)."""
+    if prep.arrays is not None:
+        return prep.arrays
+    NT = len(prep.tools)
+    params = [t["params"] for t in prep.tools]
+    E = max([0] + [len(q["enum"] or []) for tp in params for q in tp])
+    H = max([0] + [len(hs) for tp in params for q in tp for hs in q["enum_hits"]])
+
+    def arr(rows, *shape, dtype=np.int64):
+        return np.array(_padded(rows, shape, False if dtype is np.bool_ else 0), dtype=dtype).reshape(shape)
+
+    def per_param(f, *shape, dtype=np.int64):
+        return arr([[f(q) for q in tp] for tp in params], NT, MAX_PARAMS, *shape, dtype=dtype)
+
+    T, S = len(prep.words), len(prep.spans)
+    prep.arrays = {
+        "words": arr(prep.words, T),
+        "shapes": arr(prep.shapes, T),
+        "roles": arr(prep.roles, T),
+        "recency": arr(prep.recency, T),
+        "tool_mask": np.ones(NT, dtype=np.bool_),
+        "tname": arr([t["words"] for t in prep.tools], NT, 8),
+        "tdesc": arr([t["desc"] for t in prep.tools], NT, 24),
+        "p_has": per_param(lambda q: True, dtype=np.bool_),
+        "p_req": per_param(lambda q: q["required"], dtype=np.bool_),
+        "p_enum": per_param(lambda q: q["enum"] is not None, dtype=np.bool_),
+        "pw": per_param(lambda q: q["words"] or [1], 16),
+        "e_mask": per_param(lambda q: [True] * len(q["enum"] or []), E, dtype=np.bool_),
+        "ew": per_param(lambda q: q["enum_words"], E, 4),
+        "eh": per_param(lambda q: [[i + 1 for i in hs] for hs in q["enum_hits"]], E, H),
+        "st": arr([sp[0] for sp in prep.spans], S),
+        "ln": arr([sp[1] for sp in prep.spans], S),
+        "s_tool": arr(prep.span_tool, S, dtype=np.bool_),
+    }
+    return prep.arrays
+
+
+def _collate(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack per-observation arrays into ``[B, ...]`` batches, zero/False-padded to the largest (at least 1)."""
+    out = {}
+    for key, first in items[0].items():
+        shape = tuple(max(1, *(it[key].shape[d] for it in items)) for d in range(first.ndim))
+        batch = np.zeros((len(items), *shape), dtype=first.dtype)
+        for b, it in enumerate(items):
+            a = it[key]
+            batch[(b, *(slice(0, n) for n in a.shape))] = a
+        out[key] = batch
+    return out
 
 
 def _padded(rows: Any, shape: tuple[int, ...], fill: Any) -> Any:
