@@ -18,6 +18,7 @@ from toolgym import reward as R
 from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.calls import ParsedTurn, format_hermes, parse_action
 from toolgym.sandbox import Toolbox
+from toolgym.sandbox_process import ISOLATION_MODES, ProcessSandbox
 from toolgym.scenario import Scenario
 from toolgym.sources import ScenarioSource, StaticSource
 from toolgym.spaces import AssistantTurn, ChatObservation
@@ -70,6 +71,11 @@ class ToolEnv(gym.Env):
     ``tool_step_budget`` counts loop iterations and calls per tool call (a deterministic time limit); 100k is
     far above what a lookup tool needs and keeps pathological recursion far from C-level stack limits.
     ``tool_time_limit`` is the wall-clock backstop in seconds.
+
+    ``isolation="process"`` runs the tool calls in a forked worker process that is killed when a call overruns
+    the time limit (even inside one C call, which the in-process guards cannot stop) and re-forked on the next
+    call; see :mod:`toolgym.sandbox_process`. The default ``"none"`` runs them in this process (faster).
+    ``close()`` stops the worker.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -85,11 +91,14 @@ class ToolEnv(gym.Env):
         tool_time_limit: float = 2.0,
         max_output_chars: int = 16_384,
         render_mode: str | None = None,
+        isolation: str = "none",
     ):
         if not callable(reward) and reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)} or pass a callable")
         if max_turns < 1:
             raise ValueError("max_turns must be >= 1")
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(f"unknown isolation {isolation!r}; choose one of {', '.join(ISOLATION_MODES)}")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"unsupported render_mode {render_mode!r} (only 'ansi')")
         self.source = source
@@ -97,6 +106,8 @@ class ToolEnv(gym.Env):
         self.reward_spec = reward
         self.system_prompt = system_prompt
         self.render_mode = render_mode
+        self.isolation = isolation
+        self._process = ProcessSandbox() if isolation == "process" else None
         self._sandbox_opts = {
             "step_budget": tool_step_budget,
             "time_limit": tool_time_limit,
@@ -127,6 +138,8 @@ class ToolEnv(gym.Env):
             if entry is None or not entry[1].issuperset(names):
                 if len(self._toolboxes) >= 512:
                     self._toolboxes.clear()
+                    if self._process is not None:
+                        self._process.forget()
                 every = (entry[1] if entry else frozenset()) | frozenset(names)
                 entry = self._toolboxes[src] = (Toolbox(dict.fromkeys(every, src), **self._sandbox_opts), every)
             for name in names:
@@ -270,7 +283,11 @@ class ToolEnv(gym.Env):
             comp["n_" + kind] += 1
             label = kind.replace("_", " ")
             return f"Error: invalid arguments for {name!r} ({label}): {msg}.", 0, 0
-        outcome = self._boxes[name].call(name, arguments, self.state)
+        box = self._boxes[name]
+        if self._process is None:
+            outcome = box.call(name, arguments, self.state)
+        else:
+            outcome = self._process.call(box, name, arguments, self.state)
         if not outcome.ok:
             if outcome.error == "timeout":
                 comp["n_timeouts"] += 1
@@ -297,8 +314,13 @@ class ToolEnv(gym.Env):
             return comp["f1"] if done else 0.0
         return comp["answer_correct"]  # answer_only
 
-    # -- pickling: compiled tools and validators are rebuilt, not copied ----------------------------------
-    _REBUILT = ("_boxes", "_toolboxes", "_validators")
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.close()
+        super().close()
+
+    # -- pickling: compiled tools, validators and the tool worker are rebuilt, not copied ---------------------
+    _REBUILT = ("_boxes", "_toolboxes", "_validators", "_process")
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
@@ -306,6 +328,7 @@ class ToolEnv(gym.Env):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._toolboxes = {}
+        self._process = ProcessSandbox() if self.isolation == "process" else None
         if self.scenario is not None:
             self._boxes = self._bind_tools(self.scenario)
             self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}

@@ -28,6 +28,7 @@ ENV_KWARGS = (
     "tool_time_limit",
     "max_output_chars",
     "render_mode",
+    "isolation",
 )
 _MANIFESTS: dict[str, dict[str, Any]] = {}
 
