@@ -55,6 +55,7 @@ def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     faulthandler.disable()  # a crash is reported to the parent as an outcome, not as an inherited stack dump
     _sandbox._MAIN_IDENT = threading.get_ident()  # this thread is the worker's main thread: SIGALRM works here
+    last: tuple[bytes | None, Any] = (None, None)  # the state after the previous call, pickled and live
     while True:
         while not conn.poll(2.0):
             if os.getppid() != ppid:
@@ -63,16 +64,16 @@ def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) ->
             key, name, arguments, blob = pickle.loads(conn.recv_bytes())
         except EOFError:
             return
-        state = pickle.loads(blob)
-        box = boxes[key]
-        out = box.call(name, arguments, state)
+        state = last[1] if blob == last[0] else pickle.loads(blob)  # the parent's state is usually ours
+        out = boxes[key].call(name, arguments, state)
         try:
             new = pickle.dumps(state, _PICKLE)
+            last = (new, state)
         except BaseException as e:  # e.g. the tool stored a function or a generator in state
             text = f"Error: tool '{name}' left a state that cannot be sent back: {type(e).__name__}"
-            out, new = ToolOutcome(False, text, "exception"), None
+            out, new, last = ToolOutcome(False, text, "exception"), None, (None, None)
         if new == blob:
-            new = None  # unchanged (read-only call): nothing to send back
+            new = None  # unchanged (e.g. a read-only call): nothing to send back
         conn.send_bytes(pickle.dumps((out.ok, out.output, out.error, new), _PICKLE))
 
 
