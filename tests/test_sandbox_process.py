@@ -19,6 +19,7 @@ from toolgym import Scenario, StaticSource, SubTask, ToolEnv
 from toolgym.sandbox import Toolbox
 from toolgym.sandbox_process import ProcessSandbox
 from toolgym.scenario import tool_schema
+from toolgym.vector import make_async
 
 FLIGHT = "ToolGym/FlightBooking-v0"
 SOURCE = """
@@ -230,6 +231,18 @@ def test_vector_env_with_process_isolation():
         rows[isolation] = trace
     assert repr(rows["none"]) == repr(rows["process"])
     assert len(pids) == 2 and all(p is not None and gone(p) for p in pids)
+
+
+def test_async_vector_env_with_process_isolation():
+    """Gymnasium's AsyncVectorEnv runs each env in a daemonic process, which may still fork a tool worker."""
+    rewards = {}
+    for isolation in ("none", "process"):
+        venv = make_async(FLIGHT, 2, isolation=isolation)
+        venv.reset(seed=0)
+        firsts = [actions[0] for actions in venv.call("gold_actions")]
+        rewards[isolation] = venv.step(firsts)[1].tolist()
+        venv.close()
+    assert rewards["none"] == rewards["process"] and min(rewards["none"]) > 0
 
 
 def test_close_and_garbage_collection_reap_the_worker():

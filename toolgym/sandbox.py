@@ -19,7 +19,8 @@ Residual risks (closing them needs a subprocess): work done inside one C call on
 data the guards cannot see, e.g. ``hash()`` of a >100k-deep nested tuple (segfaults CPython 3.11), ``==`` of
 two exponentially aliased lists, ``int(Decimal('1e999999999'))``, ``re.sub`` back-references on huge input;
 regex backtracking outside the main thread; quadratic exception-context chains in deep recursion (the
-clock still stops those).
+clock still stops those). The env's ``isolation="process"`` (:mod:`toolgym.sandbox_process`) closes them: it
+runs the calls in a forked worker that is killed at a wall-clock deadline.
 """
 
 from __future__ import annotations

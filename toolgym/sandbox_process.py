@@ -9,16 +9,19 @@ fresh worker (a few ms).
 
 Design:
 
-* One worker per env serves every :class:`~toolgym.sandbox.Toolbox` of that env. The Toolboxes are compiled
-  and exec'd in the parent as usual (so source errors surface there) and reach the worker through ``fork``; a
-  Toolbox created after the fork makes the next call re-fork the (idle) worker.
+* The worker is a plain ``os.fork`` of the env's process (so it also works inside daemonic processes such as
+  Gymnasium's ``AsyncVectorEnv`` workers), talking over a ``multiprocessing.Pipe``. One worker per env serves
+  every :class:`~toolgym.sandbox.Toolbox` of that env. The Toolboxes are compiled and exec'd in the parent as
+  usual (so source errors surface there) and reach the worker through ``fork``; a Toolbox created after the
+  fork makes the next call re-fork the (idle) worker.
 * The parent owns the world state. Each call sends ``state`` (pickled) with the arguments; the worker runs the
-  tool on its unpickled copy and replies with the outcome and, if the pickled state changed, the new state,
-  which the parent copies into its ``state`` dict in place (``clear`` + ``update``, so references to the
-  top-level dict stay valid). A killed or crashed call therefore leaves the state exactly as it was before
-  the call (atomic), while a call stopped by the worker's own budget or clock keeps its partial mutations,
-  as in-process. Non-runaway calls give the same outputs and states as in-process: same code, and pickling
-  preserves types, order and aliasing, so trajectories and rewards are identical in both modes.
+  tool on its copy (kept from the previous call when the bytes match, else unpickled) and replies with the
+  outcome and, if the pickled state changed, the new state, which the parent copies into its ``state`` dict in
+  place (``clear`` + ``update``, so references to the top-level dict stay valid). A killed or crashed call
+  therefore leaves the state exactly as it was before the call (atomic), while a call stopped by the worker's
+  own budget or clock keeps its partial mutations, as in-process. Non-runaway calls give the same outputs and
+  states as in-process: same code, and pickling preserves types, order and aliasing, so trajectories and
+  rewards are identical in both modes.
 * The deadline is ``time_limit * 1.25 + 0.1`` s, past the worker's own clock (``time_limit``), so runaways
   the in-process guards can stop are still reported by them; ``time_limit <= 0`` waits without a deadline.
 * A worker that dies (e.g. a segfault) gives a ``crash`` outcome (counted as a tool error); a state the tool
@@ -30,6 +33,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import multiprocessing
 import os
@@ -46,7 +50,6 @@ __all__ = ["ISOLATION_MODES", "ProcessSandbox"]
 
 ISOLATION_MODES = ("none", "process")
 _PICKLE = pickle.HIGHEST_PROTOCOL
-_CTX = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
 
 
 def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) -> None:
@@ -77,21 +80,29 @@ def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) ->
         conn.send_bytes(pickle.dumps((out.ok, out.output, out.error, new), _PICKLE))
 
 
-def _kill(proc: Any, conn: Any) -> None:
+def _kill(pid: int, conn: Any, owner: int) -> int | None:
+    """Close the pipe, kill and reap the worker; its exit code (negative: the signal that ended it)."""
+    if os.getpid() != owner:  # a forked copy of the owner (another worker) must not touch it
+        return None
     conn.close()
-    if proc.is_alive():
-        proc.kill()
-    proc.join()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except ChildProcessError:  # already reaped elsewhere
+        return None
 
 
 class ProcessSandbox:
     """Runs ``Toolbox.call`` in a forked worker with a wall-clock deadline (see the module docstring)."""
 
     def __init__(self) -> None:
+        if not hasattr(os, "fork"):
+            raise RuntimeError("isolation='process' needs os.fork (Linux, macOS)")
         self._boxes: dict[int, Toolbox] = {}  # key -> Toolbox, inherited by the worker through fork
         self._keys: dict[int, int] = {}  # id(Toolbox) -> key (the Toolbox is held, so its id stays unique)
         self._known = 0  # keys below this existed when the current worker forked
-        self._proc: Any = None
+        self._pid: int | None = None
         self._conn: Any = None
         self._finalizer: Any = None
         self.restarts = 0  # workers killed after a deadline or a crash
@@ -99,7 +110,7 @@ class ProcessSandbox:
     @property
     def pid(self) -> int | None:
         """The worker's process id, or None while there is no worker."""
-        return self._proc.pid if self._proc is not None else None
+        return self._pid
 
     def call(self, box: Toolbox, name: str, arguments: dict, state: dict | None) -> ToolOutcome:
         """``box.call(name, arguments, state)`` in the worker; ``state`` is updated in place from its copy."""
@@ -107,7 +118,7 @@ class ProcessSandbox:
         if key is None:
             key = self._keys[id(box)] = len(self._boxes)
             self._boxes[key] = box
-        if self._proc is None or key >= self._known:
+        if self._pid is None or key >= self._known:
             self._start()
         blob = pickle.dumps(state, _PICKLE)
         conn = self._conn
@@ -127,8 +138,7 @@ class ProcessSandbox:
         try:
             ok, output, error, new = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
-            code = self._proc.exitcode
-            self._stop()
+            code = self._stop()
             self.restarts += 1
             detail = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             return ToolOutcome(False, f"Error: tool '{name}' crashed the sandbox worker ({detail})", "crash")
@@ -150,19 +160,26 @@ class ProcessSandbox:
 
     def _start(self) -> None:
         self._stop()
-        parent_conn, child_conn = _CTX.Pipe()
-        proc = _CTX.Process(
-            target=_serve, args=(child_conn, parent_conn, self._boxes, os.getpid()), daemon=True, name="toolgym-tools"
-        )
-        proc.start()
+        parent_conn, child_conn = multiprocessing.Pipe()
+        ppid = os.getpid()
+        pid = os.fork()  # plain fork, not multiprocessing.Process: works inside daemonic processes too
+        if pid == 0:  # pragma: no cover - the worker (coverage does not follow it)
+            code = 0
+            try:
+                _serve(child_conn, parent_conn, self._boxes, ppid)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
         child_conn.close()
-        self._proc, self._conn, self._known = proc, parent_conn, len(self._boxes)
-        self._finalizer = weakref.finalize(self, _kill, proc, parent_conn)
+        self._pid, self._conn, self._known = pid, parent_conn, len(self._boxes)
+        self._finalizer = weakref.finalize(self, _kill, pid, parent_conn, ppid)
 
-    def _stop(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # kills and reaps once; detached afterwards
-        self._proc = self._conn = self._finalizer = None
+    def _stop(self) -> int | None:
+        """Kill and reap the worker, if any; returns its exit code."""
+        code = self._finalizer() if self._finalizer is not None else None  # runs once, then detaches
+        self._pid = self._conn = self._finalizer = None
+        return code
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("ProcessSandbox is not picklable; the env re-creates it")
