@@ -222,6 +222,23 @@ def gold_turns(env_id: str, episodes: int, seed: int = 0, split: str | None = "t
 
 
 # ----------------------------------------------------------------------------------------------- maths
+def reference_log_probs(reference: Any, observations: list, actions: list, batch_size: int):
+    """The frozen reference's per-token log-probs ``[N, L]`` for every sample, or None without a reference.
+
+    Scored once per update step (not once per epoch and minibatch): the reference does not change.
+    """
+    if reference is None:
+        return None
+    import torch
+
+    with torch.no_grad():
+        parts = [
+            reference.log_probs(observations[lo : lo + batch_size], actions[lo : lo + batch_size])[0]
+            for lo in range(0, len(observations), batch_size)
+        ]
+    return torch.cat(parts)
+
+
 def group_advantages(rewards, group_size: int, eps: float = 1e-6):
     """GRPO: ``A = (r - mean_group) / (std_group + eps)`` over consecutive groups of ``group_size`` rewards.
 

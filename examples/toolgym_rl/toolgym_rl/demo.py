@@ -2,8 +2,9 @@
 
     python -m toolgym_rl.demo            # or: bash demo_cpu.sh
 
-1. SFT on gold turns of FlightBooking's TRAIN split, deliberately short (decent but imperfect).
-2. For every env id (FlightBooking and HotelBooking by default): GRPO and REINFORCE++, each starting from that
+1. SFT on gold turns of FlightBooking's TRAIN split, deliberately short (decent but imperfect): it teaches the
+   text interface on one domain, so the RL envs start from what transfers.
+2. For every env id (HotelBooking and Banking by default): GRPO and REINFORCE++, each starting from that
    same checkpoint, evaluated greedily on the env's TEST split before and after (packs without a split, such as
    the four-record FTRLSample, evaluate on their only records: the table says so).
 3. Prints the before/after table and writes ``runs/demo/curves.png`` and ``runs/demo/results.json``.
@@ -28,7 +29,7 @@ from toolgym_rl import common, grpo, reinforce_pp, sft
 
 @dataclass
 class Args:
-    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v0"])
+    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/HotelBooking-v0", "ToolGym/Banking-v0"])
     """envs to train and evaluate on"""
     sft_env_id: str = "ToolGym/FlightBooking-v0"
     """env whose train-split gold turns give the warm start"""
@@ -114,14 +115,15 @@ def _short(env_id: str) -> str:
 
 
 def format_table(results: list[dict], wall: float) -> str:
-    head = f"{'env':<16}{'algo':<14}{'eval on':<10}{'F1 before':>10}{'F1 after':>10}{'delta':>8}"
+    w = max([16] + [len(_short(r["env_id"])) + 2 for r in results])
+    head = f"{'env':<{w}}{'algo':<14}{'eval on':<10}{'F1 before':>10}{'F1 after':>10}{'delta':>8}"
     head += f"{'P after':>9}{'R after':>9}{'train s':>9}"
     lines = [head, "-" * len(head)]
     for r in results:
         b, a = r["test_before"], r["test_after"]
         split = "test" if r["held_out"] else "train*"
         lines.append(
-            f"{_short(r['env_id']):<16}{r['algo']:<14}{split:<10}{b['solve_f1']:>10.3f}{a['solve_f1']:>10.3f}"
+            f"{_short(r['env_id']):<{w}}{r['algo']:<14}{split:<10}{b['solve_f1']:>10.3f}{a['solve_f1']:>10.3f}"
             f"{a['solve_f1'] - b['solve_f1']:>+8.3f}{a['solve_p']:>9.3f}{a['solve_r']:>9.3f}{r['train_seconds']:>9.0f}"
         )
     lines.append(f"total wall time {wall:.0f}s (SFT warm start, evaluations and all RL runs)")

@@ -141,17 +141,7 @@ def main(args: Args) -> dict:
         actions = [t.action for t in turns]
         old_logp = torch.stack([t.logp for t in turns]).to(device)
         advantages = advantages.to(device)
-        ref_logp = None  # the reference is frozen: score every sample once per step, not once per epoch
-        if reference is not None:
-            with torch.no_grad():
-                ref_logp = torch.cat(
-                    [
-                        reference.log_probs(obs[lo : lo + args.minibatch_size], actions[lo : lo + args.minibatch_size])[
-                            0
-                        ]
-                        for lo in range(0, len(turns), args.minibatch_size)
-                    ]
-                )
+        ref_logp = common.reference_log_probs(reference, obs, actions, args.minibatch_size)  # once per step
         stats = {"loss": [], "kl": [], "entropy": [], "clipfrac": []}
         for _ in range(args.update_epochs):
             order = np.random.permutation(len(turns))
