@@ -6,7 +6,7 @@ few factorised steps, each a categorical distribution:
 1. how many calls to make this turn, 0 meaning "answer now" (0..4);
 2. for each call: which offered tool (a pointer over the tools);
 3. for each parameter of that tool: whether to fill an optional one, then its value, by pointing at a span of
-   1-3 words copied from the conversation (user query, earlier calls, tool outputs) or at one of the schema's
+   1-6 words copied from the conversation (user query, earlier calls, tool outputs) or at one of the schema's
    ``enum`` values;
 4. for an answer: how many parts (1..3), then each part by pointing at a span of the tool outputs.
 
@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 from toolgym.calls import format_hermes, parse_action
 
-WORD = re.compile(r"[^\W_]+(?:[.\-_:][^\W_]+)*")
-MAX_CALLS, MAX_PARAMS, MAX_SPAN, MAX_PARTS = 4, 4, 3, 3
+# a word: letters/digits joined by . - _ : @ (ids, e-mail addresses, dates), with a leading + or # kept
+# (phone numbers, channels), or a run of * (masked card numbers), so every value a tool returns can be copied back
+WORD = re.compile(r"[+#]?[^\W_]+(?:[.\-_:@][^\W_]+)*|\*+")
+MAX_CALLS, MAX_PARAMS, MAX_SPAN, MAX_PARTS = 4, 4, 6, 3  # a span of up to 6 words: IBANs, titles, phone numbers
 # columns of the per-factor matrices: n; per call a tool and per parameter include / enum value / span; the answer
 MAX_FACTORS = 1 + MAX_CALLS * (1 + 3 * MAX_PARAMS) + 1 + MAX_PARTS
 ROLE = {"pad": 0, "user": 1, "tool": 2, "assistant": 3, "tool_name": 4, "call_name": 5}
