@@ -26,6 +26,8 @@ _OPEN_LEN, _CLOSE_LEN = len(_OPEN), len(_CLOSE)
 MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
 _END_TOKENS = ("<|endoftext|>", "<|im_end|>")
 _PY_CALL_START = re.compile(r"^\s*\[?\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
+_raw_decode = json.JSONDecoder().raw_decode
+_JSON_WS = json.decoder.WHITESPACE.match
 
 
 @dataclass(slots=True)
@@ -60,23 +62,34 @@ class ParsedTurn:
         return bool(self.calls)
 
 
-def _call_from_obj(obj: Any, text: str, call_id: str) -> ToolCall | MalformedCall:
+def _call_from_obj(obj: Any, call_id: str) -> ToolCall | str:
+    """The call in a decoded call object, or the reason it cannot be read (the caller keeps the raw text)."""
     if not isinstance(obj, dict):
-        return MalformedCall(text, "a tool call must be a JSON object with 'name' and 'arguments'", call_id)
+        return "a tool call must be a JSON object with 'name' and 'arguments'"
     name = obj.get("name")
     if not isinstance(name, str) or not name:
-        return MalformedCall(text, "the tool call has no 'name' string", call_id)
-    args = obj.get("arguments", obj.get("parameters", {}))
+        return "the tool call has no 'name' string"
+    args = obj["arguments"] if "arguments" in obj else obj.get("parameters", {})
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError as exc:
-            return MalformedCall(text, f"the 'arguments' string is not valid JSON ({exc.msg})", call_id)
+            return f"the 'arguments' string is not valid JSON ({exc.msg})"
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        return MalformedCall(text, "'arguments' must be a JSON object", call_id)
+        return "'arguments' must be a JSON object"
     return ToolCall(name, args, call_id)
+
+
+def _loads_stripped(body: str) -> Any:
+    """``json.loads`` of text without surrounding whitespace, skipping two Python-level wrappers per call."""
+    if body.startswith("\ufeff"):
+        return json.loads(body)  # raises json's own BOM error
+    obj, end = _raw_decode(body)
+    if end != len(body):
+        raise json.JSONDecodeError("Extra data", body, _JSON_WS(body, end).end())
+    return obj
 
 
 def _split_blocks(text: str) -> tuple[list[str], list[str]]:
@@ -106,12 +119,15 @@ def _parse_hermes(text: str, id_prefix: str = "call_") -> ParsedTurn:
         body = raw.strip()
         call_id = f"{id_prefix}{i}"
         try:
-            obj = json.loads(body)
+            obj = _loads_stripped(body)
         except json.JSONDecodeError as exc:
             malformed.append(MalformedCall(body, f"the tool call is not valid JSON ({exc.msg})", call_id))
             continue
-        parsed = _call_from_obj(obj, body, call_id)
-        (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
+        parsed = _call_from_obj(obj, call_id)
+        if type(parsed) is str:
+            malformed.append(MalformedCall(body, parsed, call_id))
+        else:
+            calls.append(parsed)
     # FTRL: when no call parses, the whole text is the content (so leftover tags count as malformed).
     content = "".join(outside).strip() if calls else text
     return ParsedTurn(content=content, calls=calls, malformed=malformed, raw=text)
@@ -178,16 +194,20 @@ def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None, id_pr
     for i, tc in enumerate(raw_calls):
         call_id = str(tc.get("id") or f"{id_prefix}{i}") if isinstance(tc, dict) else f"{id_prefix}{i}"
         fn = tc.get("function", tc) if isinstance(tc, dict) else tc
-        parsed = _call_from_obj(fn, json.dumps(tc, ensure_ascii=False, default=str), call_id)
-        (calls if isinstance(parsed, ToolCall) else malformed).append(parsed)
+        parsed = _call_from_obj(fn, call_id)
+        if type(parsed) is str:  # the call's text is only needed as feedback context, so built only here
+            malformed.append(MalformedCall(json.dumps(tc, ensure_ascii=False, default=str), parsed, call_id))
+        else:
+            calls.append(parsed)
     return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
 
 
 def parse_text(text: str, tool_names: frozenset[str] | None = None, id_prefix: str = "call_") -> ParsedTurn:
     """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
     text = text.strip()
-    for tok in _END_TOKENS:
-        text = text.removesuffix(tok).strip()
+    if text.endswith(_END_TOKENS):
+        for tok in _END_TOKENS:
+            text = text.removesuffix(tok).strip()
     if "<tool_call>" in text:
         return _parse_hermes(text, id_prefix)
     if _PY_CALL_START.match(text):

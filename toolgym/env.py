@@ -53,7 +53,27 @@ COMPONENT_KEYS = (
 )
 _ZERO_COMPONENTS = dict.fromkeys(COMPONENT_KEYS, 0.0)
 RewardFn = Callable[[dict[str, float], "ToolEnv"], float]
-_encode = json.JSONEncoder(ensure_ascii=False).encode  # one encoder, not one per json.dumps call
+_ENCODE_MARKERS: dict[int, Any] = {}  # circular-reference check, as json.dumps does
+_C_ENCODE = (
+    # json.dumps(..., ensure_ascii=False) without rebuilding the C encoder (and its Python wrappers) every call
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        *(_ENCODE_MARKERS, json.JSONEncoder().default, json.encoder.encode_basestring),
+        *(None, ": ", ", ", False, False, True),  # indent, separators, sort_keys, skipkeys, allow_nan
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+
+
+def _encode(arguments: dict[str, Any]) -> str:
+    """``json.dumps(arguments, ensure_ascii=False)`` of a call's arguments dict, with the same errors."""
+    if _C_ENCODE is None:  # pragma: no cover - pure-Python json build
+        return json.dumps(arguments, ensure_ascii=False)
+    try:
+        return "".join(_C_ENCODE(arguments, 0))
+    except BaseException:
+        _ENCODE_MARKERS.clear()  # the C encoder leaves markers behind when it fails part-way
+        raise
 
 
 class ToolEnv(gym.Env):
@@ -212,30 +232,28 @@ class ToolEnv(gym.Env):
         if self._done:
             info = {"reward_components": dict.fromkeys(COMPONENT_KEYS, 0.0), "feedback": ["episode is over"]}
             return self._obs(), 0.0, True, False, info
-        self._turn += 1
-        parsed = parse_action(action, self._tool_names, f"call_{self._turn}_")
+        self._turn = turn = self._turn + 1
+        parsed = parse_action(action, self._tool_names, f"call_{turn}_")
+        calls, malformed = parsed.calls, parsed.malformed
         comp = _ZERO_COMPONENTS.copy()
         feedback: list[str] = []
         assistant: dict[str, Any] = {"role": "assistant", "content": parsed.content}
         tool_msgs: list[dict[str, Any]] = []
         n_solved = 0
         n_valid = 0
-        if parsed.calls:
+        if calls:
             tool_calls = assistant["tool_calls"] = []
-            for call in parsed.calls:
+            for call in calls:
+                name, arguments = call.name, call.arguments
                 tool_calls.append(
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": _encode(call.arguments)},
-                    }
+                    {"id": call.id, "type": "function", "function": {"name": name, "arguments": _encode(arguments)}}
                 )
-                text, solved, valid = self._run_call(call.name, call.arguments, comp)
+                text, solved, valid = self._run_call(name, arguments, comp)
                 n_solved += solved
                 n_valid += valid
                 feedback.append(text)
-                tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": text})
-        for bad in parsed.malformed:
+                tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": name, "content": text})
+        for bad in malformed:
             comp["n_bad_json"] += 1
             text = f"Error: could not read tool call: {bad.reason}."
             feedback.append(text)
@@ -243,32 +261,32 @@ class ToolEnv(gym.Env):
         self._messages.append(assistant)
         self._messages.extend(tool_msgs)
 
-        p = len(parsed.calls)
-        self._n_calls += p
-        t = self.tracker.n_unsolved
-        terminated = not parsed.calls and not parsed.malformed
+        p = len(calls)
+        self._n_calls = n_calls = self._n_calls + p
+        tracker = self.tracker
+        t, n_exp = tracker.n_unsolved, tracker.n_expected
+        s = n_exp - t
+        terminated = not calls and not malformed
         if p:
             r_ftrl = R.call_turn_reward(p, n_solved, "ftrl")
         else:
-            r_ftrl = R.answer_turn_reward(parsed.content, self._answer, t, malformed=bool(parsed.malformed))
+            r_ftrl = R.answer_turn_reward(parsed.content, self._answer, t, malformed=bool(malformed))
         comp["reward_ftrl"] = r_ftrl
         comp["n_calls"] = float(p)
         comp["n_solved_now"] = float(n_solved)
         comp["n_unsolved"] = float(t)
-        s, n_exp = self.tracker.n_expected - t, self.tracker.n_expected
-        comp["precision"] = R.solve_precision(s, self._n_calls)
-        comp["recall"] = R.solve_recall(s, n_exp)
-        comp["f1"] = R.solve_f1(s, self._n_calls, n_exp)
-        comp["format_ok"] = 0.0 if parsed.malformed else 1.0
+        comp["precision"], comp["recall"], comp["f1"] = R.solve_scores(s, n_calls, n_exp)
+        comp["format_ok"] = 0.0 if malformed else 1.0
         comp["args_valid"] = n_valid / p if p else 1.0
         comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
         comp["state_ok"] = float(self._state_ok())
-        truncated = not terminated and self._turn >= self.max_turns
-        self._done = terminated or truncated
-        reward = self._reward(comp, parsed, p, n_solved, terminated or truncated)
+        truncated = not terminated and turn >= self.max_turns
+        self._done = done = terminated or truncated
+        spec = self.reward_spec
+        reward = r_ftrl if type(spec) is str and spec == "ftrl" else self._reward(comp, parsed, p, n_solved, done)
         self.episode_return += reward
-        info: dict[str, Any] = {"reward_components": comp, "feedback": feedback, "turn": self._turn}
-        if self._done:
+        info: dict[str, Any] = {"reward_components": comp, "feedback": feedback, "turn": turn}
+        if done:
             info["episode"] = self.episode_metrics()
         return self._obs(), reward, terminated, truncated, info
 
@@ -302,7 +320,7 @@ class ToolEnv(gym.Env):
         return outcome.output, int(solved is not None), 1
 
     def _state_ok(self) -> bool:
-        return all(c.holds(self.state) for c in self._checks)
+        return not self._checks or all(c.holds(self.state) for c in self._checks)
 
     def _reward(self, comp: dict[str, float], parsed: ParsedTurn, p: int, q: int, done: bool) -> float:
         spec = self.reward_spec
@@ -338,10 +356,11 @@ class ToolEnv(gym.Env):
         """Solve-P / Solve-R / Solve-F1 of the episode so far (the paper's definitions)."""
         n_exp = self.tracker.n_expected
         s = n_exp - self.tracker.n_unsolved
+        solve_p, solve_r, solve_f1 = R.solve_scores(s, self._n_calls, n_exp)
         return {
-            "solve_p": R.solve_precision(s, self._n_calls),
-            "solve_r": R.solve_recall(s, n_exp),
-            "solve_f1": R.solve_f1(s, self._n_calls, n_exp),
+            "solve_p": solve_p,
+            "solve_r": solve_r,
+            "solve_f1": solve_f1,
             "n_calls": float(self._n_calls),
             "n_obtained": float(s),
             "n_expected": float(n_exp),

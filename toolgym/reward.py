@@ -78,6 +78,15 @@ def solve_f1(n_obtained: int, n_calls: int, n_expected: int) -> float:
     return 2 * n_obtained / (n_calls + n_expected) if n_calls + n_expected else 1.0
 
 
+def solve_scores(n_obtained: int, n_calls: int, n_expected: int) -> tuple[float, float, float]:
+    """(Solve-P, Solve-R, Solve-F1) in one call, for the env's per-step components."""
+    return (
+        n_obtained / n_calls if n_calls else 1.0,
+        n_obtained / n_expected if n_expected else 1.0,
+        2 * n_obtained / (n_calls + n_expected) if n_calls + n_expected else 1.0,
+    )
+
+
 @dataclass(slots=True)
 class Expected:
     """One expected sub-answer still to be found, registered under a tool name (an ``unsolved_set`` entry)."""
@@ -124,10 +133,12 @@ class SolveTracker:
             return None
         out = normalize(output)
         for i, e in enumerate(entries):
-            if all(p in out for p in e.parts) and (
-                not e.state_checks or (state is not None and all(c.holds(state) for c in e.state_checks))
-            ):
-                del entries[i]
-                self.n_unsolved -= 1
-                return e
+            for p in e.parts:  # a plain loop: this runs on every call, and all(<genexpr>) costs twice as much
+                if p not in out:
+                    break
+            else:
+                if not e.state_checks or (state is not None and all(c.holds(state) for c in e.state_checks)):
+                    del entries[i]
+                    self.n_unsolved -= 1
+                    return e
         return None
