@@ -85,6 +85,41 @@ def test_python_positional_args_to_a_known_tool_are_malformed_feedback():
     assert "keyword" in turn.malformed[0].reason
 
 
+def test_python_call_arguments_must_be_json_literals():
+    for literal in ["{1}", 'b"x"', "1j", "{1: 2}", "...", "frozenset()"]:
+        turn = parse_action(f"get_fare(flight_id={literal})", frozenset({"get_fare"}))
+        assert not turn.calls and turn.malformed, literal
+        assert "JSON" in turn.malformed[0].reason or "literal" in turn.malformed[0].reason
+    assert parse_action('f(x=(1, "a"), y={"k": (2,)})').calls[0].arguments == {"x": [1, "a"], "y": {"k": [2]}}
+
+
+python_literals = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=5),
+        st.binary(max_size=3),
+        st.complex_numbers(max_magnitude=10, allow_nan=False),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner, inner),
+        st.frozensets(st.integers(), max_size=2),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), inner, max_size=2),
+    ),
+    max_leaves=6,
+)
+
+
+@given(python_literals)
+def test_python_call_arguments_that_parse_are_json(value):
+    turn = parse_action(f"lookup(x={value!r})", frozenset({"lookup"}))
+    for call in turn.calls:
+        json.dumps(call.arguments)  # what the env sends to the tool and echoes in the chat
+
+
 @given(names, st.dictionaries(names, json_values, max_size=4))
 def test_format_hermes_round_trips(name, args):
     turn = parse_action(format_hermes([(name, args)]))

@@ -134,7 +134,18 @@ def _parse_hermes(text: str, id_prefix: str = "call_") -> ParsedTurn:
 
 
 def _literal(node: ast.AST) -> Any:
-    return ast.literal_eval(node)
+    """A keyword argument's literal value; only JSON values pass (tuples become lists, as json would write them)."""
+    return _json_value(ast.literal_eval(node))
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(v) for k, v in value.items()}
+    raise ValueError(f"{type(value).__name__} is not a JSON value")
 
 
 def _parse_python(text: str, tool_names: frozenset[str] | None, id_prefix: str = "call_") -> ParsedTurn | None:
@@ -171,7 +182,8 @@ def _parse_python(text: str, tool_names: frozenset[str] | None, id_prefix: str =
         try:
             args = {kw.arg: _literal(kw.value) for kw in node.keywords if kw.arg is not None}
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            malformed.append(MalformedCall(src, "argument values must be literals (strings, numbers, ...)", call_id))
+            reason = "argument values must be JSON literals (strings, numbers, booleans, None, lists, dicts)"
+            malformed.append(MalformedCall(src, reason, call_id))
             continue
         if any(kw.arg is None for kw in node.keywords):
             malformed.append(MalformedCall(src, "'**' arguments are not supported", call_id))
