@@ -19,35 +19,15 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+from step_overhead import ACTION, make_env  # the same one-tool scenario (this folder is on sys.path)
+from step_overhead import TURNS_PER_EPISODE as TURNS
 
 import toolgym  # noqa: F401  (registers the ids)
-from toolgym import Scenario, StaticSource, SubTask, ToolEnv
-from toolgym.scenario import tool_schema
-
-TOOL = """
-def get_flight_status(flight_id):
-    flight = state['flights'].get(flight_id)
-    if flight is None:
-        return {'error': 'unknown flight ' + flight_id}
-    return {'flight_id': flight_id, 'status': flight['status'], 'gate': flight['gate']}
-"""
-STATE = {"flights": {f"FL{1000 + i}": {"status": "on_time", "gate": f"B{i}"} for i in range(50)}}
-ACTION = '<tool_call>\n{"name": "get_flight_status", "arguments": {"flight_id": "FL1007"}}\n</tool_call>'
-TURNS = 19
+from toolgym import ToolEnv
 
 
 def small_env(isolation: str) -> ToolEnv:
-    scenario = Scenario(
-        id="bench",
-        kind="single_hop",
-        messages=[{"role": "user", "content": "Status of FL1042?"}],
-        tools=[tool_schema("get_flight_status", "status", {"flight_id": {"type": "string"}}, ["flight_id"])],
-        source={"get_flight_status": TOOL},
-        state=STATE,
-        subtasks=[SubTask("s1", "get_flight_status", {"flight_id": "FL1042"}, ["B42"])],
-        answer="B42",
-    )
-    return ToolEnv(StaticSource("bench", [scenario]), max_turns=TURNS + 1, isolation=isolation)
+    return make_env(isolation=isolation)
 
 
 def time_small(env: ToolEnv, n: int) -> float:

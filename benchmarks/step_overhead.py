@@ -35,7 +35,8 @@ ACTION = '<tool_call>\n{"name": "get_flight_status", "arguments": ' + ARGS_JSON 
 TURNS_PER_EPISODE = 19
 
 
-def make_env() -> ToolEnv:
+def make_env(**env_kwargs) -> ToolEnv:
+    """The one-tool scenario every step benchmark times (``env_kwargs`` go to ``ToolEnv``, e.g. ``isolation``)."""
     scenario = Scenario(
         id="bench",
         kind="single_hop",
@@ -48,7 +49,7 @@ def make_env() -> ToolEnv:
         subtasks=[SubTask("s1", "get_flight_status", {"flight_id": "FL1042"}, ["B42"])],
         answer="B42",
     )
-    return ToolEnv(StaticSource("bench", [scenario]), max_turns=TURNS_PER_EPISODE + 1)
+    return ToolEnv(StaticSource("bench", [scenario]), max_turns=TURNS_PER_EPISODE + 1, **env_kwargs)
 
 
 def time_floor(n: int) -> float:
