@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-from step_overhead import ACTION, make_env  # the same one-tool scenario (this folder is on sys.path)
-from step_overhead import TURNS_PER_EPISODE as TURNS
+from step_overhead import ACTION, make_env, time_step  # the same one-tool scenario (this folder is on sys.path)
 
 import toolgym  # noqa: F401  (registers the ids)
 from toolgym import ToolEnv
@@ -31,16 +30,7 @@ def small_env(isolation: str) -> ToolEnv:
 
 
 def time_small(env: ToolEnv, n: int) -> float:
-    total, done = 0.0, 0
-    while done < n:
-        env.reset(seed=done)
-        k = min(TURNS, n - done)
-        t0 = time.perf_counter()
-        for _ in range(k):
-            env.step(ACTION)
-        total += time.perf_counter() - t0
-        done += k
-    return total / n
+    return time_step(env, n, ACTION)
 
 
 def flight_episodes(n_calls: int) -> list[tuple[int, list[str]]]:
