@@ -71,6 +71,12 @@ def test_episode_metrics_in_unit_interval(s, c, n):
         assert 0 <= v <= 1
 
 
+@given(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30))
+def test_solve_scores_equal_the_three_definitions(s, c, n):
+    s = min(s, c, n)
+    assert R.solve_scores(s, c, n) == (R.solve_precision(s, c), R.solve_recall(s, n), R.solve_f1(s, c, n))
+
+
 def test_episode_metric_definitions():
     assert R.solve_precision(2, 4) == 0.5 and R.solve_precision(0, 0) == 1.0
     assert R.solve_recall(2, 4) == 0.5
