@@ -18,12 +18,10 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 try:
@@ -31,6 +29,8 @@ try:
 except ModuleNotFoundError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import toolgym
+from step_overhead import reset_latency  # the same timer (this folder is on sys.path)
+
 from toolgym.build.pipeline import BuildConfig, BuildStats, generate
 from toolgym.build.procedural import find_domains, resolve_domain
 from toolgym.scenario import KINDS
@@ -61,20 +61,9 @@ def throughput(domain, config: BuildConfig, seconds: float) -> dict:
     }
 
 
-def reset_latency(env_id: str, n: int) -> dict:
-    env = gym.make(env_id)
-    env.reset(seed=0)
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        env.reset(seed=i)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {
-        "median_ms": 1e3 * statistics.median(times),
-        "p90_ms": 1e3 * times[int(0.9 * (len(times) - 1))],
-        "resets": n,
-    }
+def reset_latency_ms(env_id: str, n: int) -> dict:
+    median, p90 = reset_latency(env_id, n)
+    return {"median_ms": 1e3 * median, "p90_ms": 1e3 * p90, "resets": n}
 
 
 def main() -> None:
@@ -114,7 +103,7 @@ def main() -> None:
     print(f"\nreset latency ({resets} resets, gym.make + reset(seed=i))")
     print(f"{'env id':<32} {'median ms':>10} {'p90 ms':>8}")
     for env_id in toolgym.registered_ids():
-        row = reset_latency(env_id, resets)
+        row = reset_latency_ms(env_id, resets)
         report["reset_latency"][env_id] = row
         print(f"{env_id:<32} {row['median_ms']:>10.3f} {row['p90_ms']:>8.3f}")
 
