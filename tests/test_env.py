@@ -263,3 +263,20 @@ def test_make_with_module_prefix_without_importing_toolgym_first():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().startswith("ftrl-")
+
+
+def test_step_reports_the_messages_it_appended():
+    import gymnasium as gym
+
+    env = gym.make("ToolGym/FlightBooking-v0")
+    obs, _ = env.reset(seed=3)
+    n = len(obs["messages"])
+    for action in env.unwrapped.gold_actions():
+        obs, _, terminated, truncated, info = env.step(action)
+        assert info["new_messages"] == obs["messages"][n:]
+        assert info["new_messages"][0]["role"] == "assistant"
+        n = len(obs["messages"])
+        if terminated or truncated:
+            break
+    _, _, _, _, info = env.step("again")
+    assert info["new_messages"] == []

@@ -187,3 +187,52 @@ def test_cli_export(tmp_path):
     assert {r["kind"] for r in rows} == {"multi_hop"} and {r["seed"] for r in rows} == {0, 1}
     bad = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "env kwargs" in bad.stderr
+
+
+def test_compute_score_concurrent_equals_sequential(exported):
+    """Trainers (verl's reward manager) score a whole batch at once from a thread pool: no env may be shared."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, rl = exported
+    rows = read_rows(rl.path)
+    rng = random.Random(0)
+    jobs = []
+    for row in rows:  # the gold turn and a wrong one per row
+        jobs.append((row, row["gold_response"]))
+        jobs.append((row, rng.choice(rows)["gold_response"]))
+    jobs *= 4
+
+    def score(job):
+        row, response = job
+        return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"])[
+            "score"
+        ]
+
+    sequential = [score(j) for j in jobs]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            concurrent = list(pool.map(score, jobs))
+    finally:
+        sys.setswitchinterval(old)
+    assert concurrent == sequential
+    assert any(s > 0 for s in sequential) and any(s <= 0 for s in sequential)
+
+
+def test_verl_scorer_loads_by_file_path(exported):
+    """verl loads ``custom_reward_function.path`` with spec_from_file_location + exec_module, unregistered."""
+    import asyncio
+    import importlib.util
+
+    import toolgym.integrations.verl as by_name
+
+    spec = importlib.util.spec_from_file_location("custom_module", by_name.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, _, rl = exported
+    row = read_rows(rl.path)[0]
+    args = (row["data_source"], row["gold_response"], row["reward_model"]["ground_truth"], row["extra_info"])
+    assert module.compute_score(*args)["score"] == pytest.approx(row["gold_reward"])
+    assert asyncio.run(module.compute_score_async(*args))["score"] == pytest.approx(row["gold_reward"])

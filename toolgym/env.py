@@ -230,7 +230,11 @@ class ToolEnv(gym.Env):
         if self.scenario is None:
             raise RuntimeError("call reset() before step()")
         if self._done:
-            info = {"reward_components": dict.fromkeys(COMPONENT_KEYS, 0.0), "feedback": ["episode is over"]}
+            info = {
+                "reward_components": dict.fromkeys(COMPONENT_KEYS, 0.0),
+                "feedback": ["episode is over"],
+                "new_messages": [],
+            }
             return self._obs(), 0.0, True, False, info
         self._turn = turn = self._turn + 1
         parsed = parse_action(action, self._tool_names, f"call_{turn}_")
@@ -285,7 +289,12 @@ class ToolEnv(gym.Env):
         spec = self.reward_spec
         reward = r_ftrl if type(spec) is str and spec == "ftrl" else self._reward(comp, parsed, p, n_solved, done)
         self.episode_return += reward
-        info: dict[str, Any] = {"reward_components": comp, "feedback": feedback, "turn": turn}
+        info: dict[str, Any] = {
+            "reward_components": comp,
+            "feedback": feedback,
+            "turn": turn,
+            "new_messages": [assistant, *tool_msgs],  # what this step appended to the chat
+        }
         if done:
             info["episode"] = self.episode_metrics()
         return self._obs(), reward, terminated, truncated, info

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,23 +440,27 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_ENVS: dict[str, gym.Env] = {}
+_LOCAL = threading.local()  # one env cache per thread: trainers score a batch's rows concurrently
 
 
 def _env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    """The calling thread's cached env for (id, kwargs); no env is ever shared between threads."""
+    envs: dict[str, gym.Env] | None = getattr(_LOCAL, "envs", None)
+    if envs is None:
+        envs = _LOCAL.envs = {}
     key = env_id + _dumps(sorted(env_kwargs.items()))
-    env = _ENVS.get(key)
+    env = envs.get(key)
     if env is None:
-        if len(_ENVS) >= 16:
-            for old in _ENVS.values():
+        if len(envs) >= 16:
+            for old in envs.values():
                 old.close()
-            _ENVS.clear()
-        env = _ENVS[key] = gym.make(env_id, **env_kwargs)
+            envs.clear()
+        env = envs[key] = gym.make(env_id, **env_kwargs)
     return env
 
 
 def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
-    """An env restored at the row's prefix (cached per env id and kwargs, so not thread-safe).
+    """An env restored at the row's prefix (cached per thread, env id and kwargs; safe to call from many threads).
 
     With ``check``, the restored chat must equal the row's ``prompt`` and its unsolved set the row's
     ``unsolved_set``; otherwise :class:`RestoreError` (the env or its code changed since the export).
