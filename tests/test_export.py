@@ -20,15 +20,19 @@ from toolgym.export import (
     score_response,
 )
 from toolgym.packs import load_scenarios
+from toolgym.prompts import chat_arguments
 
 datasets = pytest.importorskip("datasets")
 FB = "ToolGym/FlightBooking-v0"
-SFT_COLUMNS = {"messages", "tools", "env_id", "scenario_id", "kind", "split", "seed", "env_kwargs", "answer", "n_turns"}
+SFT_COLUMNS = {
+    *("messages", "tools", "env_id", "scenario_id", "kind", "split", "seed", "env_kwargs", "answer", "n_turns"),
+    "arguments",
+}
 RL_COLUMNS = {
     *("data_source", "prompt", "ability", "reward_model", "extra_info"),
     *("tools", "unsolved_set", "answer", "solve_rate"),
     *("env_id", "env_kwargs", "split", "seed", "turn", "prefix", "scenario_id", "kind", "n_turns"),
-    *("gold_response", "gold_reward"),
+    *("gold_response", "gold_reward", "arguments", "tools_in_prompt", "env_class", "reward_spec"),
 }
 
 
@@ -61,7 +65,7 @@ def test_sft_and_rl_load_with_datasets(exported, tmp_path):
         roles = [m["role"] for m in row["messages"]]
         assert roles[:3] == ["system", "user", "assistant"] and roles[-1] == "assistant" and "tool" in roles
         call = row["messages"][2]["tool_calls"][0]
-        assert call["type"] == "function" and isinstance(json.loads(call["function"]["arguments"]), dict)
+        assert call["type"] == "function" and isinstance(call["function"]["arguments"], dict)
         tool_msg = next(m for m in row["messages"] if m["role"] == "tool")
         assert {"tool_call_id", "name", "content"} <= set(tool_msg)
         assert all(t["type"] == "function" for t in row["tools"])
@@ -104,7 +108,7 @@ def test_restore_is_exact_and_verl_reward_function(exported):
     rows = read_rows(rl.path)
     row = next(r for r in rows if r["turn"] == 1)
     env = restore(row)
-    assert env.unwrapped._messages == row["prompt"]
+    assert chat_arguments(env.unwrapped._messages, "dict") == row["prompt"]
     assert env.unwrapped.tracker.unsolved_set() == json.loads(row["unsolved_set"])
     tampered = {**row, "unsolved_set": json.dumps({"get_booking": ["nothing"]})}
     with pytest.raises(RestoreError):
@@ -151,8 +155,44 @@ def test_sft_rows_replay_through_a_fresh_env(exported, tmp_path):
         for msg in row["messages"][len(obs["messages"]) :]:
             if msg["role"] == "assistant":
                 obs, _, terminated, _, _ = env.step(msg)
-        assert terminated and obs["messages"] == row["messages"]
+        assert terminated and chat_arguments(obs["messages"]) == row["messages"]
         assert env.unwrapped.episode_metrics()["solve_f1"] == 1.0
+
+
+def test_parquet_keeps_each_calls_own_arguments(exported, tmp_path):
+    """A struct column would give every call the union of all calls' argument keys (None-filled): Json does not."""
+    _, sft, rl = exported
+    for res in (sft, rl):
+        col = "messages" if res is sft else "prompt"
+        want = [r[col] for r in read_rows(res.path)]
+        got = list(load(res.parquet, tmp_path, "parquet")[col])
+        assert got == want
+    calls = [c for r in read_rows(sft.path) for m in r["messages"] for c in m.get("tool_calls") or []]
+    assert len({tuple(sorted(c["function"]["arguments"])) for c in calls}) > 1  # the keys do differ between calls
+
+
+def test_argument_strings_and_tools_in_prompt_options(tmp_path):
+    sft = export(FB, "sft", 2, tmp_path, seed=3, arguments="json", parquet=False)
+    calls = [c for r in read_rows(sft.path) for m in r["messages"] for c in m.get("tool_calls") or []]
+    assert calls and all(isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls)
+    with pytest.raises(ExportError, match="arguments='json'"):
+        export(FB, "sft", 3, tmp_path, seed=3)  # a file keeps the options it was started with
+    rl = export(FB, "rl", 2, tmp_path, seed=3, tools_in_prompt="hermes", parquet=False)
+    rows = read_rows(rl.path)
+    assert any(r["turn"] > 0 for r in rows)
+    for row in rows:
+        prompt = row["prompt"]
+        assert prompt[0]["role"] == "system" and "<tools>" in prompt[0]["content"]
+        for tool in json.loads(row["tools"]):
+            assert json.dumps(tool, ensure_ascii=False) in prompt[0]["content"]
+        assert {m["role"] for m in prompt} <= {"system", "user", "assistant"}  # calls and results as text
+        assert all("tool_calls" not in m for m in prompt)
+        assert row["extra_info"]["tools_in_prompt"] == "hermes"
+        assert score_response(row, row["gold_response"])[0] == pytest.approx(row["gold_reward"])  # restore checks
+        assert row["reward_spec"] == {"method": "rule", "ground_truth": row["reward_model"]["ground_truth"]}
+        assert row["env_class"] == "toolgym"
+    with pytest.raises(ExportError, match="tools_in_prompt"):
+        export(FB, "rl", 2, tmp_path, seed=3, tools_in_prompt="xml")
 
 
 def test_split_is_passed_through(tmp_path):

@@ -3,8 +3,8 @@
 Three formats, each one JSONL file per (env, split, format), plus a parquet copy when ``pyarrow`` is installed:
 
 * ``sft``: one row per episode, the gold trajectory as OpenAI-style ``messages`` (system, user, assistant turns
-  with ``tool_calls`` whose ``function.arguments`` is a JSON string, ``tool`` messages, the final answer) and the
-  offered ``tools``. TRL's ``SFTTrainer`` reads the ``messages`` and ``tools`` columns as they are.
+  with ``tool_calls``, ``tool`` messages, the final answer) and the offered ``tools``. TRL's ``SFTTrainer`` reads
+  the ``messages`` and ``tools`` columns as they are.
 * ``rl``: FTRL's turn-level prompts. For every gold episode, one row per assistant turn: the trajectory prefix
   before that turn (``prompt``), the reward metadata (``unsolved_set``, ``answer``, ``solve_rate``) and what
   ``reset(options={"prefix": ...})`` needs to restore the env there (``env_id``, ``env_kwargs``, ``seed``,
@@ -13,10 +13,19 @@ Three formats, each one JSONL file per (env, split, format), plus a parquet copy
 * ``ftrl``: FTRL's own record format (``messages``, ``tools``, ``codes``, ``unsolved_set``, ``answer``,
   ``solve_rate``), only for scenarios whose tools keep no world state (FTRL's tools are stateless functions).
 
-Arrow needs one type per column across rows, so every column whose nested JSON differs from row to row (tool
-parameter schemas, call arguments, the unsolved set, env kwargs, the prefix actions) is stored as a JSON string;
-chat messages are stored as lists of structs (their keys are the same few everywhere). TRL decodes a string
-``tools`` column itself; :func:`decode_row` decodes every JSON-string column for other consumers.
+Call arguments are dicts by default (``arguments="json"`` writes OpenAI's JSON strings instead): the models' own
+chat templates expect dicts (Qwen2.5 and gpt-oss render a string double-encoded, Qwen3.5 and GLM raise on it).
+``tools_in_prompt`` says how an rl prompt carries its tools: ``template`` (the row's ``tools`` column, for the
+model's chat template: TRL, toolgym's verl agent loop), ``hermes`` (listed in the system message as the eval
+harness's text mode does, for rollouts that apply one global tool list, e.g. verl's stock agent loops; its length
+then counts in verl's overlong-prompt filter) or ``none``.
+
+Arrow needs one type per column across rows. Chat columns (``messages``, ``prompt``) are stored with the
+``datasets`` ``Json`` feature, one JSON value per message, so that every call keeps exactly its own arguments
+(a struct column would give each call the union of all calls' argument keys, filled with None, which a chat
+template renders as ``null`` arguments). Other columns whose nested JSON differs from row to row (tool parameter
+schemas, the unsolved set, env kwargs, the prefix actions) are JSON strings. TRL decodes a string ``tools``
+column itself; :func:`decode_row` decodes every JSON-string column for other consumers.
 
 Exports are resumable and idempotent: rows are keyed by ``(env_id, split, seed)`` (and ``turn`` for ``rl``),
 written one line at a time (append + flush), and a rerun with more episodes appends only the missing rows. A
@@ -36,10 +45,13 @@ from typing import Any
 import gymnasium as gym
 
 from toolgym.env import ToolEnv
+from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT, chat_arguments, render_prompt
 from toolgym.registry import manifest_for
 
 FORMATS = ("sft", "rl", "ftrl")
 ABILITY = "tool_use"
+ENV_CLASS = "toolgym"  # SkyRL's env_class of rl rows (toolgym.integrations.skyrl registers it)
+CHAT_COLUMNS = ("messages", "prompt")
 JSON_COLUMNS = ("tools", "env_kwargs", "unsolved_set", "prefix", "codes", "ground_truth")
 
 
@@ -148,12 +160,15 @@ def gold_episode(env: gym.Env, seed: int) -> Episode:
 # -- rows ---------------------------------------------------------------------------------------------------
 
 
-def sft_row(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+def sft_row(
+    ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any], *, arguments: str = "dict", **_: Any
+) -> dict[str, Any]:
     if not ep.complete:
         raise ExportError(f"{env_id}: scenario {ep.scenario_id} has no gold calls, so no SFT trajectory")
     return {
-        "messages": ep.messages,
+        "messages": chat_arguments(ep.messages, arguments),
         "tools": _dumps(ep.tools),
+        "arguments": arguments,
         "env_id": env_id,
         "scenario_id": ep.scenario_id,
         "kind": ep.kind,
@@ -165,20 +180,29 @@ def sft_row(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, A
     }
 
 
-def rl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def rl_rows(
+    ep: Episode,
+    env_id: str,
+    split: str | None,
+    env_kwargs: dict[str, Any],
+    *,
+    arguments: str = "dict",
+    tools_in_prompt: str = "template",
+) -> Iterator[dict[str, Any]]:
     prefix: list[str] = []
     for turn in ep.turns:
         unsolved = _dumps(turn.unsolved_set)
         restore = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": ep.seed, "prefix": list(prefix)}
+        ground_truth = _dumps({"unsolved_set": turn.unsolved_set, "answer": ep.answer, **restore})
         yield {
             # verl's RL dataset convention
             "data_source": env_id,
-            "prompt": turn.messages,
+            "prompt": render_prompt(turn.messages, ep.tools, tools_in_prompt, arguments),
             "ability": ABILITY,
-            "reward_model": {
-                "style": "rule",
-                "ground_truth": _dumps({"unsolved_set": turn.unsolved_set, "answer": ep.answer, **restore}),
-            },
+            "reward_model": {"style": "rule", "ground_truth": ground_truth},
+            # SkyRL's: the env class and the same ground truth
+            "env_class": ENV_CLASS,
+            "reward_spec": {"method": "rule", "ground_truth": ground_truth},
             "extra_info": {
                 "index": 0,  # the row's position in the file, set when written
                 "split": split,
@@ -186,6 +210,7 @@ def rl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, A
                 "seed": ep.seed,
                 "turn": turn.index,
                 "scenario_id": ep.scenario_id,
+                "tools_in_prompt": tools_in_prompt,
             },
             # FTRL's turn-level record fields
             "tools": _dumps(ep.tools),
@@ -204,12 +229,16 @@ def rl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, A
             "n_turns": len(ep.turns),
             "gold_response": turn.action,
             "gold_reward": turn.reward,
+            "arguments": arguments,
+            "tools_in_prompt": tools_in_prompt,
         }
         if turn.action is not None:
             prefix.append(turn.action)
 
 
-def ftrl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def ftrl_rows(
+    ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any], **_: Any
+) -> Iterator[dict[str, Any]]:
     """FTRL records (JSON-string fields, as FTRL stores them), one per turn; stateless scenarios only."""
     sc = ep.scenario
     if sc.state:
@@ -234,7 +263,7 @@ def ftrl_rows(ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str,
         }
 
 
-_ROWS = {"sft": lambda ep, *a: iter([sft_row(ep, *a)]), "rl": rl_rows, "ftrl": ftrl_rows}
+_ROWS = {"sft": lambda ep, *a, **kw: iter([sft_row(ep, *a, **kw)]), "rl": rl_rows, "ftrl": ftrl_rows}
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -274,17 +303,28 @@ def read_rows(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]
 
 
 def write_parquet(jsonl_path: str | Path) -> Path | None:
-    """Rewrite ``<name>.parquet`` beside the JSONL from all its rows (atomically); None without pyarrow."""
+    """Rewrite ``<name>.parquet`` beside the JSONL from all its rows (atomically); None without ``datasets``.
+
+    Chat columns get the ``Json`` feature (see the module docstring), recorded in the file's schema metadata, so
+    ``datasets.load_dataset("parquet", ...)`` gives back each message exactly as the JSONL holds it.
+    """
     try:
+        import datasets
         import pyarrow as pa
-        import pyarrow.parquet as pq
     except ImportError:
         return None
     jsonl_path = Path(jsonl_path)
     rows = read_rows(jsonl_path)
     out = jsonl_path.with_suffix(".parquet")
     tmp = out.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    if not rows:
+        return None
+    chat = [c for c in CHAT_COLUMNS if c in rows[0] and isinstance(rows[0][c], list)]
+    rest = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in chat} for r in rows])
+    features = datasets.Features.from_arrow_schema(rest.schema)
+    for c in chat:
+        features[c] = datasets.List(datasets.Json())
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(tmp))
     os.replace(tmp, out)
     return out
 
@@ -310,9 +350,14 @@ def export(
     backend: str = "local",
     ray_address: str | None = None,
     num_workers: int | None = None,
+    arguments: str = "dict",
+    tools_in_prompt: str = "template",
     **knobs: Any,
 ) -> ExportResult:
     """Export episodes ``seed .. seed+episodes-1`` of ``env_id`` in ``fmt``; appends only rows not yet written.
+
+    ``arguments`` (``dict`` or ``json``) and ``tools_in_prompt`` (``template``, ``hermes``, ``none``; rl only)
+    shape the chat columns of sft and rl rows (module docstring); a file keeps the options it was started with.
 
     ``backend="ray"`` generates the episodes on Ray worker actors (``ray_address``, else ``RAY_ADDRESS``, else a
     local Ray instance; ``num_workers`` actors, default the cluster's CPUs); this process writes their rows in
@@ -325,6 +370,12 @@ def export(
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if episodes < 0:
         raise ExportError("episodes must be >= 0")
+    if arguments not in ARGUMENTS:
+        raise ExportError(f"unknown arguments form {arguments!r}; choose one of {', '.join(ARGUMENTS)}")
+    if tools_in_prompt not in TOOLS_IN_PROMPT:
+        raise ExportError(f"unknown tools_in_prompt {tools_in_prompt!r}; choose one of {', '.join(TOOLS_IN_PROMPT)}")
+    opts = {"sft": {"arguments": arguments}, "rl": {"arguments": arguments, "tools_in_prompt": tools_in_prompt}}
+    opts = opts.get(fmt, {})
     env_kwargs = env_kwargs_for(env_id, split, **knobs)
     path = output_path(out_dir, env_id, split, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -337,6 +388,12 @@ def export(
                 f"{path} holds rows of {row.get('env_id')} with env kwargs {have}, not {want}; "
                 "export to another --out directory"
             )
+        for key, value in opts.items():
+            have = row.get(key, "json" if key == "arguments" else "template")  # files written before the option
+            if have != value:
+                raise ExportError(
+                    f"{path} holds rows written with {key}={have!r}, not {value!r}; export to another --out directory"
+                )
     done = {row_key(r) for r in existing}
     per_seed: dict[int, int] = {}
     for r in existing:
@@ -345,7 +402,7 @@ def export(
     complete = {int(r["seed"]) for r in existing if per_seed[int(r["seed"])] >= (1 if fmt == "sft" else r["n_turns"])}
     todo = [s for s in range(seed, seed + episodes) if s not in complete]
     written = 0
-    spec = (env_id, fmt, split, env_kwargs)
+    spec = (env_id, fmt, split, env_kwargs, opts)
     if backend == "ray":
         produced = _ray_episode_rows(spec, todo, ray_address, num_workers)
     else:
@@ -371,13 +428,15 @@ def export(
     return ExportResult(path, pq_path, written, len(existing) + written, episodes)
 
 
-def episode_rows(env: gym.Env, env_id: str, fmt: str, split: str | None, env_kwargs: dict, seed: int) -> list[dict]:
+def episode_rows(
+    env: gym.Env, env_id: str, fmt: str, split: str | None, env_kwargs: dict, opts: dict, seed: int
+) -> list[dict]:
     """The rows of one gold episode (``extra_info.index`` is set by the writer); both backends call this."""
-    return list(_ROWS[fmt](gold_episode(env, seed), env_id, split, env_kwargs))
+    return list(_ROWS[fmt](gold_episode(env, seed), env_id, split, env_kwargs, **opts))
 
 
 def _local_episode_rows(spec: tuple, seeds: list[int]) -> Iterator[list[dict[str, Any]]]:
-    env_id, _, _, env_kwargs = spec
+    env_id, _, _, env_kwargs, _ = spec
     env = gym.make(env_id, **env_kwargs)
     try:
         for s in seeds:
@@ -459,6 +518,12 @@ def _env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     return env
 
 
+def _expected_prompt(obs: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The env's chat as the row's prompt shows it (its tools_in_prompt; arguments compared as dicts)."""
+    mode = row.get("tools_in_prompt") or (row.get("extra_info") or {}).get("tools_in_prompt") or "template"
+    return chat_arguments(render_prompt(_strip_none(obs["messages"]), obs["tools"], mode), "dict")
+
+
 def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
     """An env restored at the row's prefix (cached per thread, env id and kwargs; safe to call from many threads).
 
@@ -474,7 +539,7 @@ def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
     env = _env(spec["env_id"], env_kwargs)
     obs, info = env.reset(seed=int(spec["seed"]), options={"prefix": prefix})
     if check:
-        if "prompt" in row and _strip_none(obs["messages"]) != _strip_none(list(row["prompt"])):
+        if "prompt" in row and _expected_prompt(obs, row) != chat_arguments(_strip_none(list(row["prompt"])), "dict"):
             raise RestoreError(f"{spec['env_id']} seed {spec['seed']}: restored messages differ from the row's prompt")
         unsolved = spec.get("unsolved_set")
         if unsolved is not None and info["unsolved_set"] != _strip_none(_as_json(unsolved)):

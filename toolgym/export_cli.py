@@ -7,6 +7,7 @@ import sys
 
 from toolgym.distributed import add_backend_args
 from toolgym.export import FORMATS, ExportError, export
+from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT
 from toolgym.scenario import KINDS, SPLITS
 
 
@@ -24,6 +25,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             backend=args.backend,
             ray_address=args.ray_address,
             num_workers=args.num_workers,
+            arguments=args.arguments,
+            tools_in_prompt=args.tools_in_prompt,
             **knobs,
         )
     except (ExportError, ImportError) as exc:
@@ -49,6 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="exports", help="output directory (default: exports)")
     p.add_argument("--no-parquet", action="store_true", help="write only the JSONL")
+    p.add_argument(
+        "--arguments",
+        choices=ARGUMENTS,
+        default="dict",
+        help="tool-call arguments in sft/rl chats: dicts, as chat templates expect (default), or JSON strings",
+    )
+    p.add_argument(
+        "--tools-in-prompt",
+        choices=TOOLS_IN_PROMPT,
+        default="template",
+        help="rl prompts: tools in the row's tools column for the chat template (default), listed in the system "
+        "message as text (hermes; for rollouts with one global tool list, e.g. verl's stock agent loops), or none",
+    )
     p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
     p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
     p.add_argument("--parallel", type=int, help="branches of parallel scenarios")

@@ -32,7 +32,6 @@ The ``openai`` client, ``tqdm`` and ``matplotlib`` are imported only when needed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym.agents import make_agent
 from toolgym.evaluate import format_table, summarize
 from toolgym.jsonl import complete_lines, exclusive
+from toolgym.prompts import JSON_TOOLS_PROMPT, text_history, text_prompt, tool_lines, with_system
 from toolgym.registry import manifest_for
 from toolgym.request_errors import classify
 
@@ -71,32 +71,6 @@ RESULT_KEYS = (
     "env_kwargs",
     "max_turns",
 )
-
-TEXT_TOOLS_PROMPT = """# Tools
-
-You may call one or more functions to assist with the user query.
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{tools}
-</tools>
-
-For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
-<tool_call>
-{{"name": <function-name>, "arguments": <args-json-object>}}
-</tool_call>
-When you know the answer, reply with it in plain text without any <tool_call>."""
-
-JSON_TOOLS_PROMPT = """# Tools
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{tools}
-</tools>
-
-Reply with one JSON object and nothing else. To call functions (several at once if they do not depend on each \
-other): {{"tool_calls": [{{"name": <function-name>, "arguments": <args-json-object>}}, ...]}}
-When you know the answer: {{"answer": "<the answer>"}}"""
 
 
 @dataclass
@@ -206,51 +180,6 @@ def _err(exc: BaseException) -> str:
 
 
 # -- conversations the model sees ------------------------------------------------------------------------------
-def _tool_lines(tools: list[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
-
-
-def _with_system(messages: list[dict[str, Any]], extra: str) -> list[dict[str, Any]]:
-    msgs = [dict(m) for m in messages]
-    if msgs and msgs[0].get("role") == "system":
-        msgs[0]["content"] = f"{msgs[0].get('content') or ''}\n\n{extra}".strip()
-    else:
-        msgs.insert(0, {"role": "system", "content": extra})
-    return msgs
-
-
-def _hermes(tool_calls: list[dict[str, Any]]) -> str:
-    blocks = []
-    for tc in tool_calls:
-        fn = tc.get("function", {})
-        args = fn.get("arguments")
-        with contextlib.suppress(TypeError, ValueError):
-            args = json.loads(args) if isinstance(args, str) else args
-        blocks.append("<tool_call>\n" + json.dumps({"name": fn.get("name"), "arguments": args}) + "\n</tool_call>")
-    return "\n".join(blocks)
-
-
-def _text_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat without tool roles: assistant calls as ``<tool_call>`` text, tool results as one user message."""
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.get("role")
-        if role == "tool":
-            block = f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"
-            if out and out[-1].get("_tool"):
-                out[-1]["content"] += "\n" + block
-            else:
-                out.append({"role": "user", "content": block, "_tool": True})
-        elif role == "assistant" and m.get("tool_calls"):
-            text = "\n".join(p for p in (m.get("content") or "", _hermes(m["tool_calls"])) if p)
-            out.append({"role": "assistant", "content": text})
-        else:
-            out.append({"role": role, "content": m.get("content") or ""})
-    for m in out:
-        m.pop("_tool", None)
-    return out
-
-
 def _native_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI chat as strict servers accept it: tool messages answer a call id of the preceding assistant turn."""
     out: list[dict[str, Any]] = []
@@ -370,14 +299,14 @@ class ModelPolicy:
             if tools:
                 req["tools"] = tools
         elif cfg.json_schema:
-            req["messages"] = _with_system(_text_history(messages), JSON_TOOLS_PROMPT.format(tools=_tool_lines(tools)))
+            req["messages"] = with_system(text_history(messages), JSON_TOOLS_PROMPT.format(tools=tool_lines(tools)))
             schema = action_schema(tools)
             if cfg.response_format == "json_object":
                 req["response_format"] = {"type": "json_object", "schema": schema}
             else:
                 req["response_format"] = {"type": "json_schema", "json_schema": {"name": "turn", "schema": schema}}
         else:
-            req["messages"] = _with_system(_text_history(messages), TEXT_TOOLS_PROMPT.format(tools=_tool_lines(tools)))
+            req["messages"] = text_prompt(messages, tools)
         return req
 
     async def _complete(self, req: dict[str, Any], errors: list[dict[str, Any]], turn: int) -> Any:

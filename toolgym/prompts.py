@@ -1,0 +1,144 @@
+"""How a chat and its tools are shown to a model: the text-mode tool prompt, and chat messages for templates.
+
+Two consumers need the same rendering: the eval harness (text mode, for servers without native tool calling) and
+the exports (rl prompts with ``tools_in_prompt="hermes"``, so that a trainer's stock single-turn rollout shows the
+model its tools). Keeping it in one module keeps the training text and the evaluated text identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+TEXT_TOOLS_PROMPT = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>
+When you know the answer, reply with it in plain text without any <tool_call>."""
+
+JSON_TOOLS_PROMPT = """# Tools
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+Reply with one JSON object and nothing else. To call functions (several at once if they do not depend on each \
+other): {{"tool_calls": [{{"name": <function-name>, "arguments": <args-json-object>}}, ...]}}
+When you know the answer: {{"answer": "<the answer>"}}"""
+
+ARGUMENTS = ("dict", "json")
+TOOLS_IN_PROMPT = ("template", "hermes", "none")
+
+
+def tool_lines(tools: list[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+
+
+def with_system(messages: list[dict[str, Any]], extra: str) -> list[dict[str, Any]]:
+    """The chat with ``extra`` appended to its system message (one is added when the chat has none)."""
+    msgs = [dict(m) for m in messages]
+    if msgs and msgs[0].get("role") == "system":
+        msgs[0]["content"] = f"{msgs[0].get('content') or ''}\n\n{extra}".strip()
+    else:
+        msgs.insert(0, {"role": "system", "content": extra})
+    return msgs
+
+
+def hermes_calls(tool_calls: list[dict[str, Any]]) -> str:
+    """OpenAI ``tool_calls`` as ``<tool_call>`` blocks (arguments given as a JSON string are decoded first)."""
+    blocks = []
+    for tc in tool_calls:
+        fn = tc.get("function", {})
+        args = fn.get("arguments")
+        with contextlib.suppress(TypeError, ValueError):
+            args = json.loads(args) if isinstance(args, str) else args
+        blocks.append(
+            "<tool_call>\n"
+            + json.dumps({"name": fn.get("name"), "arguments": args}, ensure_ascii=False)
+            + "\n</tool_call>"
+        )
+    return "\n".join(blocks)
+
+
+def text_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat without tool roles: assistant calls as ``<tool_call>`` text, tool results as one user message."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role == "tool":
+            block = f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"
+            if out and out[-1].get("_tool"):
+                out[-1]["content"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": block, "_tool": True})
+        elif role == "assistant" and m.get("tool_calls"):
+            text = "\n".join(p for p in (m.get("content") or "", hermes_calls(m["tool_calls"])) if p)
+            out.append({"role": "assistant", "content": text})
+        else:
+            out.append({"role": role, "content": m.get("content") or ""})
+    for m in out:
+        m.pop("_tool", None)
+    return out
+
+
+def text_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat as a text-mode model sees it: tools listed in the system message, calls and results as text."""
+    return with_system(text_history(messages), TEXT_TOOLS_PROMPT.format(tools=tool_lines(tools)))
+
+
+def chat_arguments(messages: list[dict[str, Any]], arguments: str = "dict") -> list[dict[str, Any]]:
+    """A copy of the chat with every ``tool_calls[].function.arguments`` a dict (``"dict"``) or a JSON string.
+
+    Chat templates expect dicts: Qwen2.5 and gpt-oss render a JSON-string argument double-encoded, and Qwen3.5 and
+    GLM raise on it, so dicts are the default; ``"json"`` gives OpenAI's wire form. An argument string that is not
+    valid JSON is kept as it is.
+    """
+    if arguments not in ARGUMENTS:
+        raise ValueError(f"arguments must be one of {ARGUMENTS}, got {arguments!r}")
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            calls = []
+            for tc in m["tool_calls"]:
+                tc = dict(tc)
+                fn = tc["function"] = dict(tc.get("function") or {})
+                args = fn.get("arguments")
+                if arguments == "dict" and isinstance(args, str):
+                    with contextlib.suppress(ValueError):
+                        fn["arguments"] = json.loads(args)
+                elif arguments == "json" and not isinstance(args, str):
+                    fn["arguments"] = json.dumps(args if args is not None else {}, ensure_ascii=False)
+                calls.append(tc)
+            m["tool_calls"] = calls
+        out.append(m)
+    return out
+
+
+def render_prompt(
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    tools_in_prompt: str = "template",
+    arguments: str = "dict",
+) -> list[dict[str, Any]]:
+    """An env's chat as an exported prompt.
+
+    ``template``/``none``: the chat itself (the tools travel beside it, for the model's chat template, or not at
+    all); ``hermes``: the text-mode chat, tools in the system message, for rollouts that apply one global tool list.
+    """
+    if tools_in_prompt not in TOOLS_IN_PROMPT:
+        raise ValueError(f"tools_in_prompt must be one of {TOOLS_IN_PROMPT}, got {tools_in_prompt!r}")
+    if tools_in_prompt == "hermes":
+        return text_prompt(messages, tools)
+    return chat_arguments(messages, arguments)
