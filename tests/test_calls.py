@@ -137,3 +137,58 @@ def test_parse_action_never_raises(action):
 @given(st.text(alphabet=st.sampled_from(list('<tool_call>/{}":,name arguments[]()=')), max_size=80))
 def test_tag_soup_never_raises(text):
     parse_action(text)
+
+
+# The XML forms of Qwen3.5 and GLM-4.5 write strings raw and other values as JSON, as their templates do; the
+# schema types each value back (a string "12" stays a string, an integer 12 becomes 12 again).
+xml_values = st.one_of(
+    st.text(alphabet=st.characters(blacklist_characters="<>", blacklist_categories=("Cs",)), max_size=8).filter(
+        lambda s: s == s.strip() and s.strip("\n") == s
+    ),
+    st.integers(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+def _xml_render(v):
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _schema(args):
+    types = {str: "string", int: "integer", bool: "boolean", list: "array"}
+    return {"parameters": {"properties": {k: {"type": types[type(v)]} for k, v in args.items()}}}
+
+
+@given(names, st.dictionaries(names, xml_values, max_size=4))
+def test_qwen3_5_and_glm_call_forms_round_trip(name, args):
+    params = "".join(f"<parameter={k}>\n{_xml_render(v)}\n</parameter>\n" for k, v in args.items())
+    qwen = f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
+    pairs = "".join(f"<arg_key>{k}</arg_key>\n<arg_value>{_xml_render(v)}</arg_value>\n" for k, v in args.items())
+    glm = f"<tool_call>{name}\n{pairs}</tool_call>"
+    for text in (qwen, glm):
+        turn = parse_action(text, None, "c", {name: _schema(args)})
+        assert [(c.name, c.arguments) for c in turn.calls] == [(name, args)], text
+        assert not turn.malformed
+
+
+@given(names, st.dictionaries(names, json_values, max_size=3), st.dictionaries(names, json_values, max_size=3))
+def test_llama_and_gpt_oss_call_forms_round_trip(name, a, b):
+    llama = json.dumps({"name": name, "parameters": a}) + "<|eot_id|>"
+    assert [(c.name, c.arguments) for c in parse_action(llama).calls] == [(name, json.loads(json.dumps(a)))]
+    oss = "".join(
+        f"<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>{json.dumps(x)}<|call|>"
+        for x in (a, b)
+    )
+    got = [(c.name, c.arguments) for c in parse_action(oss).calls]
+    assert got == [(name, json.loads(json.dumps(a))), (name, json.loads(json.dumps(b)))]
+
+
+def test_call_forms_that_cannot_be_read_are_malformed_feedback():
+    for text in (
+        "<tool_call><function=f><parameter=x>1</tool_call>",
+        "<tool_call>f<arg_key>x</arg_key></tool_call>",
+        "to=functions.f<|channel|>commentary json<|message|>{not json<|call|>",
+    ):
+        turn = parse_action(text)
+        assert not turn.calls and len(turn.malformed) == 1 and turn.malformed[0].reason, text

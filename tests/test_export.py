@@ -26,13 +26,14 @@ datasets = pytest.importorskip("datasets")
 FB = "ToolGym/FlightBooking-v0"
 SFT_COLUMNS = {
     *("messages", "tools", "env_id", "scenario_id", "kind", "split", "seed", "env_kwargs", "answer", "n_turns"),
-    "arguments",
+    *("arguments", "one_call_per_turn", "n_multi_call_turns"),
 }
 RL_COLUMNS = {
     *("data_source", "prompt", "ability", "reward_model", "extra_info"),
     *("tools", "unsolved_set", "answer", "solve_rate"),
     *("env_id", "env_kwargs", "split", "seed", "turn", "prefix", "scenario_id", "kind", "n_turns"),
     *("gold_response", "gold_reward", "arguments", "tools_in_prompt", "env_class", "reward_spec"),
+    *("one_call_per_turn", "n_multi_call_turns"),
 }
 
 

@@ -2,8 +2,12 @@
 
 Three action forms are accepted, because that is what policies emit:
 
-* raw completion text with Qwen/Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks
-  (several per turn);
+* raw completion text in the tool-call syntax of the model's own chat template, several calls per turn:
+  Qwen/Hermes ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks (Qwen2.5, Qwen3), the XML form
+  of Qwen3.5/Qwen3-Coder (``<tool_call><function=NAME><parameter=K>V</parameter></function></tool_call>``), GLM-4.5's
+  (``<tool_call>NAME<arg_key>K</arg_key><arg_value>V</arg_value></tool_call>``), Llama 3.1/3.2's bare
+  ``{"name": ..., "parameters": {...}}`` and gpt-oss's ``to=functions.NAME ... <|message|>{...}<|call|>``. The XML
+  forms write string values raw, so their values are typed by the tool's parameter schema when one is given;
 * an OpenAI assistant message dict with ``tool_calls`` (arguments as a JSON string or a dict);
 * a python-call string such as ``search_flights(origin="SFO", date="2026-03-04")`` (one call per line,
   or a list ``[f(a=1), g(b=2)]``), with literal keyword arguments only.
@@ -24,7 +28,12 @@ _OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _OPEN_LEN, _CLOSE_LEN = len(_OPEN), len(_CLOSE)
 # FTRL counts any of these left in a final answer as a malformed call.
 MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
-_END_TOKENS = ("<|endoftext|>", "<|im_end|>")
+_END_TOKENS = ("<|endoftext|>", "<|im_end|>")  # FTRL's
+_END_TOKENS += ("<|eot_id|>", "<|eom_id|>", "<|call|>", "<|return|>", "<|end|>", "<|user|>")  # Llama, gpt-oss, GLM
+_XML_FN, _XML_PARAM, _XML_PARAM_END = "<function=", "<parameter=", "</parameter>"
+_GLM_KEY, _GLM_KEY_END, _GLM_VAL, _GLM_VAL_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
+_OSS_TO, _OSS_MSG, _OSS_CALL, _OSS_FINAL = "to=functions.", "<|message|>", "<|call|>", "<|channel|>final<|message|>"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _PY_CALL_START = re.compile(r"^\s*\[?\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
 _raw_decode = json.JSONDecoder().raw_decode
 _JSON_WS = json.decoder.WHITESPACE.match
@@ -92,6 +101,117 @@ def _loads_stripped(body: str) -> Any:
     return obj
 
 
+def _typed(raw: str, prop: Any) -> Any:
+    """A raw XML-form value typed by its property schema: strings stay raw, anything else is read as JSON."""
+    ptype = prop.get("type") if isinstance(prop, dict) else None
+    if ptype == "string" or (isinstance(ptype, list) and ptype and ptype[0] == "string"):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _props(schemas: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    fn = (schemas or {}).get(name) or {}
+    props = (fn.get("parameters") or {}).get("properties") if isinstance(fn, dict) else None
+    return props if isinstance(props, dict) else {}
+
+
+def _between(text: str, start: int, close: str) -> tuple[str, int] | None:
+    end = text.find(close, start)
+    return None if end < 0 else (text[start:end], end + len(close))
+
+
+def _parse_xml_body(body: str, call_id: str, schemas: dict[str, Any] | None) -> ToolCall | str:
+    """Qwen3.5/Qwen3-Coder: ``<function=NAME>`` then ``<parameter=K>\nV\n</parameter>`` blocks."""
+    head = body[len(_XML_FN) :]
+    gt = head.find(">")
+    if gt <= 0:
+        return "the <function=...> tag has no tool name"
+    name, rest = head[:gt].strip(), head[gt + 1 :]
+    props = _props(schemas, name)
+    args: dict[str, Any] = {}
+    pos = 0
+    while (start := rest.find(_XML_PARAM, pos)) >= 0:
+        gt = rest.find(">", start)
+        got = _between(rest, gt + 1, _XML_PARAM_END) if gt > 0 else None
+        if got is None:
+            return "a <parameter=...> block is not closed with </parameter>"
+        key = rest[start + len(_XML_PARAM) : gt].strip()
+        raw, pos = got
+        args[key] = _typed(raw.removeprefix("\n").removesuffix("\n"), props.get(key))
+    return ToolCall(name, args, call_id)
+
+
+def _parse_glm_body(body: str, call_id: str, schemas: dict[str, Any] | None) -> ToolCall | str:
+    """GLM-4.5: the tool name, then ``<arg_key>K</arg_key><arg_value>V</arg_value>`` pairs."""
+    first = body.find(_GLM_KEY)
+    name = (body if first < 0 else body[:first]).strip()
+    if not name or not set(name) <= _NAME_CHARS:
+        return "the tool call has no tool name before its <arg_key> pairs"
+    props = _props(schemas, name)
+    args: dict[str, Any] = {}
+    pos = 0 if first < 0 else first
+    while first >= 0 and (start := body.find(_GLM_KEY, pos)) >= 0:
+        key = _between(body, start + len(_GLM_KEY), _GLM_KEY_END)
+        vstart = body.find(_GLM_VAL, key[1]) if key else -1
+        val = _between(body, vstart + len(_GLM_VAL), _GLM_VAL_END) if vstart >= 0 else None
+        if key is None or val is None:
+            return "an <arg_key> has no closed <arg_value> after it"
+        args[key[0].strip()] = _typed(val[0], props.get(key[0].strip()))
+        pos = val[1]
+    return ToolCall(name, args, call_id)
+
+
+def _parse_gpt_oss(text: str, id_prefix: str) -> ParsedTurn:
+    """gpt-oss (harmony): ``to=functions.NAME<|channel|>commentary json<|message|>{args}<|call|>`` per call."""
+    calls: list[ToolCall] = []
+    malformed: list[MalformedCall] = []
+    pos = 0
+    while (start := text.find(_OSS_TO, pos)) >= 0:
+        i = start + len(_OSS_TO)
+        j = i
+        while j < len(text) and text[j] in _NAME_CHARS:
+            j += 1
+        name = text[i:j]
+        call_id = f"{id_prefix}{len(calls) + len(malformed)}"
+        msg = text.find(_OSS_MSG, j)
+        if msg < 0:
+            malformed.append(MalformedCall(text[start:], "the call has no <|message|> with its arguments", call_id))
+            break
+        end = text.find(_OSS_CALL, msg)
+        nxt = text.find(_OSS_TO, msg)
+        end = min(e for e in (end, nxt if nxt >= 0 else -1, len(text)) if e >= 0)
+        body = text[msg + len(_OSS_MSG) : end].strip()
+        pos = end
+        try:
+            args = _loads_stripped(body) if body else {}
+        except json.JSONDecodeError as exc:
+            malformed.append(MalformedCall(body, f"the call's arguments are not valid JSON ({exc.msg})", call_id))
+            continue
+        parsed = _call_from_obj({"name": name, "arguments": args}, call_id)
+        if type(parsed) is str:
+            malformed.append(MalformedCall(body, parsed, call_id))
+        else:
+            calls.append(parsed)
+    return ParsedTurn(content="" if calls else text, calls=calls, malformed=malformed, raw=text)
+
+
+def _parse_bare_json(text: str, id_prefix: str) -> ParsedTurn | None:
+    """Llama 3.1/3.2: the whole turn is ``{"name": ..., "parameters": {...}}``; None when it is not such a call."""
+    try:
+        obj = _loads_stripped(text.removeprefix("<|python_tag|>").strip())
+    except json.JSONDecodeError:
+        return None
+    if not (isinstance(obj, dict) and isinstance(obj.get("name"), str) and ("parameters" in obj or "arguments" in obj)):
+        return None
+    parsed = _call_from_obj(obj, f"{id_prefix}0")
+    if type(parsed) is str:
+        return ParsedTurn(content=text, malformed=[MalformedCall(text, parsed, f"{id_prefix}0")], raw=text)
+    return ParsedTurn(content="", calls=[parsed], raw=text)
+
+
 def _split_blocks(text: str) -> tuple[list[str], list[str]]:
     """(outside pieces, call bodies) of ``<tool_call>...</tool_call>`` blocks: str.find, no regex backtracking."""
     outside: list[str] = []
@@ -111,7 +231,7 @@ def _split_blocks(text: str) -> tuple[list[str], list[str]]:
     return outside, bodies
 
 
-def _parse_hermes(text: str, id_prefix: str = "call_") -> ParsedTurn:
+def _parse_hermes(text: str, id_prefix: str = "call_", schemas: dict[str, Any] | None = None) -> ParsedTurn:
     outside, bodies = _split_blocks(text)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
@@ -121,9 +241,14 @@ def _parse_hermes(text: str, id_prefix: str = "call_") -> ParsedTurn:
         try:
             obj = _loads_stripped(body)
         except json.JSONDecodeError as exc:
-            malformed.append(MalformedCall(body, f"the tool call is not valid JSON ({exc.msg})", call_id))
-            continue
-        parsed = _call_from_obj(obj, call_id)
+            if body.startswith(_XML_FN):
+                parsed = _parse_xml_body(body, call_id, schemas)
+            elif _GLM_KEY in body or (body and set(body) <= _NAME_CHARS):
+                parsed = _parse_glm_body(body, call_id, schemas)
+            else:
+                parsed = f"the tool call is not valid JSON ({exc.msg})"
+        else:
+            parsed = _call_from_obj(obj, call_id)
         if type(parsed) is str:
             malformed.append(MalformedCall(body, parsed, call_id))
         else:
@@ -192,7 +317,12 @@ def _parse_python(text: str, tool_names: frozenset[str] | None, id_prefix: str =
     return ParsedTurn(content="" if calls else text.strip(), calls=calls, malformed=malformed, raw=text)
 
 
-def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None, id_prefix: str = "call_") -> ParsedTurn:
+def _parse_message(
+    msg: dict[str, Any],
+    tool_names: frozenset[str] | None,
+    id_prefix: str = "call_",
+    schemas: dict[str, Any] | None = None,
+) -> ParsedTurn:
     content = msg.get("content") or ""
     if not isinstance(content, str):
         content = json.dumps(content, ensure_ascii=False, default=str)
@@ -200,7 +330,7 @@ def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None, id_pr
     if not isinstance(raw_calls, list):
         raw_calls = [raw_calls]
     if not raw_calls:
-        return parse_text(content, tool_names, id_prefix)
+        return parse_text(content, tool_names, id_prefix, schemas)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
     for i, tc in enumerate(raw_calls):
@@ -214,14 +344,25 @@ def _parse_message(msg: dict[str, Any], tool_names: frozenset[str] | None, id_pr
     return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
 
 
-def parse_text(text: str, tool_names: frozenset[str] | None = None, id_prefix: str = "call_") -> ParsedTurn:
+def parse_text(
+    text: str, tool_names: frozenset[str] | None = None, id_prefix: str = "call_", schemas: dict[str, Any] | None = None
+) -> ParsedTurn:
     """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
     text = text.strip()
-    if text.endswith(_END_TOKENS):
+    while text.endswith(_END_TOKENS):
         for tok in _END_TOKENS:
             text = text.removesuffix(tok).strip()
     if "<tool_call>" in text:
-        return _parse_hermes(text, id_prefix)
+        return _parse_hermes(text, id_prefix, schemas)
+    if _OSS_TO in text:
+        return _parse_gpt_oss(text, id_prefix)
+    if _OSS_FINAL in text:  # gpt-oss's final channel: the answer is what follows it
+        answer = text[text.rindex(_OSS_FINAL) + len(_OSS_FINAL) :].strip()
+        return ParsedTurn(content=answer, raw=text)
+    if text.startswith(("{", "<|python_tag|>")):
+        parsed = _parse_bare_json(text, id_prefix)
+        if parsed is not None:
+            return parsed
     if _PY_CALL_START.match(text):
         parsed = _parse_python(text, tool_names, id_prefix)
         if parsed is not None:
@@ -229,21 +370,27 @@ def parse_text(text: str, tool_names: frozenset[str] | None = None, id_prefix: s
     return ParsedTurn(content=text, raw=text)
 
 
-def parse_action(action: Any, tool_names: frozenset[str] | None = None, id_prefix: str = "call_") -> ParsedTurn:
+def parse_action(
+    action: Any,
+    tool_names: frozenset[str] | None = None,
+    id_prefix: str = "call_",
+    schemas: dict[str, Any] | None = None,
+) -> ParsedTurn:
     """Parse any accepted action form; anything else is treated as its text (and so as an answer).
 
-    ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments.
+    ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments;
+    ``schemas`` (tool name -> OpenAI function schema) types the raw values of the XML call forms.
     Calls without an id get ``<id_prefix><i>``; the env passes a per-turn prefix so ids are unique in a dialogue.
     """
     if isinstance(action, str):
-        return parse_text(action, tool_names, id_prefix)
+        return parse_text(action, tool_names, id_prefix, schemas)
     if isinstance(action, dict):
-        return _parse_message(action, tool_names, id_prefix)
+        return _parse_message(action, tool_names, id_prefix, schemas)
     if isinstance(action, bytes):
-        return parse_text(action.decode("utf-8", errors="replace"), tool_names, id_prefix)
+        return parse_text(action.decode("utf-8", errors="replace"), tool_names, id_prefix, schemas)
     if action is None:
         return ParsedTurn(content="", raw="")
-    return parse_text(str(action), tool_names, id_prefix)
+    return parse_text(str(action), tool_names, id_prefix, schemas)
 
 
 def format_hermes(calls: list[tuple[str, dict[str, Any]]], content: str = "") -> str:

@@ -237,7 +237,7 @@ class ToolEnv(gym.Env):
             }
             return self._obs(), 0.0, True, False, info
         self._turn = turn = self._turn + 1
-        parsed = parse_action(action, self._tool_names, f"call_{turn}_")
+        parsed = parse_action(action, self._tool_names, f"call_{turn}_", self._schemas)
         calls, malformed = parsed.calls, parsed.malformed
         comp = _ZERO_COMPONENTS.copy()
         feedback: list[str] = []

@@ -45,7 +45,7 @@ from typing import Any
 import gymnasium as gym
 
 from toolgym.env import ToolEnv
-from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT, chat_arguments, render_prompt
+from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT, chat_arguments, n_multi_call_turns, render_prompt
 from toolgym.registry import manifest_for
 
 FORMATS = ("sft", "rl", "ftrl")
@@ -161,14 +161,23 @@ def gold_episode(env: gym.Env, seed: int) -> Episode:
 
 
 def sft_row(
-    ep: Episode, env_id: str, split: str | None, env_kwargs: dict[str, Any], *, arguments: str = "dict", **_: Any
+    ep: Episode,
+    env_id: str,
+    split: str | None,
+    env_kwargs: dict[str, Any],
+    *,
+    arguments: str = "dict",
+    one_call_per_turn: bool = False,
+    **_: Any,
 ) -> dict[str, Any]:
     if not ep.complete:
         raise ExportError(f"{env_id}: scenario {ep.scenario_id} has no gold calls, so no SFT trajectory")
     return {
-        "messages": chat_arguments(ep.messages, arguments),
+        "messages": render_prompt(ep.messages, ep.tools, "template", arguments, one_call_per_turn),
         "tools": _dumps(ep.tools),
         "arguments": arguments,
+        "one_call_per_turn": one_call_per_turn,
+        "n_multi_call_turns": n_multi_call_turns(ep.messages),
         "env_id": env_id,
         "scenario_id": ep.scenario_id,
         "kind": ep.kind,
@@ -188,6 +197,7 @@ def rl_rows(
     *,
     arguments: str = "dict",
     tools_in_prompt: str = "template",
+    one_call_per_turn: bool = False,
 ) -> Iterator[dict[str, Any]]:
     prefix: list[str] = []
     for turn in ep.turns:
@@ -197,7 +207,7 @@ def rl_rows(
         yield {
             # verl's RL dataset convention
             "data_source": env_id,
-            "prompt": render_prompt(turn.messages, ep.tools, tools_in_prompt, arguments),
+            "prompt": render_prompt(turn.messages, ep.tools, tools_in_prompt, arguments, one_call_per_turn),
             "ability": ABILITY,
             "reward_model": {"style": "rule", "ground_truth": ground_truth},
             # SkyRL's: the env class and the same ground truth
@@ -211,6 +221,7 @@ def rl_rows(
                 "turn": turn.index,
                 "scenario_id": ep.scenario_id,
                 "tools_in_prompt": tools_in_prompt,
+                "one_call_per_turn": one_call_per_turn,
             },
             # FTRL's turn-level record fields
             "tools": _dumps(ep.tools),
@@ -231,6 +242,8 @@ def rl_rows(
             "gold_reward": turn.reward,
             "arguments": arguments,
             "tools_in_prompt": tools_in_prompt,
+            "one_call_per_turn": one_call_per_turn,
+            "n_multi_call_turns": n_multi_call_turns(turn.messages),
         }
         if turn.action is not None:
             prefix.append(turn.action)
@@ -336,6 +349,7 @@ class ExportResult:
     rows_written: int
     rows_total: int
     episodes: int
+    multi_call_rows: int = 0  # rows with several-call turns, which one-call chat templates cannot render
 
 
 def export(
@@ -352,12 +366,14 @@ def export(
     num_workers: int | None = None,
     arguments: str = "dict",
     tools_in_prompt: str = "template",
+    one_call_per_turn: bool = False,
     **knobs: Any,
 ) -> ExportResult:
     """Export episodes ``seed .. seed+episodes-1`` of ``env_id`` in ``fmt``; appends only rows not yet written.
 
-    ``arguments`` (``dict`` or ``json``) and ``tools_in_prompt`` (``template``, ``hermes``, ``none``; rl only)
-    shape the chat columns of sft and rl rows (module docstring); a file keeps the options it was started with.
+    ``arguments`` (``dict`` or ``json``), ``tools_in_prompt`` (``template``, ``hermes``, ``none``; rl only) and
+    ``one_call_per_turn`` shape the chat columns of sft and rl rows (module docstring); a file keeps the options
+    it was started with. ``ExportResult.multi_call_rows`` counts rows whose chat has several-call turns.
 
     ``backend="ray"`` generates the episodes on Ray worker actors (``ray_address``, else ``RAY_ADDRESS``, else a
     local Ray instance; ``num_workers`` actors, default the cluster's CPUs); this process writes their rows in
@@ -374,7 +390,10 @@ def export(
         raise ExportError(f"unknown arguments form {arguments!r}; choose one of {', '.join(ARGUMENTS)}")
     if tools_in_prompt not in TOOLS_IN_PROMPT:
         raise ExportError(f"unknown tools_in_prompt {tools_in_prompt!r}; choose one of {', '.join(TOOLS_IN_PROMPT)}")
-    opts = {"sft": {"arguments": arguments}, "rl": {"arguments": arguments, "tools_in_prompt": tools_in_prompt}}
+    opts = {
+        "sft": {"arguments": arguments, "one_call_per_turn": one_call_per_turn},
+        "rl": {"arguments": arguments, "tools_in_prompt": tools_in_prompt, "one_call_per_turn": one_call_per_turn},
+    }
     opts = opts.get(fmt, {})
     env_kwargs = env_kwargs_for(env_id, split, **knobs)
     path = output_path(out_dir, env_id, split, fmt)
@@ -389,7 +408,7 @@ def export(
                 "export to another --out directory"
             )
         for key, value in opts.items():
-            have = row.get(key, "json" if key == "arguments" else "template")  # files written before the option
+            have = row.get(key, {"arguments": "json", "tools_in_prompt": "template"}.get(key, False))  # older files
             if have != value:
                 raise ExportError(
                     f"{path} holds rows written with {key}={have!r}, not {value!r}; export to another --out directory"
@@ -425,7 +444,8 @@ def export(
         if path.exists() and path.stat().st_size == 0:
             path.unlink()  # nothing was written (e.g. the format does not fit the env): leave no empty file
     pq_path = write_parquet(path) if parquet else None
-    return ExportResult(path, pq_path, written, len(existing) + written, episodes)
+    multi = sum(1 for r in read_rows(path) if r.get("n_multi_call_turns") and not r.get("one_call_per_turn"))
+    return ExportResult(path, pq_path, written, len(existing) + written, episodes, multi)
 
 
 def episode_rows(
@@ -520,8 +540,10 @@ def _env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 
 def _expected_prompt(obs: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
     """The env's chat as the row's prompt shows it (its tools_in_prompt; arguments compared as dicts)."""
-    mode = row.get("tools_in_prompt") or (row.get("extra_info") or {}).get("tools_in_prompt") or "template"
-    return chat_arguments(render_prompt(_strip_none(obs["messages"]), obs["tools"], mode), "dict")
+    extra = row.get("extra_info") or {}
+    mode = row.get("tools_in_prompt") or extra.get("tools_in_prompt") or "template"
+    split = bool(row.get("one_call_per_turn", extra.get("one_call_per_turn", False)))
+    return chat_arguments(render_prompt(_strip_none(obs["messages"]), obs["tools"], mode, "dict", split), "dict")
 
 
 def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:

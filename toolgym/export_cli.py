@@ -27,6 +27,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             num_workers=args.num_workers,
             arguments=args.arguments,
             tools_in_prompt=args.tools_in_prompt,
+            one_call_per_turn=args.one_call_per_turn,
             **knobs,
         )
     except (ExportError, ImportError) as exc:
@@ -36,6 +37,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{res.path}: {res.rows_written} rows written, {kept} already there, {res.rows_total} in all")
     if res.parquet:
         print(f"{res.parquet}: rewritten from the JSONL")
+    if res.multi_call_rows:
+        print(
+            f"note: {res.multi_call_rows} rows have assistant turns with several calls; Llama 3.1/3.2's chat templates "
+            "raise on them and gpt-oss's renders only the first call: export with --one-call-per-turn for those"
+        )
     return 0
 
 
@@ -57,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=ARGUMENTS,
         default="dict",
         help="tool-call arguments in sft/rl chats: dicts, as chat templates expect (default), or JSON strings",
+    )
+    p.add_argument(
+        "--one-call-per-turn",
+        action="store_true",
+        help="split several-call assistant turns into one turn per call (for one-call chat templates)",
     )
     p.add_argument(
         "--tools-in-prompt",

@@ -126,19 +126,62 @@ def chat_arguments(messages: list[dict[str, Any]], arguments: str = "dict") -> l
     return out
 
 
+def n_multi_call_turns(messages: list[dict[str, Any]]) -> int:
+    """Assistant turns with several calls: what one-call templates (Llama 3.1/3.2, gpt-oss) cannot express."""
+    return sum(1 for m in messages if m.get("role") == "assistant" and len(m.get("tool_calls") or []) > 1)
+
+
+def split_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat with every several-call assistant turn split into one turn per call, each followed by its result.
+
+    Llama 3.1/3.2's templates raise on a turn with two calls and gpt-oss's renders only the first; split, each call
+    is rendered (the turn's text goes with its first call). Results are matched to calls by ``tool_call_id``.
+    """
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        m = messages[i]
+        calls = m.get("tool_calls") or []
+        if m.get("role") != "assistant" or len(calls) < 2:
+            out.append(m)
+            i += 1
+            continue
+        j = i + 1
+        results: dict[str, dict[str, Any]] = {}
+        rest: list[dict[str, Any]] = []
+        while j < len(messages) and messages[j].get("role") == "tool":
+            r = messages[j]
+            if r.get("tool_call_id") in results or r.get("tool_call_id") not in {c.get("id") for c in calls}:
+                rest.append(r)
+            else:
+                results[r["tool_call_id"]] = r
+            j += 1
+        for k, call in enumerate(calls):
+            out.append({**m, "content": m.get("content") if k == 0 else "", "tool_calls": [call]})
+            if call.get("id") in results:
+                out.append(results[call["id"]])
+        out.extend(rest)  # results of unreadable calls (no call id to pair with) stay after the turn
+        i = j
+    return out
+
+
 def render_prompt(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
     tools_in_prompt: str = "template",
     arguments: str = "dict",
+    one_call_per_turn: bool = False,
 ) -> list[dict[str, Any]]:
     """An env's chat as an exported prompt.
 
     ``template``/``none``: the chat itself (the tools travel beside it, for the model's chat template, or not at
     all); ``hermes``: the text-mode chat, tools in the system message, for rollouts that apply one global tool list.
+    ``one_call_per_turn`` splits several-call turns (:func:`split_calls`) for one-call templates.
     """
     if tools_in_prompt not in TOOLS_IN_PROMPT:
         raise ValueError(f"tools_in_prompt must be one of {TOOLS_IN_PROMPT}, got {tools_in_prompt!r}")
+    if one_call_per_turn:
+        messages = split_calls(messages)
     if tools_in_prompt == "hermes":
         return text_prompt(messages, tools)
     return chat_arguments(messages, arguments)
