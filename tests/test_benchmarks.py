@@ -1,0 +1,35 @@
+"""Every benchmark script runs end to end on a tiny budget and writes its JSON (the numbers are not checked here:
+speed is measured by running the scripts, not by timed tests)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = {
+    "step_overhead.py": ["--rounds", "1", "--calls", "50", "--resets", "10"],
+    "isolation_overhead.py": ["--rounds", "1", "--calls", "20", "--restarts", "2"],
+    "vector_throughput.py": ["--quick"],
+    "build_throughput.py": ["--budget", "2", "--resets", "5"],
+}
+
+
+def test_every_benchmark_has_a_tiny_run():
+    assert sorted(p.name for p in BENCH.glob("*.py")) == sorted(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_benchmark_runs_tiny(script, tmp_path):
+    args = [*TINY[script]]
+    out = tmp_path / "out.json"
+    takes_out = "--out" in (BENCH / script).read_text()
+    if takes_out:
+        args += ["--out", str(out)]
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip()  # the table
+    if takes_out:
+        assert json.loads(out.read_text())
