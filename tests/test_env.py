@@ -280,3 +280,19 @@ def test_step_reports_the_messages_it_appended():
             break
     _, _, _, _, info = env.step("again")
     assert info["new_messages"] == []
+
+
+def test_a_bare_number_is_a_final_answer_in_the_action_space():
+    """Trainers' action parsers may hand over "154" as an int: it is in the space and steps as its text."""
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make("ToolGym/FlightBooking-v0")
+    for x in (154, 3.5, np.int64(7)):
+        assert env.action_space.contains(x)
+    assert not env.action_space.contains(True) and not env.action_space.contains([1])
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(154)
+    assert terminated and info["new_messages"][0]["content"] == "154"
+    env.reset(seed=0)
+    assert env.step("154")[1] == reward

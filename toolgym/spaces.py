@@ -49,7 +49,11 @@ class ChatObservation(spaces.Space):
 
 
 class AssistantTurn(spaces.Space):
-    """One assistant turn: completion text, or an OpenAI assistant message dict."""
+    """One assistant turn: completion text, an OpenAI assistant message dict, or a number (a bare final answer).
+
+    Numbers are in the space because action parsers in trainers (verifiers, for one) turn a completion such as
+    "154" into an int before it reaches the env; the env steps it as its text.
+    """
 
     def __init__(self, max_length: int = 1_000_000, seed: int | np.random.Generator | None = None):
         super().__init__(shape=None, dtype=None, seed=seed)
@@ -62,7 +66,7 @@ class AssistantTurn(spaces.Space):
     def contains(self, x: Any) -> bool:
         if isinstance(x, str):
             return len(x) <= self.max_length
-        return isinstance(x, dict)
+        return isinstance(x, (dict, int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
     def sample(self, mask: Any = None, probability: Any = None) -> str:
         n = int(self.np_random.integers(0, 8))
