@@ -296,3 +296,19 @@ def test_a_bare_number_is_a_final_answer_in_the_action_space():
     assert terminated and info["new_messages"][0]["content"] == "154"
     env.reset(seed=0)
     assert env.step("154")[1] == reward
+
+
+def test_an_action_of_another_type_is_malformed_feedback_not_an_answer():
+    import gymnasium as gym
+
+    env = gym.make("ToolGym/FlightBooking-v0")
+    env.reset(seed=0)
+    for bad in (None, ["x"], True, object()):
+        _, _, terminated, truncated, info = env.step(bad)
+        assert not terminated and not truncated
+        assert info["reward_components"]["n_bad_json"] == 1 and "an action is text" in info["feedback"][0]
+    gold = env.unwrapped.gold_actions()
+    env.reset(seed=0)
+    for action in gold:
+        _, _, terminated, _, _ = env.step(action)
+    assert terminated and env.unwrapped.episode_metrics()["solve_f1"] == 1.0  # the env kept working

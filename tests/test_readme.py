@@ -83,9 +83,10 @@ def test_blocks_run_in_order(tmp_path, monkeypatch):
     os.replace(ftrl.path, tmp_path / "records.jsonl")
     rows = read_rows(tmp_path / "exports" / "FlightBooking-v0.train.rl.jsonl")
     ns = {"completion_text": rows[0]["gold_response"]}
-    for body in blocks("python"):
-        if not _placed(body):
-            exec(compile(body, "README.md", "exec"), ns)
+    for i, body in enumerate(b for b in blocks("python") if not _placed(b)):
+        exec(compile(body, "README.md", "exec"), ns)
+        if i == 0:  # the Use block's call finds its sub-answer
+            assert ns["reward"] == 1.0 and ns["info"]["reward_components"]["n_solved_now"] == 1
     assert ns["reward"] == pytest.approx(rows[0]["gold_reward"])  # the export block's score of the gold turn
 
 

@@ -376,7 +376,7 @@ def parse_action(
     id_prefix: str = "call_",
     schemas: dict[str, Any] | None = None,
 ) -> ParsedTurn:
-    """Parse any accepted action form; anything else is treated as its text (and so as an answer).
+    """Parse any accepted action form (text, message dict, bytes, a number); anything else is a malformed action.
 
     ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments;
     ``schemas`` (tool name -> OpenAI function schema) types the raw values of the XML call forms.
@@ -388,9 +388,16 @@ def parse_action(
         return _parse_message(action, tool_names, id_prefix, schemas)
     if isinstance(action, bytes):
         return parse_text(action.decode("utf-8", errors="replace"), tool_names, id_prefix, schemas)
-    if action is None:
-        return ParsedTurn(content="", raw="")
-    return parse_text(str(action), tool_names, id_prefix, schemas)
+    if (isinstance(action, (int, float)) and not isinstance(action, bool)) or _is_np_number(action):
+        return parse_text(str(action), tool_names, id_prefix, schemas)  # a bare number is a final answer
+    text = repr(action)
+    reason = f"an action is text, an OpenAI assistant message dict or a number, not {type(action).__name__}"
+    return ParsedTurn(content=text, malformed=[MalformedCall(text[:200], reason, f"{id_prefix}0")], raw=text)
+
+
+def _is_np_number(x: Any) -> bool:
+    t = type(x)
+    return t.__module__ == "numpy" and t.__name__.startswith(("int", "uint", "float"))
 
 
 def format_hermes(calls: list[tuple[str, dict[str, Any]]], content: str = "") -> str:
