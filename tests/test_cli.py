@@ -24,3 +24,20 @@ def test_list_and_show():
     assert "ToolGym/FlightBooking-v0" in listing and "ToolGym/FTRLSample-v0" in listing
     shown = run("show", "ToolGym/FlightBooking-v0", "--seed", "4", "--kind", "multi_hop").stdout
     assert "gold plan:" in shown and "turn 2:" in shown and "final answer" in shown
+
+
+def test_user_errors_are_one_line_with_exit_code_2():
+    for args, want in (
+        (["eval", "ToolGym/FlightBookin-v0"], "did you mean ToolGym/FlightBooking-v0?"),
+        (["eval", "ToolGym/FlightBooking-v0", "--episodes", "2", "--hops", "9"], "hops must be an integer"),
+        (["show", "ToolGym/Nope-v0"], "not a registered toolgym env"),
+    ):
+        res = subprocess.run([sys.executable, "-m", "toolgym.cli", *args], capture_output=True, text=True)
+        assert res.returncode == 2 and want in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    cmd = f"{sys.executable} -m toolgym.cli eval ToolGym/FlightBooking-v0 --episodes 40 | head -1"
+    res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True)
+    assert "BrokenPipeError" not in res.stderr and "Traceback" not in res.stderr

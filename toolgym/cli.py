@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -17,6 +18,7 @@ from toolgym.build import cli as build_cli
 from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
+from toolgym.packs import PackError
 from toolgym.registry import manifest_for, registered_ids
 from toolgym.scenario import KINDS
 
@@ -165,8 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error is one line on stderr and exit code 2 (``TOOLGYM_DEBUG=1``: the traceback)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # e.g. `toolgym eval ... | head`: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (PackError, ValueError, TypeError, gym.error.Error) as exc:
+        if os.environ.get("TOOLGYM_DEBUG"):
+            raise
+        print(f"toolgym {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ module of a procedural pack is imported only when its env is made.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 from functools import lru_cache, partial
 from pathlib import Path
@@ -118,5 +119,7 @@ def registered_ids() -> list[str]:
 
 def manifest_for(env_id: str) -> dict[str, Any]:
     if env_id not in _MANIFESTS:
-        raise PackError(env_id, "id", f"not a registered toolgym env; known: {', '.join(registered_ids())}")
+        close = difflib.get_close_matches(env_id, registered_ids(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise PackError(env_id, "id", f"not a registered toolgym env; {hint}known: {', '.join(registered_ids())}")
     return _MANIFESTS[env_id]
