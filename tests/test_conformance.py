@@ -2,6 +2,7 @@
 
 import copy
 import pickle
+import warnings
 
 import gymnasium as gym
 import pytest
@@ -20,8 +21,14 @@ def test_registry_is_not_empty():
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_env_checker(env_id):
-    env = gym.make(env_id)
-    check_env(env.unwrapped, skip_render_check=True)
+    """Gymnasium's checker, every warning an error; gym.make keeps its passive checker on, so a first step that
+    breaks the API warns users too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make(env_id, render_mode="ansi")
+        check_env(env.unwrapped)
+        env.reset(seed=0)
+        env.step("a final answer")
 
 
 def _has_gold(env) -> bool:

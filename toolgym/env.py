@@ -98,7 +98,7 @@ class ToolEnv(gym.Env):
     ``close()`` stops the worker.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # a text dialogue; the fps only satisfies the checker
 
     def __init__(
         self,

@@ -99,7 +99,6 @@ def register_pack(path: str | Path) -> str:
         entry_point="toolgym.registry:make_env",
         vector_entry_point="toolgym.vector:make_vector_env",
         kwargs={"pack": eid},
-        disable_env_checker=True,
     )
     return eid
 
