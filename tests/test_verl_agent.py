@@ -79,16 +79,16 @@ def setup(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("verl_agent")
     model_dir = save_tiny_model_dir(tmp / "model")
-    (tmp / "agent_loops.yaml").write_text(AGENT_LOOP_YAML)
     overrides = [
         f"actor_rollout_ref.model.path={model_dir}",
-        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={tmp / 'agent_loops.yaml'}",
+        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={AGENT_LOOP_YAML}",  # the shipped file
         "actor_rollout_ref.rollout.agent.default_agent_loop=toolgym_agent",
         "actor_rollout_ref.rollout.multi_turn.enable=true",
         "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=8",
         "actor_rollout_ref.rollout.prompt_length=8192",
         "actor_rollout_ref.rollout.response_length=8192",
         "actor_rollout_ref.rollout.calculate_log_probs=true",
+        "actor_rollout_ref.rollout.name=vllm",  # required by the config schema; no engine is started
     ]
     config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
@@ -241,3 +241,53 @@ def test_bad_row_gets_a_clear_error(setup):
     row["prompt"] = [{"role": "user", "content": "not this scenario"}]
     with pytest.raises(RestoreError, match="differ from the row's prompt"):
         _run_all(setup, [(row, WRONG)])
+
+
+def test_agent_loop_worker_runs_toolgym_episodes_end_to_end(setup):
+    """verl's real ``AgentLoopWorker.generate_sequences``: rl rows carry no ``agent_name``, so
+    ``default_agent_loop=toolgym_agent`` picks the loop; the padded batch carries the episode return in
+    ``rm_scores`` at the last response token and FTRL's turn rewards per sample."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    rows, tok = setup["rows"], setup["tokenizer"]
+    starts = [r for r in rows if r["turn"] == 0]
+    scripts = {}
+    for row in starts:
+        prompt = tok.apply_chat_template(
+            row["prompt"], tools=json.loads(row["tools"]), tokenize=False, add_generation_prompt=True
+        )
+        scripts[tuple(tok.encode(prompt, add_special_tokens=False))] = _gold_actions(rows, row)
+    server = ScriptedServer(tok, scripts)
+    # the columns RLHFDataset hands over for an rl row (prompt -> raw_prompt; extra_info.index -> index)
+    columns = ("data_source", "reward_model", "extra_info", "env_id", "seed", "prefix")
+    non_tensors = {k: np.array([r[k] for r in starts], dtype=object) for k in columns}
+    non_tensors["raw_prompt"] = np.array([r["prompt"] for r in starts], dtype=object)
+    non_tensors["index"] = np.arange(len(starts))
+    data = DataProto.from_dict(
+        tensors={"dummy_tensor": torch.zeros(len(starts), 1, dtype=torch.uint8)}, non_tensors=non_tensors
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        worker = AgentLoopWorker(setup["config"], server)
+        out = loop.run_until_complete(worker.generate_sequences(data))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+    assert list(out.non_tensor_batch["agent_name"]) == ["toolgym_agent"] * len(starts)
+    returns = [sum(r["gold_reward"] for r in rows if r["seed"] == s["seed"]) for s in starts]
+    assert out.batch["rm_scores"].sum(-1).tolist() == pytest.approx(returns)
+    prompt_len = out.batch["prompts"].shape[1]
+    last = out.batch["attention_mask"][:, prompt_len:].sum(-1) - 1
+    assert out.batch["rm_scores"][torch.arange(len(starts)), last].tolist() == pytest.approx(returns)
+    for i, row in enumerate(starts):
+        gold = [r["gold_reward"] for r in rows if r["seed"] == row["seed"]]
+        assert out.non_tensor_batch["turn_scores"][i] == pytest.approx(gold)
+        n_model = sum(len(tok.encode(a, add_special_tokens=False)) + 1 for a in _gold_actions(rows, row))
+        assert int(out.batch["response_mask"][i].sum()) == n_model  # only the model's tokens are trained on
+    assert out.meta_info["reward_extra_keys"] == ["score", "toolgym_turns", "toolgym_done", "toolgym_n_unsolved"]
+    assert out.non_tensor_batch["score"].tolist() == pytest.approx(returns)

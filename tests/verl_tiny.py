@@ -78,6 +78,7 @@ def save_tiny_model_dir(path: str | Path) -> Path:
     tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(path)
     Qwen2Config(
+        architectures=["Qwen2ForCausalLM"],
         vocab_size=len(tokenizer),
         hidden_size=16,
         intermediate_size=32,

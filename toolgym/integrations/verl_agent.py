@@ -9,7 +9,7 @@ exactly what the chat template renders. FTRL's per-turn rewards go to ``extra_fi
 return (their sum) is ``reward_score``, which verl writes to ``rm_scores`` so no reward function runs for these rows.
 
 Enable it with ``actor_rollout_ref.rollout.agent.agent_loop_config_path`` pointing at a yaml listing
-``{name: toolgym_agent, _target_: toolgym.integrations.verl_agent.ToolGymAgentLoop}`` (see :data:`AGENT_LOOP_YAML`)
+``{name: toolgym_agent, _target_: toolgym.integrations.verl_agent.ToolGymAgentLoop}`` (shipped: :data:`AGENT_LOOP_YAML`)
 and ``default_agent_loop=toolgym_agent`` (rl rows carry no ``agent_name`` column). This module imports verl, so only
 verl (or its yaml) imports it.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -28,7 +29,7 @@ from verl.utils.profiler import simple_timer
 from toolgym.export import RestoreError, _as_json, _strip_none
 
 AGENT_NAME = "toolgym_agent"
-AGENT_LOOP_YAML = f"- name: {AGENT_NAME}\n  _target_: toolgym.integrations.verl_agent.ToolGymAgentLoop\n"
+AGENT_LOOP_YAML = str(Path(__file__).with_name("verl_agent_loop.yaml"))  # for agent_loop_config_path
 
 __all__ = ["AGENT_LOOP_YAML", "AGENT_NAME", "ToolGymAgentLoop", "episode_spec"]
 
