@@ -291,3 +291,40 @@ def test_agent_loop_worker_runs_toolgym_episodes_end_to_end(setup):
         assert int(out.batch["response_mask"][i].sum()) == n_model  # only the model's tokens are trained on
     assert out.meta_info["reward_extra_keys"] == ["score", "toolgym_turns", "toolgym_done", "toolgym_n_unsolved"]
     assert out.non_tensor_batch["score"].tolist() == pytest.approx(returns)
+
+
+def test_exported_parquet_through_rlhf_dataset_and_agent_loop_worker(setup, tmp_path):
+    """The whole data path of a run: ``toolgym.export`` parquet -> verl's ``RLHFDataset`` + ``collate_fn`` ->
+    ``DataProto.from_single_dict`` -> ``AgentLoopWorker``: the rl rows work as written (Arrow's None fillers and all),
+    and the episode returns equal the exported gold rewards summed from each row's turn on."""
+    from verl import DataProto
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+    from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
+
+    from toolgym.export import export, read_rows
+
+    res = export(ENV_ID, "rl", 2, tmp_path, split=None)
+    assert res.parquet is not None
+    rows, tok, config = read_rows(res.path), setup["tokenizer"], setup["config"]
+    dataset = RLHFDataset(data_files=[str(res.parquet)], tokenizer=tok, config=config.data, processor=None)
+    assert len(dataset) == len(rows)  # no prompt filtered out as overlong
+    data = DataProto.from_single_dict(collate_fn([dataset[i] for i in range(len(dataset))]))
+    scripts = {}
+    for row in rows:
+        prompt = tok.apply_chat_template(
+            row["prompt"], tools=json.loads(row["tools"]), tokenize=False, add_generation_prompt=True
+        )
+        scripts[tuple(tok.encode(prompt, add_special_tokens=False))] = _gold_actions(rows, row)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        out = loop.run_until_complete(AgentLoopWorker(config, ScriptedServer(tok, scripts)).generate_sequences(data))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    by_index = {r["extra_info"]["index"]: r for r in rows}
+    expected = []
+    for index in out.non_tensor_batch["index"]:
+        row = by_index[int(index)]
+        expected.append(sum(r["gold_reward"] for r in rows if r["seed"] == row["seed"] and r["turn"] >= row["turn"]))
+    assert out.batch["rm_scores"].sum(-1).tolist() == pytest.approx(expected)
