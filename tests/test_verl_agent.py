@@ -64,6 +64,7 @@ class ScriptedServer:
         turn = self.turn.get(request_id, 0)
         self.turn[request_id] = turn + 1
         ids = [*self.tokenizer.encode(self.scripts[key][turn], add_special_tokens=False), self.tokenizer.eos_token_id]
+        ids = ids[: sampling_params.get("max_tokens", len(ids))]  # the servers stop at max_tokens
         self.last[request_id] = list(prompt_ids) + ids
         self.sampling_params.append(dict(sampling_params))
         return TokenOutput(token_ids=ids, log_probs=[-0.5] * len(ids), stop_reason="completed")
@@ -181,7 +182,7 @@ def _gold_actions(rows, row):
     return [r["gold_response"] for r in rows if r["seed"] == row["seed"] and r["turn"] >= row["turn"]]
 
 
-def _run_all(setup, samples_actions):
+def _run_all(setup, samples_actions, response_length=None):
     """Every episode in flight at once on one event loop, as ``AgentLoopWorker.generate_sequences`` runs them."""
     tok = setup["tokenizer"]
     loop = asyncio.new_event_loop()
@@ -195,13 +196,16 @@ def _run_all(setup, samples_actions):
             scripts[tuple(tok.encode(prompt, add_special_tokens=False))] = actions
         server = ScriptedServer(tok, scripts)
         loops = [_loop(setup, server) for _ in samples_actions]
+        for lp in loops:
+            lp.response_length = response_length or lp.response_length
         params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
         outs = loop.run_until_complete(
             asyncio.gather(
                 *(lp.run(params, **_sample(row)) for lp, (row, _) in zip(loops, samples_actions, strict=True))
             )
         )
-        assert all(p == params for p in server.sampling_params)
+        assert all({k: v for k, v in p.items() if k != "max_tokens"} == params for p in server.sampling_params)
+        assert all(p["max_tokens"] >= 1 for p in server.sampling_params)
         return outs
     finally:
         loop.close()
@@ -328,3 +332,19 @@ def test_exported_parquet_through_rlhf_dataset_and_agent_loop_worker(setup, tmp_
         row = by_index[int(index)]
         expected.append(sum(r["gold_reward"] for r in rows if r["seed"] == row["seed"] and r["turn"] >= row["turn"]))
     assert out.batch["rm_scores"].sum(-1).tolist() == pytest.approx(expected)
+
+
+def test_response_budget_caps_the_episode(setup):
+    """A turn may generate only what is left of ``rollout.response_length``: the cut text is what the env scores,
+    the episode stops there, and its return is the reward of the turns actually played."""
+    rows, tok = setup["rows"], setup["tokenizer"]
+    row = rows[0]
+    actions = _gold_actions(rows, row)
+    budget = len(tok.encode(actions[0], add_special_tokens=False)) // 2
+    (out,) = _run_all(setup, [(row, actions)], response_length=budget)
+    cut = tok.decode(tok.encode(actions[0], add_special_tokens=False)[:budget])
+    rewards, _ = _play(row, [cut])
+    assert out.response_ids == tok.encode(cut, add_special_tokens=False) and out.response_mask == [1] * budget
+    assert out.extra_fields["turn_scores"] == pytest.approx(rewards) and out.reward_score == pytest.approx(rewards[0])
+    assert rewards[0] < row["gold_reward"]  # half a tool call is not the gold call
+    assert out.extra_fields["reward_extra_info"]["toolgym_turns"] == 1.0  # nothing is played past the budget

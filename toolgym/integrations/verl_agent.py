@@ -131,9 +131,13 @@ class ToolGymAgentLoop(AgentLoopBase):
         done = False
         assistant_turns = user_turns = 0
         while True:
+            # the turn may use only what is left of the response budget, so the text the env scores is exactly the
+            # tokens kept for training (vLLM's and SGLang's servers both read max_tokens)
+            budget = self.response_length - len(response_mask)
+            params = {**sampling_params, "max_tokens": min(budget, sampling_params.get("max_tokens") or budget)}
             with simple_timer("generate_sequences", metrics):
                 output = await self.server_manager.generate(
-                    request_id=request_id, prompt_ids=runtime_ids, sampling_params=sampling_params
+                    request_id=request_id, prompt_ids=runtime_ids, sampling_params=params
                 )
             assistant_turns += 1
             merge, response_mask, merged_logprobs = await self.ct_merge_assistant_token(
