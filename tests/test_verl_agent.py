@@ -182,7 +182,7 @@ def _gold_actions(rows, row):
     return [r["gold_response"] for r in rows if r["seed"] == row["seed"] and r["turn"] >= row["turn"]]
 
 
-def _run_all(setup, samples_actions, response_length=None):
+def _run_all(setup, samples_actions, response_length=None, max_assistant_turns=None):
     """Every episode in flight at once on one event loop, as ``AgentLoopWorker.generate_sequences`` runs them."""
     tok = setup["tokenizer"]
     loop = asyncio.new_event_loop()
@@ -198,6 +198,7 @@ def _run_all(setup, samples_actions, response_length=None):
         loops = [_loop(setup, server) for _ in samples_actions]
         for lp in loops:
             lp.response_length = response_length or lp.response_length
+            lp.max_assistant_turns = max_assistant_turns or lp.max_assistant_turns
         params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True}
         outs = loop.run_until_complete(
             asyncio.gather(
@@ -348,3 +349,18 @@ def test_response_budget_caps_the_episode(setup):
     assert out.extra_fields["turn_scores"] == pytest.approx(rewards) and out.reward_score == pytest.approx(rewards[0])
     assert rewards[0] < row["gold_reward"]  # half a tool call is not the gold call
     assert out.extra_fields["reward_extra_info"]["toolgym_turns"] == 1.0  # nothing is played past the budget
+
+
+def test_one_turn_mode_is_ftrl_turn_level_scoring(setup):
+    """With ``multi_turn.max_assistant_turns=1`` every rl row is one FTRL turn-level sample: the prompt carries the
+    row's tool schemas (verl's ``single_turn_agent`` renders none) and the reward equals ``compute_score``."""
+    from toolgym.export import compute_score
+
+    rows = setup["rows"]
+    outs = _run_all(setup, [(row, [row["gold_response"]]) for row in rows], max_assistant_turns=1)
+    for row, out in zip(rows, outs, strict=True):
+        expected = compute_score(
+            row["data_source"], row["gold_response"], row["reward_model"]["ground_truth"], row["extra_info"]
+        )["score"]
+        assert out.reward_score == pytest.approx(expected) == pytest.approx(row["gold_reward"])
+        assert out.response_mask == [1] * len(out.response_ids)

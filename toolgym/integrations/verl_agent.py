@@ -10,8 +10,10 @@ return (their sum) is ``reward_score``, which verl writes to ``rm_scores`` so no
 
 Enable it with ``actor_rollout_ref.rollout.agent.agent_loop_config_path`` pointing at a yaml listing
 ``{name: toolgym_agent, _target_: toolgym.integrations.verl_agent.ToolGymAgentLoop}`` (shipped: :data:`AGENT_LOOP_YAML`)
-and ``default_agent_loop=toolgym_agent`` (rl rows carry no ``agent_name`` column). This module imports verl, so only
-verl (or its yaml) imports it.
+and ``default_agent_loop=toolgym_agent`` (rl rows carry no ``agent_name`` column). With
+``multi_turn.max_assistant_turns=1`` each rl row is one FTRL turn-level sample (reward = ``compute_score`` of the
+turn), and unlike verl's ``single_turn_agent`` the prompt carries the row's tool schemas. This module imports verl,
+so only verl (or its yaml) imports it.
 """
 
 from __future__ import annotations
