@@ -4,9 +4,10 @@ verl's own ``tool_agent`` loop runs stateless tools from a tool config; toolgym'
 (and FTRL scores every turn against the unsolved set), so the env itself must step each turn. This loop restores the
 env from the rl row (``reward_model.ground_truth`` carries env_id, env_kwargs, seed and prefix), asks verl's server
 manager for each assistant turn by token ids, steps the env with the decoded text, and appends the env's tool
-messages as observation tokens (``response_mask`` 0) through verl's continuous-token builder, so the token stream is
-exactly what the chat template renders. FTRL's per-turn rewards go to ``extra_fields["turn_scores"]``; the episode's
-return (their sum) is ``reward_score``, which verl writes to ``rm_scores`` so no reward function runs for these rows.
+messages as observation tokens (``response_mask`` 0) through verl's continuous-token builder, so they are the tokens
+the model's chat template renders for those messages, while the model's own tokens are kept as generated. FTRL's
+per-turn rewards go to ``extra_fields["turn_scores"]``; the episode's return (their sum) is ``reward_score``, which
+verl writes to ``rm_scores`` so no reward function runs for these rows.
 
 Enable it with ``actor_rollout_ref.rollout.agent.agent_loop_config_path`` pointing at a yaml listing
 ``{name: toolgym_agent, _target_: toolgym.integrations.verl_agent.ToolGymAgentLoop}`` (shipped: :data:`AGENT_LOOP_YAML`)
