@@ -2,7 +2,12 @@
 
 verl loads this file by path (``custom_reward_function.path``) and execs it without registering it as a module,
 so it defines nothing that needs its own module entry (no dataclasses): it only re-exports the scorer, whose env
-cache is per thread, because verl's reward manager scores a batch's rows at once on a thread pool.
+cache is per thread, because verl's reward manager scores a batch's rows at once on a thread pool (verl 0.9.1:
+``RewardLoopWorker`` runs the ``naive`` manager's ``run_single`` for every row as concurrent asyncio tasks, and each
+sync ``compute_score`` call on the event loop's default thread pool).
+
+Rows rolled out by the ``toolgym_agent`` loop (:mod:`toolgym.integrations.verl_agent`) carry their episode return as
+``rm_scores`` already, so verl calls no reward function for them.
 """
 
 from __future__ import annotations
