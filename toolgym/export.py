@@ -538,12 +538,15 @@ def _env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     return env
 
 
-def _expected_prompt(obs: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The env's chat as the row's prompt shows it (its tools_in_prompt; arguments compared as dicts)."""
+def prompt_matches(obs: dict[str, Any], row: dict[str, Any], prompt: Any = None) -> bool:
+    """Whether the env's chat, shown as the row shows it (its tools_in_prompt and one_call_per_turn), is the row's
+    prompt (or ``prompt``); arguments compare as dicts and Arrow's None fillers are ignored."""
     extra = row.get("extra_info") or {}
     mode = row.get("tools_in_prompt") or extra.get("tools_in_prompt") or "template"
     split = bool(row.get("one_call_per_turn", extra.get("one_call_per_turn", False)))
-    return chat_arguments(render_prompt(_strip_none(obs["messages"]), obs["tools"], mode, "dict", split), "dict")
+    want = chat_arguments(render_prompt(_strip_none(obs["messages"]), obs["tools"], mode, "dict", split), "dict")
+    got = chat_arguments(_strip_none(list(row["prompt"] if prompt is None else prompt)), "dict")
+    return want == got
 
 
 def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
@@ -561,7 +564,7 @@ def restore(row: dict[str, Any], *, check: bool = True) -> gym.Env:
     env = _env(spec["env_id"], env_kwargs)
     obs, info = env.reset(seed=int(spec["seed"]), options={"prefix": prefix})
     if check:
-        if "prompt" in row and _expected_prompt(obs, row) != chat_arguments(_strip_none(list(row["prompt"])), "dict"):
+        if "prompt" in row and not prompt_matches(obs, row):
             raise RestoreError(f"{spec['env_id']} seed {spec['seed']}: restored messages differ from the row's prompt")
         unsolved = spec.get("unsolved_set")
         if unsolved is not None and info["unsolved_set"] != _strip_none(_as_json(unsolved)):

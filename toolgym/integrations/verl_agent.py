@@ -29,7 +29,8 @@ import gymnasium as gym
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 from verl.utils.profiler import simple_timer
 
-from toolgym.export import RestoreError, _as_json, _strip_none
+from toolgym.export import RestoreError, _as_json, prompt_matches
+from toolgym.prompts import chat_arguments
 
 AGENT_NAME = "toolgym_agent"
 AGENT_LOOP_YAML = str(Path(__file__).with_name("verl_agent_loop.yaml"))  # for agent_loop_config_path
@@ -117,12 +118,12 @@ class ToolGymAgentLoop(AgentLoopBase):
             None, lambda: env.reset(seed=spec["seed"], options={"prefix": spec["prefix"]})
         )
         raw_prompt = kwargs.get("raw_prompt")
-        if raw_prompt is not None and _strip_none(obs["messages"]) != _strip_none(list(raw_prompt)):
+        if raw_prompt is not None and not prompt_matches(obs, kwargs, raw_prompt):
             raise RestoreError(
                 f"{spec['env_id']} seed {spec['seed']}: the restored env's messages differ from the row's prompt "
                 "(the env or its code changed since the export)"
             )
-        messages = json.loads(json.dumps(obs["messages"]))
+        messages = chat_arguments(json.loads(json.dumps(obs["messages"])))  # dict arguments, as templates expect
         tools = obs["tools"]
         prompt_ids = await self.ct_build_initial_tokens(messages, tools=tools)
         runtime_ids = list(prompt_ids)
@@ -161,7 +162,7 @@ class ToolGymAgentLoop(AgentLoopBase):
                 break
             if self.max_assistant_turns and assistant_turns >= self.max_assistant_turns:
                 break
-            new_messages = json.loads(json.dumps(info["new_messages"]))
+            new_messages = chat_arguments(json.loads(json.dumps(info["new_messages"])))
             tool_messages = [m for m in new_messages[1:] if m.get("role") == "tool"]
             if not tool_messages:  # nothing to observe: the env kept the turn open without feedback
                 break
