@@ -312,3 +312,17 @@ def test_an_action_of_another_type_is_malformed_feedback_not_an_answer():
     for action in gold:
         _, _, terminated, _, _ = env.step(action)
     assert terminated and env.unwrapped.episode_metrics()["solve_f1"] == 1.0  # the env kept working
+
+
+def test_a_tools_own_error_result_counts_as_a_tool_error():
+    import gymnasium as gym
+
+    env = gym.make("ToolGym/FlightBooking-v0")
+    env.reset(seed=1)
+    assert "get_booking" in env.unwrapped._tool_names
+    bad = '<tool_call>{"name": "get_booking", "arguments": {"booking_id": "BK0000"}}</tool_call>'
+    _, _, _, _, info = env.step(bad)
+    assert info["feedback"][0].startswith('{"error"') and info["reward_components"]["n_tool_errors"] == 1
+    gold = env.unwrapped.gold_actions()[0]
+    _, _, _, _, info = env.step(gold)
+    assert info["reward_components"]["n_tool_errors"] == 0

@@ -65,6 +65,11 @@ _C_ENCODE = (
 )
 
 
+# A tool reports a failed call by returning a dict whose first key is "error" (its text starts with this); the env
+# counts it in n_tool_errors, as it does a tool that raises.
+_ERROR_RESULT = '{"error"'
+
+
 def _encode(arguments: dict[str, Any]) -> str:
     """``json.dumps(arguments, ensure_ascii=False)`` of a call's arguments dict, with the same errors."""
     if _C_ENCODE is None:  # pragma: no cover - pure-Python json build
@@ -325,6 +330,8 @@ class ToolEnv(gym.Env):
             else:
                 comp["n_tool_errors"] += 1
             return outcome.output, 0, 1
+        if outcome.output.startswith(_ERROR_RESULT):  # the tool's own error result, e.g. {"error": "unknown id"}
+            comp["n_tool_errors"] += 1
         solved = self.tracker.match(name, outcome.output, self.state)
         return outcome.output, int(solved is not None), 1
 
