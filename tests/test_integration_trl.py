@@ -8,7 +8,6 @@ on the gold trajectories make the random model emit real tool calls, so the runs
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -222,7 +221,7 @@ def test_turn_reward_equals_the_gold_reward_of_each_rl_row():
 
 
 def _tiny_model_and_tokenizer(episodes: list[tuple[list[dict], list[dict]]], warm_steps: int):
-    """A 2-layer Qwen2 (hidden 64) and a BPE tokenizer trained on ``episodes`` (messages, tools), warm-started on them."""
+    """A 2-layer Qwen2 (hidden 64) and a BPE tokenizer learned from ``episodes`` (messages, tools), warm-started."""
     import torch
     import trl
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

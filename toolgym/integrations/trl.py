@@ -145,8 +145,7 @@ def tool_method(tool: dict[str, Any]):
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     annotations: dict[str, Any] = {}
     arg_lines = []
-    # required first: a Python signature cannot put a parameter without default after one with a default
-    for pname in sorted(props, key=lambda p: p not in required):
+    for pname in props:  # keyword-only, so the schema's order is kept whatever is required
         if not pname.isidentifier():
             raise ValueError(f"tool {name!r}: argument {pname!r} is not a Python identifier, so TRL cannot declare it")
         hint = annotations[pname] = _hint(props[pname])
@@ -311,7 +310,7 @@ class _ToolGymEnvironment:
             if terminated or truncated:
                 break
         live = [(name, text) for name, _, text in self._live]
-        mismatches = sum(a != b for a, b in zip(replay, live)) + abs(len(replay) - len(live))
+        mismatches = sum(a != b for a, b in zip(replay, live, strict=False)) + abs(len(replay) - len(live))
         metrics = env.unwrapped.episode_metrics()
         self._result = {
             "reward": total,
