@@ -286,12 +286,14 @@ def _tiny_model_and_tokenizer(episodes: list[tuple[list[dict], list[dict]]], war
     return model, tok
 
 
-def _gold_messages(env_id: str, seed: int) -> tuple[list[dict], list[dict]]:
+def _gold_messages(env_id: str, seed: int) -> tuple[list[dict], list]:
+    """The gold dialogue, and its tools as TRL renders them (the environment class's bound tool methods)."""
     env = gym.make(env_id)
     obs, _ = env.reset(seed=seed)
     for a in env.unwrapped.gold_actions():
         obs, *_ = env.step(a)
-    return T.chat_messages(obs["messages"]), obs["tools"]
+    inst = T.environment_class(obs["tools"])()
+    return T.chat_messages(obs["messages"]), [getattr(inst, t["function"]["name"]) for t in obs["tools"]]
 
 
 def _config(tmp_path, **kw):
