@@ -406,3 +406,5 @@ def test_grpo_trainer_turn_level_run(tmp_path, warm_model, monkeypatch):
     for completion, gt, reward in seen:
         assert len([m for m in completion if m["role"] == "assistant"]) == 1  # no tool loop: one turn
         assert reward == pytest.approx(score_response(by_gt[gt], T._first_turn(completion))[0])
+    parsed = [r for c, _, r in seen if c[0].get("tool_calls")]
+    assert parsed and max(parsed) > 0  # calls TRL parsed into dicts are scored by toolgym (and can solve subtasks)

@@ -430,7 +430,7 @@ def episode_dataset(
     columns, plus what ``reset`` needs. Pass both to ``GRPOTrainer`` with ``reward_funcs=episode_reward``.
     """
     env_kwargs = dict(env_kwargs or {})
-    env = gym.make(env_id, **env_kwargs)
+    env = gym.make(env_id, **env_kwargs, **(env_make_kwargs or {}))  # as reset() will make it
     records = []
     try:
         for seed in seeds:
