@@ -171,6 +171,19 @@ def test_grouped_replay_is_ftrl_per_turn_and_call_mode_is_per_call():
     assert got["call"] == pytest.approx(5.0)
 
 
+def test_the_turn_limit_counts_turns_not_live_calls():
+    """max_turns=2: the live env runs all four gold calls; the grouped replay stops after two turns, as the env."""
+    ds, factories = T.episode_dataset(FLIGHT, [1], env_make_kwargs={"max_turns": 2})
+    inst = factories[ds[0]["environment"]]()
+    inst.reset(**ds[0])
+    res = inst._score(_gold_completion(FLIGHT, 1, inst))
+    env = gym.make(FLIGHT, max_turns=2)
+    env.reset(seed=1)
+    rewards = [env.step(a)[1] for a in env.unwrapped.gold_actions()[:2]]
+    assert res["live_calls"] == 4 and res["live_mismatches"] == 0
+    assert res["steps"] == 2 and not res["terminated"] and res["reward"] == pytest.approx(sum(rewards))
+
+
 def test_unknown_tools_and_the_final_answer_are_stepped():
     _, inst = _env_for("grouped", seed=0)
     inst.get_flight_details(flight_id="FL2194")

@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -235,6 +236,8 @@ class _ToolGymEnvironment:
 
     def __init__(self) -> None:
         self._envs: dict[str, gym.Env] = {}
+        self._max_turns: dict[str, int] = {}  # each env's configured turn limit
+        self._key = ""
         self._env: gym.Env | None = None
         self._spec: dict[str, Any] | None = None
         self._live: list[tuple[str, dict[str, Any], str]] = []
@@ -259,7 +262,12 @@ class _ToolGymEnvironment:
         env = self._envs.get(key)
         if env is None:
             env = self._envs[key] = gym.make(spec["env_id"], **spec["env_kwargs"], **self._env_make_kwargs)
+        u = env.unwrapped
+        u.max_turns = self._max_turns.setdefault(key, u.max_turns)
         obs, _ = env.reset(seed=spec["seed"], options={"prefix": spec["prefix"]})
+        if self._turns == "grouped":
+            # live calls are one step each; the turn limit applies to the grouped replay, not to them
+            u.max_turns = sys.maxsize
         if toolset_key(obs["tools"]) != toolset_key(self._tools):
             raise ValueError(
                 f"{spec['env_id']} seed {spec['seed']} offers tools {[t['function']['name'] for t in obs['tools']]} "
@@ -272,7 +280,7 @@ class _ToolGymEnvironment:
                 f"{spec['env_id']} seed {spec['seed']}: the restored chat differs from the example's prompt "
                 "(the env or its code changed since the dataset was built)"
             )
-        self._env, self._spec = env, spec
+        self._env, self._spec, self._key = env, spec, key
         self._live = []
         self._result = None
         self._result_for = None
@@ -297,6 +305,7 @@ class _ToolGymEnvironment:
             raise RuntimeError("reset() was not called")
         spec = self._spec
         env = self._env
+        env.unwrapped.max_turns = self._max_turns[self._key]
         env.reset(seed=spec["seed"], options={"prefix": spec["prefix"]})
         names = self._names()
         total, steps, terminated = 0.0, 0, False
