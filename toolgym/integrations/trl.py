@@ -62,6 +62,7 @@ from toolgym.export import compute_score
 __all__ = [
     "LOST_KEYWORDS",
     "TURN_MODES",
+    "chat_messages",
     "environment_class",
     "episode_dataset",
     "episode_reward",
