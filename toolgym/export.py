@@ -449,10 +449,12 @@ def export(
 
 
 def episode_rows(
-    env: gym.Env, env_id: str, fmt: str, split: str | None, env_kwargs: dict, opts: dict, seed: int
+    env: gym.Env, env_id: str, fmt: str, split: str | None, env_kwargs: dict, seed: int, opts: dict | None = None
 ) -> list[dict]:
-    """The rows of one gold episode (``extra_info.index`` is set by the writer); both backends call this."""
-    return list(_ROWS[fmt](gold_episode(env, seed), env_id, split, env_kwargs, **opts))
+    """The rows of one gold episode (``extra_info.index`` is set by the writer); both backends call this.
+
+    ``opts``: the row options of :func:`export` (``arguments``, ``tools_in_prompt``, ``one_call_per_turn``)."""
+    return list(_ROWS[fmt](gold_episode(env, seed), env_id, split, env_kwargs, **(opts or {})))
 
 
 def _local_episode_rows(spec: tuple, seeds: list[int]) -> Iterator[list[dict[str, Any]]]:
@@ -460,7 +462,7 @@ def _local_episode_rows(spec: tuple, seeds: list[int]) -> Iterator[list[dict[str
     env = gym.make(env_id, **env_kwargs)
     try:
         for s in seeds:
-            yield episode_rows(env, *spec, s)
+            yield episode_rows(env, *spec[:4], s, spec[4])
     finally:
         env.close()
 
@@ -471,7 +473,7 @@ def _ray_make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 
 def _ray_rows(spec: tuple, env: gym.Env, seed: int) -> list[dict[str, Any]] | ExportError:
     try:
-        return episode_rows(env, *spec, seed)
+        return episode_rows(env, *spec[:4], seed, spec[4])
     except ExportError as exc:  # the data cannot be exported: returned (not raised) so it is not retried
         return exc
 
