@@ -27,6 +27,10 @@ ELSEWHERE = {
     "toolgym build --domain <module> --check 50": "a placeholder module (tests/test_pipeline.py)",
     "pip install torch==2.13.0": "the RL example's own suite, which .ci/run runs",
     "python benchmarks/step_overhead.py": "benchmarks (tests/test_benchmarks.py runs each tiny)",
+    "toolgym export ToolGym/FlightBooking-v0 --format rl --episodes 1000 --out exports": (
+        "a GPU verl run (tests/test_verl_reward.py and tests/test_verl_agent.py drive verl's classes on CPU)"
+    ),
+    "from trl import GRPOConfig, GRPOTrainer": "a hub model (tests/test_integration_trl.py: a tiny local one)",
 }
 SLOW = {"from toolgym.harness import run_eval": "runs 20 episodes of the real local model"}
 
