@@ -8,6 +8,7 @@ on the gold trajectories make the random model emit real tool calls, so the runs
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -427,3 +428,40 @@ def test_grpo_trainer_turn_level_run(tmp_path, warm_model, monkeypatch):
         assert reward == pytest.approx(score_response(by_gt[gt], T._first_turn(completion))[0])
     parsed = [r for c, _, r in seen if c[0].get("tool_calls")]
     assert parsed and max(parsed) > 0  # calls TRL parsed into dicts are scored by toolgym (and can solve subtasks)
+
+
+def test_sft_trainer_trains_on_the_sft_export_as_rendered_by_the_template(tmp_path, warm_model):
+    """The sft parquet goes to SFTTrainer as it is: TRL's tokenized text is the template's rendering of the
+    exported chat (each call with exactly its own dict arguments), and a step trains."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from toolgym.export import export, read_rows
+
+    model, tok = warm_model
+    res = export(FLIGHT, "sft", 2, tmp_path / "sft", seed=0, kind="parallel_single_hop")
+    rows = read_rows(res.path)
+    ds = datasets.load_dataset("parquet", data_files=str(res.parquet), cache_dir=str(tmp_path / "hf"))["train"]
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=1,
+        per_device_train_batch_size=1,
+        max_length=None,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    for row, item in zip(rows, trainer.train_dataset, strict=True):
+        text = tok.decode(item["input_ids"])
+        want = tok.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
+        assert text == want
+        calls = [c for m in row["messages"] for c in m.get("tool_calls") or []]
+        parsed = parse_action(text.split("<|im_start|>assistant")[1].split("<|im_end|>")[0])
+        assert [(c.name, c.arguments) for c in parsed.calls] == [
+            (c["function"]["name"], c["function"]["arguments"]) for c in calls[: len(parsed.calls)]
+        ] and len(parsed.calls) > 1
+    logs = [h for h in (trainer.train().metrics, *trainer.state.log_history) if "loss" in h or "train_loss" in h]
+    assert logs and all(math.isfinite(h.get("loss", h.get("train_loss"))) for h in logs)
