@@ -176,8 +176,8 @@ def ground_truth(extras: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _config(env_config: Any) -> dict[str, Any]:
     if env_config is None:
-        return {}
-    if hasattr(env_config, "items"):
+        cfg: dict[str, Any] = {}
+    elif hasattr(env_config, "items"):
         cfg = {k: v for k, v in env_config.items()}
     else:  # a dataclass or namespace
         cfg = {k: v for k, v in vars(env_config).items() if not k.startswith("_")}
