@@ -307,3 +307,16 @@ def test_bad_input_gets_clear_errors(rows):
 def test_import_toolgym_does_not_import_skyrl_gym():
     code = "import sys, toolgym, toolgym.export, toolgym.integrations; assert 'skyrl_gym' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_env_config_from_skyrl_yaml_overrides_env_kwargs(rows):
+    """``environment.skyrl_gym.toolgym`` arrives as a DictConfig; its env_kwargs go over every row's."""
+    row = rows[0]
+    cfg = {"env_kwargs": {"isolation": "process"}, "observation_role": "tool", "tools_prompt": False}
+    got, outs, chat, _ = play_skyrl(row, gold_policy(row), env_config=cfg)
+    assert got == play_in_process(row, gold_policy(row))
+    assert outs[0]["observations"][0]["role"] == "tool" and "<tools>" not in chat[0]["content"]
+    _, env_class, extras = skyrl_sample(row)
+    env = skyrl_gym.make(env_class, env_config=omegaconf.OmegaConf.create(cfg), extras=extras)
+    assert env.env.unwrapped.isolation == "process"
+    env.close()

@@ -175,6 +175,10 @@ def ground_truth(extras: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _config(env_config: Any) -> dict[str, Any]:
+    if type(env_config).__module__.startswith("omegaconf"):  # SkyRL's DictConfig: plain containers inside
+        from omegaconf import OmegaConf
+
+        env_config = OmegaConf.to_container(env_config, resolve=True)
     if env_config is None:
         cfg: dict[str, Any] = {}
     elif hasattr(env_config, "items"):
@@ -308,7 +312,7 @@ class ToolGymTextEnv(BaseTextEnv):
         obs, info = self.env.reset(seed=self.seed, options={"prefix": self.prefix})
         if self.config["check"]:
             where = f"{self.env_id} seed {self.seed} prefix of {len(self.prefix)} turns"
-            if prompt and _comparable(obs["messages"]) != _comparable(prompt):
+            if prompt is not None and len(prompt) and _comparable(obs["messages"]) != _comparable(list(prompt)):
                 raise RestoreError(f"{where}: the restored chat differs from the row's prompt")
             unsolved = self.truth.get("unsolved_set")
             if unsolved is not None and info["unsolved_set"] != _json_field(unsolved, "unsolved_set", dict):
