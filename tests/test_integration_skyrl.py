@@ -320,3 +320,35 @@ def test_env_config_from_skyrl_yaml_overrides_env_kwargs(rows):
     env = skyrl_gym.make(env_class, env_config=omegaconf.OmegaConf.create(cfg), extras=extras)
     assert env.env.unwrapped.isolation == "process"
     env.close()
+
+
+def test_skyrl_generator_style_async_loop(rows):
+    """The call pattern of SkyRL's SkyRLGymGenerator: one asyncio task per trajectory, init/step/close on the env
+    thread pool (``environment.max_env_workers``), all trajectories gathered at once."""
+    import asyncio
+    import copy
+
+    rng = random.Random(2)
+    jobs = [(row, p) for row in rows for p in policies(row, rng, rows).values()]
+    want = [play_skyrl(row, p, 3)[0] for row, p in jobs]
+
+    async def agent_loop(row, policy, executor):
+        loop = asyncio.get_running_loop()
+        prompt, env_class, extras = skyrl_sample(row, 3)
+        env = skyrl_gym.make(env_class, env_config=omegaconf.DictConfig({}), extras=extras)
+        await loop.run_in_executor(executor, env.init, copy.deepcopy(prompt))
+        rewards, done = [], False
+        while not done:
+            await asyncio.sleep(0)  # the model's generation: other trajectories run meanwhile
+            out = await loop.run_in_executor(executor, env.step, policy[min(len(rewards), len(policy) - 1)])
+            rewards.append(out["reward"])
+            done = out["done"]
+        env.get_metrics()
+        await loop.run_in_executor(executor, env.close)
+        return rewards
+
+    async def generate():
+        with ThreadPoolExecutor(max_workers=10, thread_name_prefix="skyrl-gym-env-") as executor:
+            return await asyncio.gather(*(agent_loop(row, p, executor) for row, p in jobs))
+
+    assert asyncio.run(generate()) == want
