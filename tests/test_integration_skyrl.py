@@ -275,6 +275,8 @@ def test_bad_input_gets_clear_errors(rows):
         make(bad(row, env_id="ToolGym/Nope-v0"))
     with pytest.raises(GT, match=r"reward_spec.ground_truth.env_id 'CartPole-v1' is a gymnasium env but not a toolgym"):
         make(bad(row, env_id="CartPole-v1", env_kwargs={}))
+    with pytest.raises(GT, match=r"reward_spec.ground_truth.env_kwargs .* do not fit ToolGym/FlightBooking-v0"):
+        make(bad(row, env_kwargs={"split": "train", "bogus": 1}))
     with pytest.raises(GT, match=r"reward_spec.ground_truth.seed must be an integer"):
         make(bad(row, seed="x"))
     with pytest.raises(GT, match=r"reward_spec.ground_truth.prefix must be a list"):

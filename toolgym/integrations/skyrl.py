@@ -61,7 +61,7 @@ ENTRY_POINT = "toolgym.integrations.skyrl:ToolGymTextEnv"
 CONFIG_KEYS = ("observation_role", "tools_prompt", "check", "env_kwargs")
 _POOL_PER_KEY = 64
 
-__all__ = ["CONFIG_KEYS", "ENV_CLASS", "GroundTruthError", "ToolGymTextEnv", "register"]
+__all__ = ["CONFIG_KEYS", "ENV_CLASS", "GroundTruthError", "ToolGymTextEnv", "ground_truth", "register"]
 
 
 class GroundTruthError(ValueError):
