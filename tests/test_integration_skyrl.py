@@ -9,15 +9,17 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import datasets
 import gymnasium as gym
+import omegaconf
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import skyrl_gym
 
 import toolgym  # noqa: F401
 from toolgym.export import RestoreError, export, gold_episode, read_rows, rl_rows
-
-skyrl_gym = pytest.importorskip("skyrl_gym")
-omegaconf = pytest.importorskip("omegaconf")
-skyrl = pytest.importorskip("toolgym.integrations.skyrl")
+from toolgym.integrations import skyrl
 
 ENVS = {"ToolGym/FlightBooking-v0": range(0, 4), "ToolGym/Banking-v0": range(0, 3)}
 UNKNOWN_TOOL = '<tool_call>\n{"name": "no_such_tool", "arguments": {}}\n</tool_call>'
@@ -189,9 +191,6 @@ def test_chat_built_by_skyrl_equals_the_next_rows_prompt(rows):
 
 def test_rows_loaded_from_parquet_as_skyrl_loads_them(tmp_path):
     """SkyRL reads its dataset with ``datasets`` from parquet: Arrow's struct fillers must not break the restore."""
-    datasets = pytest.importorskip("datasets")
-    pq = pytest.importorskip("pyarrow.parquet")
-    pa = pytest.importorskip("pyarrow")
     res = export("ToolGym/FlightBooking-v0", "rl", 3, tmp_path, seed=20)
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist([with_skyrl_columns(r) for r in read_rows(res.path)]), path)

@@ -31,6 +31,9 @@ ELSEWHERE = {
         "a GPU verl run (tests/test_verl_reward.py and tests/test_verl_agent.py drive verl's classes on CPU)"
     ),
     "from trl import GRPOConfig, GRPOTrainer": "a hub model (tests/test_integration_trl.py: a tiny local one)",
+    "toolgym export ToolGym/FlightBooking-v0 --format rl --episodes 512 --out data": (
+        "a SkyRL training run (tests/test_integration_skyrl.py drives skyrl_gym's envs)"
+    ),
 }
 SLOW = {"from toolgym.harness import run_eval": "runs 20 episodes of the real local model"}
 

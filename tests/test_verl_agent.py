@@ -14,9 +14,6 @@ import os
 
 import gymnasium as gym
 import pytest
-
-pytest.importorskip("verl")
-
 from verl_tiny import save_tiny_model_dir, tiny_tokenizer
 
 import toolgym  # noqa: F401

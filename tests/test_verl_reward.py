@@ -17,9 +17,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-
-pytest.importorskip("verl")
-
 from verl_tiny import save_tiny_model_dir, tiny_tokenizer
 
 import toolgym

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -31,7 +32,7 @@ from toolgym.sandbox import Toolbox
 from toolgym.scenario import Scenario, StateCheck, SubTask
 
 _SOURCE_CACHE: dict[str, str] = {}
-_BOX_CACHE: dict[str, Toolbox] = {}
+_BOXES = threading.local()  # a Toolbox's guards (step budget, clock) are per Toolbox: never share one across threads
 _CACHE_LIMIT = 8192
 IND = "    "
 
@@ -293,12 +294,17 @@ def _source_for(fn: Function) -> str:
 
 
 def toolbox_for(name: str, source: str) -> Toolbox:
-    """A Toolbox holding one tool, reused across scenarios (compiled and exec'd once per source)."""
-    box = _BOX_CACHE.get(source)
+    """A Toolbox holding one tool, reused across this thread's scenarios (compiled once per source, exec'd once
+    per source and thread): verification runs tools, and concurrent resets (trainers' scorer threads) must not
+    run one Toolbox at once, whose guards would then count both calls and reject a good scenario."""
+    cache: dict[str, Toolbox] | None = getattr(_BOXES, "cache", None)
+    if cache is None:
+        cache = _BOXES.cache = {}
+    box = cache.get(source)
     if box is None:
-        if len(_BOX_CACHE) > _CACHE_LIMIT:
-            _BOX_CACHE.clear()
-        box = _BOX_CACHE[source] = Toolbox({name: source})
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        box = cache[source] = Toolbox({name: source})
     return box
 
 

@@ -53,8 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import toolgym
 from toolgym.calls import format_hermes
 from toolgym.env import ToolEnv
-from toolgym.export import RestoreError, _strip_none
-from toolgym.harness import TEXT_TOOLS_PROMPT, _tool_lines, _with_system
+from toolgym.export import RestoreError, _strip_none, prompt_matches
+from toolgym.prompts import TEXT_TOOLS_PROMPT, tool_lines, with_system
 
 ENV_CLASS = "toolgym"
 ENTRY_POINT = "toolgym.integrations.skyrl:ToolGymTextEnv"
@@ -214,19 +214,6 @@ def _arguments(args: Any) -> Any:
     return _strip_none(args)
 
 
-def _comparable(messages: Any) -> list[dict[str, Any]]:
-    """Messages with None fillers dropped and call arguments decoded (dict or JSON string alike)."""
-    out = []
-    for m in _strip_none([dict(m) for m in messages]):
-        if m.get("tool_calls"):
-            m["tool_calls"] = [
-                {**tc, "function": {**tc["function"], "arguments": _arguments(tc["function"].get("arguments"))}}
-                for tc in m["tool_calls"]
-            ]
-        out.append(m)
-    return out
-
-
 def _tool_observations(tool_msgs: list[dict[str, Any]], role: str) -> list[dict[str, str]]:
     if not tool_msgs:
         return []
@@ -312,7 +299,7 @@ class ToolGymTextEnv(BaseTextEnv):
         obs, info = self.env.reset(seed=self.seed, options={"prefix": self.prefix})
         if self.config["check"]:
             where = f"{self.env_id} seed {self.seed} prefix of {len(self.prefix)} turns"
-            if prompt is not None and len(prompt) and _comparable(obs["messages"]) != _comparable(list(prompt)):
+            if prompt is not None and len(prompt) and not prompt_matches(obs, self.extras, list(prompt)):
                 raise RestoreError(f"{where}: the restored chat differs from the row's prompt")
             unsolved = self.truth.get("unsolved_set")
             if unsolved is not None and info["unsolved_set"] != _json_field(unsolved, "unsolved_set", dict):
@@ -321,7 +308,7 @@ class ToolGymTextEnv(BaseTextEnv):
             raise RestoreError(f"{self.env_id} seed {self.seed}: the episode already ended inside the prefix")
         chat = _render(obs["messages"], self.prefix, self.config["observation_role"])
         if self.config["tools_prompt"]:
-            chat = _with_system(chat, TEXT_TOOLS_PROMPT.format(tools=_tool_lines(obs["tools"])))
+            chat = with_system(chat, TEXT_TOOLS_PROMPT.format(tools=tool_lines(obs["tools"])))
         self.turns = 0
         self.episode_return = 0.0
         self.done = False
