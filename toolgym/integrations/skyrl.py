@@ -37,7 +37,6 @@ SkyRL interleaves on one thread (``max_env_workers: 0``) or runs on its env thre
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +53,7 @@ import toolgym
 from toolgym.calls import format_hermes
 from toolgym.env import ToolEnv
 from toolgym.export import RestoreError, _strip_none, prompt_matches
+from toolgym.pool import EnvPool
 from toolgym.prompts import TEXT_TOOLS_PROMPT, tool_lines, with_system
 
 ENV_CLASS = "toolgym"
@@ -85,35 +85,23 @@ def register(env_class: str = ENV_CLASS) -> str:
 
 # -- the pool of toolgym envs ----------------------------------------------------------------------------------
 
-_POOL: dict[str, list[tuple[gym.Env, int]]] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def _pool_key(env_id: str, env_kwargs: dict[str, Any]) -> str:
-    return env_id + json.dumps(env_kwargs, sort_keys=True, default=repr)
+_POOL = EnvPool(_POOL_PER_KEY)
 
 
 def _checkout(env_id: str, env_kwargs: dict[str, Any]) -> tuple[gym.Env, int]:
     """An env of (id, kwargs) owned by the caller until :func:`_checkin`, with its own ``max_turns``."""
-    with _POOL_LOCK:
-        free = _POOL.get(_pool_key(env_id, env_kwargs))
-        if free:
-            return free.pop()
-    env = gym.make(env_id, **env_kwargs)
+    env = _POOL.checkout(env_id, env_kwargs)
     if not isinstance(env.unwrapped, ToolEnv):
         env.close()
         raise GroundTruthError(f"reward_spec.ground_truth.env_id {env_id!r} is a gymnasium env but not a toolgym env")
-    return env, env.unwrapped.max_turns
+    if not hasattr(env.unwrapped, "_skyrl_max_turns"):
+        env.unwrapped._skyrl_max_turns = env.unwrapped.max_turns  # init() narrows max_turns per trajectory
+    return env, env.unwrapped._skyrl_max_turns
 
 
 def _checkin(env_id: str, env_kwargs: dict[str, Any], env: gym.Env, base_max_turns: int) -> None:
     env.unwrapped.max_turns = base_max_turns
-    with _POOL_LOCK:
-        free = _POOL.setdefault(_pool_key(env_id, env_kwargs), [])
-        if len(free) < _POOL_PER_KEY:
-            free.append((env, base_max_turns))
-            return
-    env.close()
+    _POOL.checkin(env_id, env_kwargs, env)
 
 
 # -- reading a row ---------------------------------------------------------------------------------------------

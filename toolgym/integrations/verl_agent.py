@@ -20,7 +20,6 @@ so only verl (or its yaml) imports it.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -30,6 +29,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutp
 from verl.utils.profiler import simple_timer
 
 from toolgym.export import RestoreError, _as_json, prompt_matches
+from toolgym.pool import EnvPool
 from toolgym.prompts import chat_arguments
 
 AGENT_NAME = "toolgym_agent"
@@ -65,31 +65,9 @@ def episode_spec(sample: dict[str, Any]) -> dict[str, Any]:
     return {"env_id": str(spec["env_id"]), "env_kwargs": env_kwargs, "seed": int(spec["seed"]), "prefix": prefix}
 
 
-_POOL: dict[str, list[gym.Env]] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def _pool_key(spec: dict[str, Any]) -> str:
-    return spec["env_id"] + json.dumps(spec["env_kwargs"], sort_keys=True)
-
-
-def _checkout(spec: dict[str, Any]) -> gym.Env:
-    """An env owned by one episode until :func:`_checkin`: episodes interleave on verl's event loop, so unlike
-    ``toolgym.export``'s per-thread cache, an env is never shared between two episodes in flight."""
-    with _POOL_LOCK:
-        free = _POOL.get(_pool_key(spec))
-        if free:
-            return free.pop()
-    return gym.make(spec["env_id"], **spec["env_kwargs"])
-
-
-def _checkin(spec: dict[str, Any], env: gym.Env) -> None:
-    with _POOL_LOCK:
-        free = _POOL.setdefault(_pool_key(spec), [])
-        if len(free) < 64:
-            free.append(env)
-            return
-    env.close()
+# episodes interleave on verl's event loop, so unlike toolgym.export's per-thread cache, an env is owned by one
+# episode in flight
+_POOL = EnvPool()
 
 
 @register(AGENT_NAME)
@@ -104,11 +82,11 @@ class ToolGymAgentLoop(AgentLoopBase):
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         spec = episode_spec(kwargs)
-        env = _checkout(spec)
+        env = _POOL.checkout(spec["env_id"], spec["env_kwargs"])
         try:
             return await self._episode(env, spec, sampling_params, kwargs)
         finally:
-            _checkin(spec, env)
+            _POOL.checkin(spec["env_id"], spec["env_kwargs"], env)
 
     async def _episode(
         self, env: gym.Env, spec: dict[str, Any], sampling_params: dict[str, Any], kwargs: dict[str, Any]
