@@ -11,6 +11,10 @@ import argparse
 import json
 import sys
 
+# permessage-deflate off: on loopback and LAN, compressing every observation costs more CPU than the bytes saved
+# (it was the largest protocol cost per step in benchmarks/server_throughput.py); 64 MiB frames for full chats.
+UVICORN_OPTIONS = {"ws_per_message_deflate": False, "ws_max_size": 64 * 2**20}
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
@@ -40,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"up to {args.max_sessions} sessions, idle timeout {args.idle_timeout:g} s",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=64 * 2**20)
+    uvicorn.run(app, **UVICORN_OPTIONS, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

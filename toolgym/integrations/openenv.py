@@ -34,13 +34,15 @@ import logging
 import math
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Request, WebSocketDisconnect, status
 from fastapi.responses import JSONResponse
 from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
+from openenv.core.env_server._utils import overrides_method
 from openenv.core.env_server.exceptions import EnvironmentFactoryError, SessionCapacityError
 from openenv.core.env_server.http_server import HTTPEnvServer
 from openenv.core.env_server.interfaces import Environment
@@ -72,6 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESET_FIELDS = ("seed", "options", "episode_id", "full_chat")
+EXECUTORS = ("auto", "inline", "thread")
 
 
 class InvalidAction(ValueError):
@@ -172,23 +175,33 @@ class ToolGymState(State):
 
 
 def _json_safe(obj: Any) -> Any:
-    """Plain JSON types (numpy scalars and arrays, tuples, sets, dataclasses become lists/numbers/dicts/str)."""
+    """Plain JSON types (numpy scalars and arrays, tuples, sets, dataclasses become lists/numbers/dicts/str).
+
+    Plain data takes the C round trip through ``json`` (several times faster than walking it in Python); anything
+    ``json`` refuses (numpy values, sets, NaN) is walked."""
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError):
+        return _walk(obj)
+
+
+def _walk(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | bool | int):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): _walk(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
-        return [_json_safe(v) for v in obj]
+        return [_walk(v) for v in obj]
     if hasattr(obj, "tolist"):  # numpy
-        return _json_safe(obj.tolist())
+        return _walk(obj.tolist())
     if hasattr(obj, "item"):
-        return _json_safe(obj.item())
+        return _walk(obj.item())
     if hasattr(obj, "__dataclass_fields__"):
         import dataclasses
 
-        return _json_safe(dataclasses.asdict(obj))
+        return _walk(dataclasses.asdict(obj))
     return str(obj)
 
 
@@ -203,8 +216,16 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         env_kwargs: dict[str, Any] | None = None,
         full_chat: bool = False,
         idle_timeout: float | None = None,
+        executor: str = "auto",
+        thread_pool: ThreadPoolExecutor | None = None,
     ):
         super().__init__()
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if executor == "auto":
+            executor = "thread" if (env_kwargs or {}).get("isolation") == "process" else "inline"
+        self.executor = executor
+        self._pool = thread_pool
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
         self.full_chat_default = full_chat
@@ -242,12 +263,16 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         self._reset_done, self._done = True, False
         self._full_chat = self.full_chat_default if full_chat is None else full_chat
         self._state = ToolGymState(episode_id=episode_id or str(uuid.uuid4()), env_id=self.env_id, seed=seed)
-        return ToolGymObservation(
-            messages=_json_safe(obs["messages"]),
-            tools=_json_safe(obs["tools"]),
+        # model_construct: the fields are JSON by construction (the env's chat and schemas, a JSON-safe info);
+        # validating them again costs more than the env's own step.
+        return ToolGymObservation.model_construct(
+            messages=obs["messages"],
+            tools=obs["tools"],
+            reward_components={},
             info=_json_safe(info),
             done=False,
             reward=0.0,
+            metadata={},
         )
 
     def step(self, action: ToolGymAction, timeout_s: float | None = None, **kwargs: Any) -> ToolGymObservation:
@@ -267,14 +292,32 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         info = _json_safe(info)
         info["terminated"], info["truncated"] = bool(terminated), bool(truncated)
         full = self._full_chat if action.full_chat is None else action.full_chat
-        return ToolGymObservation(
-            messages=_json_safe(obs["messages"]) if full else info.get("new_messages", []),
-            tools=_json_safe(obs["tools"]) if full else [],
+        return ToolGymObservation.model_construct(
+            messages=obs["messages"] if full else info.get("new_messages", []),
+            tools=obs["tools"] if full else [],
             reward_components=info.get("reward_components", {}),
             info=info,
             done=self._done,
             reward=reward,
+            metadata={},
         )
+
+    # openenv calls these instead of running reset/step in the session's thread when they are overridden.
+    # A toolgym step is a few hundred microseconds of Python (tools run in-process by default): a thread hop
+    # per step costs more than the step and, under the GIL, makes the event loop wait for the worker's time
+    # slice. So steps run inline on the loop, except with process-isolated tools (isolation="process"),
+    # whose steps wait on a pipe and so run in threads.
+    async def reset_async(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any):
+        if self.executor == "inline":
+            return self.reset(seed=seed, episode_id=episode_id, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self.reset(seed=seed, episode_id=episode_id, **kwargs))
+
+    async def step_async(self, action: ToolGymAction, timeout_s: float | None = None, **kwargs: Any):
+        if self.executor == "inline":
+            return self.step(action, timeout_s=timeout_s, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self.step(action, timeout_s=timeout_s, **kwargs))
 
     @property
     def state(self) -> ToolGymState:
@@ -309,8 +352,8 @@ async def _body(request: Request, required: bool = False) -> dict[str, Any]:
     return body
 
 
-def _error(code: int, message: str, **extra: Any) -> HTTPException:
-    return HTTPException(status_code=code, detail={"message": message, **extra})
+def _error(http_status: int, message: str, **extra: Any) -> HTTPException:
+    return HTTPException(status_code=http_status, detail={"message": message, **extra})
 
 
 class ToolGymServer(HTTPEnvServer):
@@ -337,6 +380,13 @@ class ToolGymServer(HTTPEnvServer):
                 break
             except Exception as exc:  # keep reaping; one failed close must not leak every later session
                 log.warning("idle-session reaper: %s", exc)
+
+    async def _call(self, session_id: str, env: Environment, method: str, *args: Any, **kwargs: Any) -> Observation:
+        """``env.<method>`` the way openenv's WebSocket loop calls it: the async twin when overridden, else the sync
+        method in the session's own thread."""
+        if overrides_method(getattr(env, f"{method}_async"), getattr(Environment, f"{method}_async")):
+            return await getattr(env, f"{method}_async")(*args, **kwargs)
+        return await self._run_in_session_executor(session_id, getattr(env, method), *args, **kwargs)
 
     def _session_env(self, session_id: Any) -> Environment:
         if not isinstance(session_id, str) or not session_id:
@@ -375,7 +425,7 @@ class ToolGymServer(HTTPEnvServer):
                     raise _error(status.HTTP_500_INTERNAL_SERVER_ERROR, str(e), code="FACTORY_ERROR") from e
                 created = True
             try:
-                obs = await self._run_in_session_executor(session_id, env.reset, **kwargs)
+                obs = await self._call(session_id, env, "reset", **kwargs)
             except (ValueError, TypeError, RuntimeError) as e:
                 if created:
                     await self._destroy_session(session_id)
@@ -400,7 +450,7 @@ class ToolGymServer(HTTPEnvServer):
             except (ValidationError, InvalidAction) as e:
                 raise _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e), session_id=session_id) from e
             try:
-                obs = await self._run_in_session_executor(session_id, env.step, action)
+                obs = await self._call(session_id, env, "step", action)
             except (ValueError, TypeError, RuntimeError) as e:
                 raise _error(status.HTTP_409_CONFLICT, str(e), session_id=session_id) from e
             self._update_session_activity(session_id, increment_step=True)
@@ -430,6 +480,23 @@ class ToolGymServer(HTTPEnvServer):
             return JSONResponse(self.get_capacity_status().model_dump())
 
         super().register_routes(app, mode)
+
+
+class _QuietClientClose:
+    """ASGI wrapper: openenv's ``/ws`` calls ``websocket.close()`` after a client's ``close`` message, when the
+    client has usually hung up already; Starlette then raises ``WebSocketDisconnect`` out of the handler and
+    uvicorn logs a traceback for every finished session. That disconnect is the normal end of a session."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except WebSocketDisconnect:
+            pass
 
 
 def create_server_app(
@@ -462,6 +529,7 @@ def create_server_app(
         env_name=env_name,
     )
     server.register_routes(app)
+    app.add_middleware(_QuietClientClose)
     app.state.openenv_server = server
     return app
 
@@ -469,12 +537,13 @@ def create_server_app(
 class _Factory:
     """A picklable, named env factory (openenv names the factory in its errors and task routes)."""
 
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], full_chat: bool, idle_timeout: float | None):
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], full_chat: bool, idle_timeout: float | None, **kw):
         self.env_id, self.env_kwargs, self.full_chat, self.idle_timeout = env_id, env_kwargs, full_chat, idle_timeout
+        self.kw = kw
         self.__name__ = env_id
 
     def __call__(self) -> ToolGymEnvironment:
-        return ToolGymEnvironment(self.env_id, self.env_kwargs, self.full_chat, self.idle_timeout)
+        return ToolGymEnvironment(self.env_id, self.env_kwargs, self.full_chat, self.idle_timeout, **self.kw)
 
 
 def create_toolgym_app(
@@ -484,12 +553,19 @@ def create_toolgym_app(
     max_sessions: int = 64,
     idle_timeout: float | None = 600.0,
     full_chat: bool = False,
+    executor: str = "auto",
 ) -> FastAPI:
-    """The FastAPI app ``toolgym serve`` runs: one ``gym.make(env_id, **env_kwargs)`` per session."""
+    """The FastAPI app ``toolgym serve`` runs: one ``gym.make(env_id, **env_kwargs)`` per session.
+
+    ``executor``: ``inline`` runs steps on the event loop, ``thread`` in a thread pool (one worker per session
+    slot), ``auto`` picks ``thread`` only for process-isolated tools (see ``ToolGymEnvironment.step_async``)."""
     if env_id not in gym.envs.registry:
         known = sorted(k for k in gym.envs.registry if k.startswith("ToolGym/"))
         raise ValueError(f"unknown env id {env_id!r}; registered: {', '.join(known)}")
-    factory = _Factory(env_id, dict(env_kwargs or {}), full_chat, idle_timeout)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_sessions, 256)), thread_name_prefix="toolgym-step")
+    factory = _Factory(env_id, dict(env_kwargs or {}), full_chat, idle_timeout, executor=executor, thread_pool=pool)
     gym.make(env_id, **factory.env_kwargs).close()  # bad env kwargs fail here, not in the first session
     return create_server_app(
         factory,
