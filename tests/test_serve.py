@@ -314,3 +314,13 @@ def test_benchmark_smoke(tmp_path):
         assert 0 < r["p50_ms"] <= r["p99_ms"]
     assert report["ratio_toolgym_over_echo"] > 0
     assert "steps/s" in res.stdout
+
+
+def test_process_isolated_tools_step_in_threads():
+    gold, rewards, _, _ = in_process(6, env_id=ENV_ID)
+    app = create_toolgym_app(ENV_ID, env_kwargs={"isolation": "process"}, max_sessions=2)
+    with ServerThread(app) as srv, ToolGymEnvClient(base_url=srv.url).sync() as client:
+        client.reset(seed=6)
+        assert sum(client.step(a).reward for a in gold) == pytest.approx(sum(rewards))
+    with pytest.raises(ValueError, match="executor"):
+        create_toolgym_app(ENV_ID, executor="fork")

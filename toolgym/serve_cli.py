@@ -35,6 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_sessions=args.max_sessions,
             idle_timeout=args.idle_timeout if args.idle_timeout > 0 else None,
             full_chat=args.full_chat,
+            executor=args.executor,
         )
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         print(f"toolgym serve: error: {exc}", file=sys.stderr)
@@ -65,6 +66,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="seconds before an idle session is closed (0: never; default 600)",
     )
     p.add_argument("--full-chat", action="store_true", help="observations carry the whole chat, not only new messages")
+    p.add_argument(
+        "--executor",
+        choices=["auto", "inline", "thread"],
+        default="auto",
+        help="where steps run: inline on the event loop (fast; in-process tools) or in threads (auto: threads only"
+        " with isolation=process tools)",
+    )
     p.add_argument("--env-kwargs", help='JSON object of gym.make kwargs, e.g. \'{"kind": "multi_hop"}\'')
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
