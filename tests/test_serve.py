@@ -298,7 +298,8 @@ def test_verifiers_openenv_taskset_gold_policy_return_equals_in_process(server):
 @pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "server_throughput.py"), "--sessions", "4", "--steps", "6"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "server_throughput.py")]
+    cmd += ["--sessions", "4", "--steps", "6", "--warmup", "2"]
     res = subprocess.run(
         [*cmd, "--out", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
