@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
-from toolgym import export_cli
+from toolgym import export_cli, serve_cli
 from toolgym.agents import AGENTS
 from toolgym.build import cli as build_cli
 from toolgym.distributed import add_backend_args
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
     export_cli.add_parser(sub)
     build_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 
