@@ -31,6 +31,8 @@ ELSEWHERE = {
         "a GPU verl run (tests/test_verl_reward.py and tests/test_verl_agent.py drive verl's classes on CPU)"
     ),
     "from trl import GRPOConfig, GRPOTrainer": "a hub model (tests/test_integration_trl.py: a tiny local one)",
+    "toolgym serve ToolGym/FlightBooking-v0": "a server left running (tests/test_serve.py starts and drives one)",
+    "from openenv import GenericEnvClient": "a running server (tests/test_serve.py)",
     "toolgym export ToolGym/FlightBooking-v0 --format rl --episodes 512 --out data": (
         "a SkyRL training run (tests/test_integration_skyrl.py drives skyrl_gym's envs)"
     ),
