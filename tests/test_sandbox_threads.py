@@ -1,0 +1,237 @@
+"""Tool time limits hold on worker threads: runaways return timeout feedback while other threads keep stepping.
+
+Trainers and servers step envs from worker threads, where SIGALRM never arrives. These tests step real
+ToolEnvs concurrently from several threads: each runaway (regex backtracking, pure-Python library code that
+never ticks, a ticking loop, a huge C call) must come back as tool feedback within a small multiple of the
+limit, and envs stepped by other threads must keep making progress during the runaway (a runaway that held
+the GIL would freeze them).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from toolgym import Scenario, StaticSource, SubTask, ToolEnv
+from toolgym.scenario import tool_schema
+
+pytest.importorskip("regex")  # the sandbox's re runs on it; without it re stops only on the main thread
+
+LIMIT = 0.5  # tool_time_limit of these envs
+BOUND = 4 * LIMIT + 1.0  # "a small multiple of the limit", with room for a loaded 2-core CI machine
+
+SOURCE = r"""
+import re
+import fractions
+
+def email_ok(address: str):
+    return re.match(r'^([a-zA-Z0-9]+)*@example\.com$', address) is not None
+
+def backtrack(text: str):
+    return [m.span() for m in re.finditer(r'(a|aa)+$', text)]
+
+def compiled(text: str):
+    p = re.compile(r'(\d|\d\d)+$')
+    return p.search(text) is not None
+
+def exact_sum(n: int):
+    # one line of tool code, then millions of pure-Python Fraction additions inside the library: no ticks
+    return str(sum(map(fractions.Fraction, range(n))))
+
+def spin(n: int):
+    while True:
+        n = n + 1
+
+def big_power(e: int):
+    return pow(10, e)
+
+def big_repeat(n: int):
+    return len('ab' * n)
+
+def big_sort(n: int):
+    return sorted(range(n))[:3]
+
+def aliased_compare(depth: int):
+    a = [0]
+    b = [0]
+    for i in range(depth):
+        a = [a, a]
+        b = [b, b]
+    return a == b
+
+def status(flight: str):
+    return {'flight': flight, 'status': state['flights'].get(flight, 'unknown')}
+"""
+_S, _I = {"type": "string"}, {"type": "integer"}
+PARAMS = {
+    "email_ok": {"address": _S},
+    "backtrack": {"text": _S},
+    "compiled": {"text": _S},
+    "exact_sum": {"n": _I},
+    "spin": {"n": _I},
+    "big_power": {"e": _I},
+    "big_repeat": {"n": _I},
+    "big_sort": {"n": _I},
+    "aliased_compare": {"depth": _I},
+    "status": {"flight": _S},
+}
+RUNAWAYS = {  # tool -> (arguments, expected error kind or output)
+    # the 548 s case with re on a worker thread; the regex engine's own optimisations answer it at once
+    "email_ok": ({"address": "a" * 34 + "!"}, "False"),
+    "backtrack": ({"text": "a" * 60 + "b"}, "timeout"),  # catastrophic for the regex engine too
+    "compiled": ({"text": "1" * 60 + "x"}, "timeout"),
+    "exact_sum": ({"n": 10**7}, "timeout"),  # ~20 s of pure-Python library code without a tick
+    "spin": ({"n": 0}, "timeout"),
+    "big_power": ({"e": 10**8}, "resource"),  # C calls: refused before they start by the size guards
+    "big_repeat": ({"n": 10**9}, "resource"),
+    "big_sort": ({"n": 10**11}, "resource"),
+}
+
+
+def make_env(**kwargs) -> ToolEnv:
+    """A one-scenario env offering every tool above; ``kwargs`` go to ToolEnv (e.g. ``isolation``)."""
+    scenario = Scenario(
+        id="threads",
+        kind="single_hop",
+        messages=[{"role": "user", "content": "Status of FL1?"}],
+        tools=[tool_schema(n, n, p, list(p)) for n, p in PARAMS.items()],
+        source=dict.fromkeys(PARAMS, SOURCE),
+        state={"flights": {"FL1": "on_time"}},
+        subtasks=[SubTask("s1", "status", {"flight": "FL1"}, ["on_time"])],
+        answer="on_time",
+    )
+    kwargs.setdefault("tool_time_limit", LIMIT)
+    kwargs.setdefault("tool_step_budget", 10**9)  # let the clock, not the step budget, stop the loops
+    return ToolEnv(StaticSource("threads", [scenario]), max_turns=10**6, **kwargs)
+
+
+def call(name: str, arguments: dict) -> dict:
+    """One assistant turn making one tool call (an OpenAI message dict)."""
+    fn = {"name": name, "arguments": arguments}
+    return {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": fn}]}
+
+
+class Stepper(threading.Thread):
+    """Steps a normal env (one cheap lookup per step) until stopped, timestamping every step."""
+
+    def __init__(self, **env_kwargs) -> None:
+        super().__init__(daemon=True)
+        self.env = make_env(**env_kwargs)
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        env, action = self.env, call("status", {"flight": "FL1"})
+        env.reset(seed=0)
+        while not self.stop.is_set():
+            _, _, _, _, info = env.step(action)
+            if info["feedback"] != ['{"flight": "FL1", "status": "on_time"}']:
+                self.errors.append(repr(info["feedback"]))
+            self.times.append(time.perf_counter())
+
+    def steps_between(self, t0: float, t1: float) -> int:
+        return sum(t0 <= t < t1 for t in list(self.times))
+
+
+def run_runaway(env: ToolEnv, name: str, arguments: dict, out: dict) -> None:
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    _, _, _, _, info = env.step(call(name, arguments))
+    out[name] = (info["feedback"][0], t0, time.perf_counter())
+
+
+def run_concurrently(runaways: dict, **env_kwargs) -> tuple[dict, list[Stepper]]:
+    """Each runaway on its own worker thread and env, while two more threads step normal envs."""
+    steppers = [Stepper(**env_kwargs) for _ in range(2)]
+    for s in steppers:
+        s.start()
+    while not all(s.times for s in steppers):
+        time.sleep(0.01)
+    out: dict = {}
+    envs = {name: make_env(**env_kwargs) for name in runaways}
+    threads = [
+        threading.Thread(target=run_runaway, args=(envs[n], n, args, out), daemon=True)
+        for n, (args, _) in runaways.items()
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    time.sleep(0.2)  # the steppers must still be going after the runaways
+    for s in steppers:
+        s.stop.set()
+        s.join(10)
+    for env in (*envs.values(), *(s.env for s in steppers)):
+        env.close()
+    return out, steppers
+
+
+def test_runaways_on_worker_threads_time_out_while_other_threads_keep_stepping() -> None:
+    out, steppers = run_concurrently(RUNAWAYS)
+    assert set(out) == set(RUNAWAYS), "a runaway thread did not return"
+    for name, (_, kind) in RUNAWAYS.items():
+        feedback, t0, t1 = out[name]
+        if kind == "timeout":
+            assert feedback == f"Error: tool '{name}' timed out (time limit of {LIMIT:g} s exceeded)", feedback
+        elif kind == "resource":
+            assert feedback.startswith(f"Error: tool '{name}' exceeded the memory/size limit"), feedback
+        else:
+            assert feedback == kind
+        assert t1 - t0 < BOUND, (name, t1 - t0)
+    start = min(t0 for _, t0, _ in out.values())
+    end = max(t1 for _, _, t1 in out.values())
+    assert end - start > LIMIT  # the timeouts really ran for about the limit
+    for s in steppers:
+        assert not s.errors, s.errors[:3]
+        # progress all through the runaways: in each half of the window, and after it
+        mid = (start + end) / 2
+        assert s.steps_between(start, mid) > 0 and s.steps_between(mid, end) > 0
+        assert s.steps_between(end, time.perf_counter()) > 0
+
+
+def test_c_call_that_no_guard_sees_is_killed_in_process_mode_from_worker_threads() -> None:
+    """``==`` of two exponentially aliased lists holds the GIL inside one C call: only the forked worker
+    (isolation="process") can stop it; from worker threads it times out while other threads keep stepping."""
+    runaways = {"aliased_compare": ({"depth": 40}, "timeout"), "spin": ({"n": 0}, "timeout")}
+    out, steppers = run_concurrently(runaways, isolation="process")
+    for name in runaways:
+        feedback, t0, t1 = out[name]
+        assert feedback == f"Error: tool '{name}' timed out (time limit of {LIMIT:g} s exceeded)", feedback
+        assert t1 - t0 < BOUND, (name, t1 - t0)
+    start = min(t0 for _, t0, _ in out.values())
+    end = max(t1 for _, _, t1 in out.values())
+    for s in steppers:
+        assert not s.errors, s.errors[:3]
+        assert s.steps_between(start, end) > 0 and s.steps_between(end, time.perf_counter()) > 0
+
+
+def test_env_keeps_working_after_a_timeout_on_a_worker_thread() -> None:
+    """The abort lands inside the call only: the same env then answers normal calls, and the next runaway."""
+    env = make_env()
+    result: list = []
+
+    def episode() -> None:
+        env.reset(seed=0)
+        for name, args in (
+            ("exact_sum", {"n": 10**7}),
+            ("status", {"flight": "FL1"}),
+            ("backtrack", {"text": "a" * 60 + "b"}),
+            ("status", {"flight": "FL9"}),
+        ):
+            result.append(env.step(call(name, args))[4]["feedback"][0])
+        time.sleep(2 * LIMIT)  # a late abort (there must be none) would land here and kill the thread
+        result.append("alive")
+
+    t = threading.Thread(target=episode)
+    t.start()
+    t.join(60)
+    assert result == [
+        f"Error: tool 'exact_sum' timed out (time limit of {LIMIT:g} s exceeded)",
+        '{"flight": "FL1", "status": "on_time"}',
+        f"Error: tool 'backtrack' timed out (time limit of {LIMIT:g} s exceeded)",
+        '{"flight": "FL9", "status": "unknown"}',
+        "alive",
+    ]
