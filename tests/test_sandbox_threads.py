@@ -9,12 +9,17 @@ the GIL would freeze them).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import warnings
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
+from toolgym.sandbox import ToolOutcome, serialize_output
 from toolgym.scenario import tool_schema
 
 pytest.importorskip("regex")  # the sandbox's re runs on it; without it re stops only on the main thread
@@ -235,3 +240,172 @@ def test_env_keeps_working_after_a_timeout_on_a_worker_thread() -> None:
         '{"flight": "FL9", "status": "unknown"}',
         "alive",
     ]
+
+
+# ------------------------------------------------------------------------------ re semantics on the regex engine
+
+REGEX_TOOL = r"""
+import re
+
+def rx(op: str, pattern: str, text: str, flags: int):
+    try:
+        if op == 'search':
+            m = re.search(pattern, text, flags)
+            return None if m is None else [m.group(0), list(m.groups()), list(m.span()), m.lastindex]
+        if op == 'fullmatch':
+            m = re.compile(pattern, flags).fullmatch(text)
+            return None if m is None else [m.group(0), list(m.span(1)) if m.re.groups else None]
+        if op == 'findall':
+            return re.findall(pattern, text, flags)
+        if op == 'finditer':
+            return [list(m.span()) for m in re.compile(pattern, flags).finditer(text)]
+        if op == 'sub':
+            return list(re.subn(pattern, '<\\g<0>>', text, 0, flags))
+        return re.split(pattern, text, 0, flags)
+    except re.error as e:
+        return 'error: ' + str(e)
+"""
+
+
+def plain_rx(op: str, pattern: str, text: str, flags: int):
+    """The tool's body on CPython's own re: the reference."""
+    try:
+        if op == "search":
+            m = re.search(pattern, text, flags)
+            return None if m is None else [m.group(0), list(m.groups()), list(m.span()), m.lastindex]
+        if op == "fullmatch":
+            m = re.compile(pattern, flags).fullmatch(text)
+            return None if m is None else [m.group(0), list(m.span(1)) if m.re.groups else None]
+        if op == "findall":
+            return re.findall(pattern, text, flags)
+        if op == "finditer":
+            return [list(m.span()) for m in re.compile(pattern, flags).finditer(text)]
+        if op == "sub":
+            return list(re.subn(pattern, "<\\g<0>>", text, count=0, flags=flags))
+        return re.split(pattern, text, maxsplit=0, flags=flags)
+    except re.error as e:
+        return "error: " + str(e)
+
+
+ALPHABET = "ab1 _-:{}[]\n"
+_atoms = st.sampled_from(
+    [
+        "a",
+        "b",
+        "1",
+        " ",
+        "-",
+        ":",
+        "{",
+        "}",
+        "]",
+        r"\d",
+        r"\w",
+        r"\s",
+        r"\b",
+        r"\B",
+        r"\.",
+        r"\{",
+        r"\[",
+        ".",
+        "^",
+        "$",
+        "[ab]",
+        "[^a]",
+        "[]a]",
+        "[^]b]",
+        "[a-]",
+        "[[:a]",
+        "[[:alpha:]]",
+        "[{e}]",
+        r"[\d:]",
+        r"\A",
+        r"\Z",
+        r"\1",
+    ]
+)
+_quants = st.sampled_from(
+    [
+        "",
+        "",
+        "*",
+        "+",
+        "?",
+        "*?",
+        "+?",
+        "??",
+        "{2}",
+        "{1,3}",
+        "{,2}",
+        "{2,}",
+        "{}",
+        "{,}",
+        "{e<=1}",
+        "{e}",
+        "{1,x}",
+        "*+",
+        "++",
+        "{1,2}?",
+        "{2,1}",
+    ]
+)
+
+
+def _wrap(inner: str, kind: int) -> str:
+    return [f"({inner})", f"(?:{inner})", f"(?={inner})", f"(?!{inner})", f"(?>{inner})", inner][kind]
+
+
+_patterns = st.recursive(
+    st.tuples(_atoms, _quants).map("".join),
+    lambda kids: st.one_of(
+        st.tuples(kids, kids).map("".join),
+        st.tuples(kids, kids).map("|".join),
+        st.tuples(kids, st.integers(0, 5), _quants).map(lambda t: _wrap(t[0], t[1]) + t[2]),
+    ),
+    max_leaves=6,
+)
+_flags = st.sampled_from([0, re.I, re.M, re.S, re.X, re.A, re.I | re.M])
+_ops = st.sampled_from(["search", "fullmatch", "findall", "finditer", "sub", "split"])
+
+
+@pytest.fixture(scope="module")
+def rx_worker():
+    """A Toolbox running REGEX_TOOL, called on one persistent worker thread (where SIGALRM never arrives)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolgym.sandbox import Toolbox
+
+    box = Toolbox({"rx": REGEX_TOOL}, time_limit=LIMIT)
+    with ThreadPoolExecutor(1) as pool:
+        yield lambda **args: pool.submit(box.call, "rx", args).result(timeout=60)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(op=_ops, pattern=_patterns, text=st.text(ALPHABET, max_size=8), flags=_flags)
+def test_sandboxed_re_equals_cpython_re(rx_worker, op: str, pattern: str, text: str, flags: int) -> None:
+    """Tool code's re (on the regex engine) gives what CPython's re gives, errors included: on subjects this
+    short no pattern backtracks for long, so both run to completion."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "possible nested set": emitted by both engines
+        expected = serialize_output(plain_rx(op, pattern, text, flags))
+        out = rx_worker(op=op, pattern=pattern, text=text, flags=flags)
+    assert out == ToolOutcome(True, expected, None)
+
+
+_evil = st.tuples(
+    st.sampled_from(["a", "a?", "a*", "aa", "a|aa", "a|a", r"\w", "[ab]", "a+"]),
+    st.sampled_from(["+", "*", "{1,40}"]),
+    st.sampled_from(["+", "*", "", "{2,}"]),
+    st.sampled_from(["$", "b", "c$", r"\d", ""]),
+).map(lambda t: f"(?:({t[0]}){t[1]}){t[2]}{t[3]}")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(op=_ops, pattern=_evil, n=st.integers(20, 80), tail=st.sampled_from(["", "!", "b", "1"]))
+def test_any_regex_on_a_worker_thread_returns_within_the_limit(rx_worker, op, pattern, n, tail) -> None:
+    """Nested quantifiers on long subjects (many backtrack exponentially): every call returns, as a result or
+    as a timeout, within the bound, never holding the thread past it."""
+    t0 = time.perf_counter()
+    out = rx_worker(op=op, pattern=pattern, text="a" * n + tail, flags=0)
+    assert time.perf_counter() - t0 < BOUND
+    assert out.ok or out.output == f"Error: tool 'rx' timed out (time limit of {LIMIT:g} s exceeded)", out.output

@@ -318,13 +318,14 @@ _RE_TO_RX_FLAGS = ((re.I, 0x2), (re.L, 0x4), (re.M, 0x8), (re.S, 0x10), (re.U, 0
 
 
 def _rx_source(pattern: str, verbose: bool) -> str:
-    """``pattern`` with every ``{`` and ``[`` that re reads as a literal escaped, so regex reads them as re does.
+    r"""``pattern`` with every ``{`` and ``[`` that re reads as a literal escaped, so regex reads them as re does.
 
     Unescaped, regex would read ``a{e<=1}`` as fuzzy matching and ``[[:alpha:]]`` as a POSIX class, where re
-    sees literal characters; everything else re accepts, regex's VERSION0 reads alike (see the differential
-    tests). Escaping a character that is already literal changes nothing for re.
+    sees literal characters; escaping a character that is already literal changes nothing for re. ``\B`` also
+    gets re's rule that it never matches in an empty string. Everything else re accepts, regex's VERSION0
+    reads alike (see the differential property test in tests/test_sandbox_threads.py).
     """
-    if "{" not in pattern and "[" not in pattern:
+    if "{" not in pattern and "[" not in pattern and "\\B" not in pattern:
         return pattern
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -336,6 +337,10 @@ def _rx_source(pattern: str, verbose: bool) -> str:
             j = i + 2
             if pattern.startswith("N{", i + 1):
                 j = pattern.find("}", i) + 1 or n
+            elif pattern.startswith("B", i + 1) and not in_class:  # re's \B never matches an empty string
+                out.append("(?:(?!\\A\\Z)\\B)")
+                i = j
+                continue
             out.append(pattern[i:j])
             i = j
             continue
