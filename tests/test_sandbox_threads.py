@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
-from toolgym.sandbox import ToolOutcome, serialize_output
+from toolgym.sandbox import _WATCHDOG, ToolOutcome, serialize_output
 from toolgym.scenario import tool_schema
 
 pytest.importorskip("regex")  # the sandbox's re runs on it; without it re stops only on the main thread
@@ -230,9 +230,11 @@ def test_env_keeps_working_after_a_timeout_on_a_worker_thread() -> None:
         time.sleep(2 * LIMIT)  # a late abort (there must be none) would land here and kill the thread
         result.append("alive")
 
+    fired = _WATCHDOG.fired
     t = threading.Thread(target=episode)
     t.start()
     t.join(60)
+    assert _WATCHDOG.fired > fired  # exact_sum never ticks: the watchdog, not the tick clock, stopped it
     assert result == [
         f"Error: tool 'exact_sum' timed out (time limit of {LIMIT:g} s exceeded)",
         '{"flight": "FL1", "status": "on_time"}',

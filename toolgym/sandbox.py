@@ -9,18 +9,27 @@ step, so this module trades a subprocess's hard isolation for about a microsecon
   assignment) into guarded helpers; attribute loads and subscripts stay native unless the name needs a guard;
 * a deterministic step budget: ``_tick_()`` at the start of every function, lambda, loop body and
   comprehension item; exhaustion raises a ``BaseException`` and keeps raising, so ``except:`` cannot hide it;
-* a wall-clock backstop (SIGALRM armed lazily at the first 1024-tick checkpoint in the main thread, a clock
-  check at every checkpoint elsewhere) and an RSS-growth backstop;
+* a wall-clock backstop that holds on any thread: a clock check at every 1024-tick checkpoint, plus SIGALRM
+  (armed lazily at the first checkpoint) on the main thread, and on other threads a per-call deadline kept by
+  one watchdog thread, which raises the abort in the call's thread (``PyThreadState_SetAsyncExc``) so even
+  library code that never ticks (``fractions``, ``statistics``) stops; plus an RSS-growth backstop;
+* tool code's ``re`` runs on the ``regex`` engine, with re's signatures, errors and reading of patterns, and
+  with ``timeout=`` the call's remaining time: a backtracking match returns a timeout on any thread, and it
+  releases the GIL meanwhile, so it never freezes other threads (re's matcher holds the GIL and only polls
+  the main thread's signals);
 * a deliberate builtins allow-list, read-only proxies of a few pure stdlib modules, and a guarded getattr
   that blocks dunder/frame attributes, routes ``str.format`` through a checked formatter and bounds the
   width/size arguments of padding, replace, join, etc.
 
+Size guards refuse the C calls whose cost follows from their arguments before they start (``pow(10, 10**8)``,
+``'x' * 10**9``, ``sorted(range(10**11))``, ...), so what one C call can do is bounded by ``max_size``.
 Residual risks (closing them needs a subprocess): work done inside one C call on aliased or deeply nested
 data the guards cannot see, e.g. ``hash()`` of a >100k-deep nested tuple (segfaults CPython 3.11), ``==`` of
 two exponentially aliased lists, ``int(Decimal('1e999999999'))``, ``re.sub`` back-references on huge input;
-regex backtracking outside the main thread; quadratic exception-context chains in deep recursion (the
-clock still stops those). The env's ``isolation="process"`` (:mod:`toolgym.sandbox_process`) closes them: it
-runs the calls in a forked worker that is killed at a wall-clock deadline.
+quadratic exception-context chains in deep recursion (the clock still stops those). Such a call holds the
+GIL, so no thread can stop it and every thread of the process waits. The env's ``isolation="process"``
+(:mod:`toolgym.sandbox_process`) closes them, from any thread: it runs the calls in a forked worker that is
+killed at a wall-clock deadline.
 """
 
 from __future__ import annotations
