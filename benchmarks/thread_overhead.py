@@ -5,7 +5,8 @@ step cost   = env.step(one Hermes <tool_call> turn) on step_overhead.py's one-to
               (off = the sandbox before it: no time limit for code that does not tick)
 call cost   = Toolbox.call of the same tool alone, worker thread, watchdog on and off
 runaway     = wall time of a backtracking regex and of a non-ticking pure-Python call on a worker thread
-              under a 0.5 s limit, and how many steps another thread made meanwhile
+              under a 0.5 s limit, and how many steps another thread made meanwhile; and of a C call no
+              guard sees (== of aliased lists) under isolation="process" (the forked worker is killed)
 All variants run in one process, interleaved in rounds, so machine noise hits them alike. Prints a table,
 writes JSON.
 
@@ -25,6 +26,7 @@ from step_overhead import ACTION, STATE, TOOL, make_env, time_floor, time_step  
 
 from toolgym import sandbox
 from toolgym.sandbox import Toolbox
+from toolgym.sandbox_process import ProcessSandbox
 
 
 def on_worker_thread(fn, *args):
@@ -59,6 +61,17 @@ def time_calls(box: Toolbox, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def time_watchdog(n: int) -> float:
+    """The watchdog's own per-call work (register at begin, unregister at end), without the tool call."""
+    watchdog, ident, now = sandbox._WATCHDOG, threading.get_ident(), time.perf_counter
+    expire = lambda: None  # noqa: E731
+    t0 = now()
+    for _ in range(n):
+        watchdog.register(ident, now() + 2.0, expire)
+        watchdog.unregister(ident)
+    return (now() - t0) / n
+
+
 RUNAWAY = r"""
 import re, fractions
 
@@ -67,16 +80,25 @@ def backtrack(text):
 
 def exact_sum(n):
     return str(sum(map(fractions.Fraction, range(n))))
+
+def aliased_compare(depth):
+    a = [0]
+    b = [0]
+    for i in range(depth):
+        a = [a, a]
+        b = [b, b]
+    return a == b
 """
 
 
-def runaway(name: str, args: dict) -> dict:
+def runaway(name: str, args: dict, isolation: str = "none") -> dict:
     """Run one runaway on a worker thread while this thread counts the steps it can make meanwhile."""
     box = Toolbox({name: RUNAWAY}, time_limit=0.5, step_budget=10**9)
+    run = ProcessSandbox().call if isolation == "process" else lambda b, n, a, s: b.call(n, a, s)
     env = make_env()
     env.reset(seed=0)
     done: list = []
-    t = threading.Thread(target=lambda: done.append(box.call(name, args)))
+    t = threading.Thread(target=lambda: done.append(run(box, name, args, {})))
     t0 = time.perf_counter()
     t.start()
     steps = 0
@@ -100,9 +122,8 @@ def main() -> None:
     env_on, env_off = env_bound(), without_watchdog(env_bound)
     box_on = Toolbox({"get_flight_status": TOOL})
     box_off = without_watchdog(lambda: Toolbox({"get_flight_status": TOOL}))
-    series: dict[str, list[float]] = {
-        k: [] for k in ("floor", "main", "worker_on", "worker_off", "call_on", "call_off")
-    }
+    keys = ("floor", "main", "worker_on", "worker_off", "call_on", "call_off", "watchdog")
+    series: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.rounds + 1):  # the first round warms caches and is dropped
         series["floor"].append(time_floor(args.calls))
         series["main"].append(time_step(env_on, args.calls, ACTION))
@@ -110,6 +131,7 @@ def main() -> None:
         series["worker_off"].append(on_worker_thread(time_step, env_off, args.calls, ACTION))
         series["call_on"].append(on_worker_thread(time_calls, box_on, args.calls))
         series["call_off"].append(on_worker_thread(time_calls, box_off, args.calls))
+        series["watchdog"].append(on_worker_thread(time_watchdog, 50 * args.calls))
     med = {k: statistics.median(v[1:]) for k, v in series.items()}
     rows = [
         ("floor: json.loads + call + json.dumps", med["floor"]),
@@ -122,11 +144,12 @@ def main() -> None:
     print(f"{'per call':<46}{'time (us)':>12}")
     for name, t in rows:
         print(f"{name:<46}{t * 1e6:>12.2f}")
-    print(f"{'watchdog cost per call (worker thread)':<46}{(med['call_on'] - med['call_off']) * 1e6:>12.2f}")
+    print(f"{'watchdog register + unregister alone':<46}{med['watchdog'] * 1e6:>12.2f}")
 
     runaways = {
         "backtrack": runaway("backtrack", {"text": "a" * 60 + "b"}),
         "exact_sum": runaway("exact_sum", {"n": 10**7}),
+        "aliased_compare, isolation=process": runaway("aliased_compare", {"depth": 40}, "process"),
     }
     print(f"\n{'runaway on a worker thread (limit 0.5 s)':<46}{'wall (s)':>10}{'steps by main':>15}")
     for name, r in runaways.items():
@@ -135,7 +158,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {f"{k}_us": v * 1e6 for k, v in med.items()}
-    result.update({"watchdog_us": (med["call_on"] - med["call_off"]) * 1e6, "runaways": runaways})
+    result["runaways"] = runaways
     result.update({"rounds": args.rounds, "calls": args.calls})
     out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out}")
