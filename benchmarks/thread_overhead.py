@@ -3,7 +3,8 @@
 step cost   = env.step(one Hermes <tool_call> turn) on step_overhead.py's one-tool scenario, on the main thread
               (SIGALRM, armed lazily: unchanged) and on a worker thread with the deadline watchdog on and off
               (off = the sandbox before it: no time limit for code that does not tick)
-call cost   = Toolbox.call of the same tool alone, worker thread, watchdog on and off
+call cost   = Toolbox.call of the same tool alone, worker thread, watchdog on and off; and of a tool making
+              two re calls (re.match, a compiled pattern's findall), main and worker thread
 runaway     = wall time of a backtracking regex and of a non-ticking pure-Python call on a worker thread
               under a 0.5 s limit, and how many steps another thread made meanwhile; and of a C call no
               guard sees (== of aliased lists) under isolation="process" (the forked worker is killed)
@@ -53,12 +54,22 @@ def env_bound(**kwargs):
     return env
 
 
-def time_calls(box: Toolbox, n: int) -> float:
+def time_calls(box: Toolbox, n: int, name: str = "get_flight_status") -> float:
     args = {"flight_id": "FL1007"}
     t0 = time.perf_counter()
     for _ in range(n):
-        box.call("get_flight_status", args, STATE)
+        box.call(name, args, STATE)
     return (time.perf_counter() - t0) / n
+
+
+REGEX_TOOL = r"""
+import re
+PATTERN = re.compile(r'^FL(\d{4})$')
+
+def check_id(flight_id):
+    m = re.match(r'^FL(\d{4})$', flight_id)
+    return {'ok': m is not None, 'number': m.group(1) if m else None, 'hits': len(PATTERN.findall(flight_id))}
+"""
 
 
 def time_watchdog(n: int) -> float:
@@ -122,7 +133,8 @@ def main() -> None:
     env_on, env_off = env_bound(), without_watchdog(env_bound)
     box_on = Toolbox({"get_flight_status": TOOL})
     box_off = without_watchdog(lambda: Toolbox({"get_flight_status": TOOL}))
-    keys = ("floor", "main", "worker_on", "worker_off", "call_on", "call_off", "watchdog")
+    keys = ("floor", "main", "worker_on", "worker_off", "call_on", "call_off", "watchdog", "re_main", "re_worker")
+    box_re = Toolbox({"check_id": REGEX_TOOL})
     series: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(args.rounds + 1):  # the first round warms caches and is dropped
         series["floor"].append(time_floor(args.calls))
@@ -132,6 +144,8 @@ def main() -> None:
         series["call_on"].append(on_worker_thread(time_calls, box_on, args.calls))
         series["call_off"].append(on_worker_thread(time_calls, box_off, args.calls))
         series["watchdog"].append(on_worker_thread(time_watchdog, 50 * args.calls))
+        series["re_main"].append(time_calls(box_re, args.calls, "check_id"))
+        series["re_worker"].append(on_worker_thread(time_calls, box_re, args.calls, "check_id"))
     med = {k: statistics.median(v[1:]) for k, v in series.items()}
     rows = [
         ("floor: json.loads + call + json.dumps", med["floor"]),
@@ -140,6 +154,8 @@ def main() -> None:
         ("env.step, worker thread, watchdog off", med["worker_off"]),
         ("Toolbox.call, worker thread, watchdog on", med["call_on"]),
         ("Toolbox.call, worker thread, watchdog off", med["call_off"]),
+        ("Toolbox.call of a tool using re, main thread", med["re_main"]),
+        ("Toolbox.call of a tool using re, worker thread", med["re_worker"]),
     ]
     print(f"{'per call':<46}{'time (us)':>12}")
     for name, t in rows:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
-from toolgym.sandbox import _WATCHDOG, ToolOutcome, serialize_output
+from toolgym.sandbox import _WATCHDOG, Toolbox, ToolOutcome, serialize_output
 from toolgym.scenario import tool_schema
 
 pytest.importorskip("regex")  # the sandbox's re runs on it; without it re stops only on the main thread
@@ -375,8 +375,6 @@ def rx_worker():
     """A Toolbox running REGEX_TOOL, called on one persistent worker thread (where SIGALRM never arrives)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from toolgym.sandbox import Toolbox
-
     box = Toolbox({"rx": REGEX_TOOL}, time_limit=LIMIT)
     with ThreadPoolExecutor(1) as pool:
         yield lambda **args: pool.submit(box.call, "rx", args).result(timeout=60)
@@ -411,3 +409,50 @@ def test_any_regex_on_a_worker_thread_returns_within_the_limit(rx_worker, op, pa
     out = rx_worker(op=op, pattern=pattern, text="a" * n + tail, flags=0)
     assert time.perf_counter() - t0 < BOUND
     assert out.ok or out.output == f"Error: tool 'rx' timed out (time limit of {LIMIT:g} s exceeded)", out.output
+
+
+RE_API = r"""
+import re
+
+def api():
+    p = re.compile(r'(?P<code>[A-Z]{2})(\d+)', re.I | re.M)
+    m = p.match('xAB12', 1)
+    out = [m.group('code'), m.groups(), m.span(2), m.lastindex, m.groupdict(), m[0], isinstance(m, re.Match)]
+    out.append(isinstance(p, re.Pattern))
+    out.append(p.sub(lambda m: m.group(2) + m.group(1), 'ab1 cd22 ef333', count=2))
+    out.append(p.subn(r'<\g<code>>', 'ab1 cd22'))
+    out.append(re.split(r'[,;]\s*', 'a, b;c', maxsplit=1))
+    out.append([m.start() for m in re.finditer(r'\d', 'a1b2c3')])
+    out.append(p.findall('ab1 cd22', 3))
+    out.append(re.search(r'^b', 'a\nb', flags=re.MULTILINE).start())
+    out.append(re.escape('1.5*[x]'))
+    out.append(p.fullmatch('ab12', 0, 3).span())
+    for bad in (r'(', r'a{2,1}', r'\p{L}'):
+        try:
+            re.compile(bad)
+        except re.error as e:
+            out.append(str(e))
+    try:
+        re.sub('(a)', r'\2', 'a')
+    except re.error as e:
+        out.append(str(e))
+    try:
+        re.compile(p, re.I)
+    except ValueError as e:
+        out.append(str(e))
+    return out
+"""
+
+
+def test_re_api_in_tool_code_matches_cpython_re() -> None:
+    """The parts of re tools use (signatures, keywords, Match/Pattern types, errors) behave as CPython's re."""
+    ns: dict = {}
+    exec(RE_API, ns)
+    expected = serialize_output(ns["api"]())
+    box = Toolbox({"api": RE_API})
+    assert box.call("api", {}) == ToolOutcome(True, expected, None)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(box.call("api", {})))
+    t.start()
+    t.join(30)
+    assert result == [ToolOutcome(True, expected, None)]

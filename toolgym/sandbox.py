@@ -391,6 +391,10 @@ def _rx_compile(pattern: Any, flags: Any) -> Any:
     Why regex: re's matcher never releases the GIL and polls only the main thread's signals, so a
     backtracking pattern on a worker thread froze the whole process (548 s under a 2 s limit); regex
     releases the GIL on str/bytes subjects and honours ``timeout=`` on any thread.
+
+    Known differences from re, left because closing them would mean wrapping every match object: the repr of
+    matches and patterns (``<regex.Match object; ...>``), ``Pattern.flags`` values, and ``Match.lastgroup``
+    when the last group that matched is unnamed (re: None; regex: the last named group).
     """
     key = (type(pattern), pattern, flags)
     compiled = _RX_CACHE.get(key)
