@@ -1454,6 +1454,9 @@ class _Runtime:
                 if flags:
                     raise ValueError("cannot process flags argument with a compiled pattern")
                 return pattern
+            if type(pattern) not in (str, bytes) or type(flags) not in (int, re.RegexFlag):
+                re.compile(pattern, flags)  # raises re's own error for a bad argument
+                raise TypeError("first argument must be string or compiled pattern")
             key = (type(pattern), pattern, flags)
             compiled = _RX_CACHE.get(key)
             if compiled is None:
