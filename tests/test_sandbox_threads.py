@@ -456,3 +456,49 @@ def test_re_api_in_tool_code_matches_cpython_re() -> None:
     t.start()
     t.join(30)
     assert result == [ToolOutcome(True, expected, None)]
+
+
+RACE_TOOLS = """
+import fractions
+
+def slow(n: int):
+    return str(sum(map(fractions.Fraction, range(n))))
+
+def ok(x: int):
+    return x + 1
+"""
+
+
+def test_watchdog_aborts_never_land_outside_a_call() -> None:
+    """Four threads alternate calls that end just before, at or after a 10 ms deadline with quick calls: every
+    abort is reported by the call it was meant for, none escapes into the caller's code, later calls are
+    unaffected. (Limits are wall-clock, so a quick call starved of the GIL for 10 ms may itself time out.)"""
+    failures: list = []
+    timeouts: list[int] = []
+
+    def worker(k: int) -> None:
+        box = Toolbox({"slow": RACE_TOOLS, "ok": RACE_TOOLS}, time_limit=0.01)
+        n = 0
+        try:
+            for i in range(120):
+                out = box.call("slow", {"n": 2000 + (i * 37 + k * 11) % 4000})  # about 2-15 ms of Fraction sums
+                n += out.error == "timeout"
+                if not (out.ok or out.error == "timeout"):
+                    failures.append(out)
+                for j in range(3):
+                    o = box.call("ok", {"x": j})
+                    if o.output != str(j + 1) and o.error != "timeout":
+                        failures.append(o)
+        except BaseException as e:  # an abort that escaped the call it was meant for
+            failures.append(repr(e))
+        timeouts.append(n)
+
+    fired = _WATCHDOG.fired
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures[:5]
+    assert len(timeouts) == 4 and all(timeouts), timeouts  # every thread hit the deadline many times
+    assert _WATCHDOG.fired - fired >= sum(timeouts) // 2  # most of them through the watchdog
