@@ -9,6 +9,7 @@ the GIL would freeze them).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import threading
 import time
@@ -22,7 +23,8 @@ from toolgym import Scenario, StaticSource, SubTask, ToolEnv
 from toolgym.sandbox import _WATCHDOG, Toolbox, ToolOutcome, serialize_output
 from toolgym.scenario import tool_schema
 
-pytest.importorskip("regex")  # the sandbox's re runs on it; without it re stops only on the main thread
+# The sandbox's re runs on the regex package; without it, re stops only on the main thread (and would freeze these)
+needs_regex = pytest.mark.skipif(importlib.util.find_spec("regex") is None, reason="needs the regex package")
 
 LIMIT = 0.5  # tool_time_limit of these envs
 BOUND = 4 * LIMIT + 1.0  # "a small multiple of the limit", with room for a loaded 2-core CI machine
@@ -174,6 +176,7 @@ def run_concurrently(runaways: dict, **env_kwargs) -> tuple[dict, list[Stepper]]
     return out, steppers
 
 
+@needs_regex
 def test_runaways_on_worker_threads_time_out_while_other_threads_keep_stepping() -> None:
     out, steppers = run_concurrently(RUNAWAYS)
     assert set(out) == set(RUNAWAYS), "a runaway thread did not return"
@@ -223,7 +226,7 @@ def test_env_keeps_working_after_a_timeout_on_a_worker_thread() -> None:
         for name, args in (
             ("exact_sum", {"n": 10**7}),
             ("status", {"flight": "FL1"}),
-            ("backtrack", {"text": "a" * 60 + "b"}),
+            ("spin", {"n": 0}),
             ("status", {"flight": "FL9"}),
         ):
             result.append(env.step(call(name, args))[4]["feedback"][0])
@@ -238,7 +241,7 @@ def test_env_keeps_working_after_a_timeout_on_a_worker_thread() -> None:
     assert result == [
         f"Error: tool 'exact_sum' timed out (time limit of {LIMIT:g} s exceeded)",
         '{"flight": "FL1", "status": "on_time"}',
-        f"Error: tool 'backtrack' timed out (time limit of {LIMIT:g} s exceeded)",
+        f"Error: tool 'spin' timed out (time limit of {LIMIT:g} s exceeded)",
         '{"flight": "FL9", "status": "unknown"}',
         "alive",
     ]
@@ -380,6 +383,7 @@ def rx_worker():
         yield lambda **args: pool.submit(box.call, "rx", args).result(timeout=60)
 
 
+@needs_regex
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=_ops, pattern=_patterns, text=st.text(ALPHABET, max_size=8), flags=_flags)
 def test_sandboxed_re_equals_cpython_re(rx_worker, op: str, pattern: str, text: str, flags: int) -> None:
@@ -400,6 +404,7 @@ _evil = st.tuples(
 ).map(lambda t: f"(?:({t[0]}){t[1]}){t[2]}{t[3]}")
 
 
+@needs_regex
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=_ops, pattern=_evil, n=st.integers(20, 80), tail=st.sampled_from(["", "!", "b", "1"]))
 def test_any_regex_on_a_worker_thread_returns_within_the_limit(rx_worker, op, pattern, n, tail) -> None:
@@ -444,6 +449,7 @@ def api():
 """
 
 
+@needs_regex
 def test_re_api_in_tool_code_matches_cpython_re() -> None:
     """The parts of re tools use (signatures, keywords, Match/Pattern types, errors) behave as CPython's re."""
     ns: dict = {}
