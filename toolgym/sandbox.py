@@ -9,18 +9,27 @@ step, so this module trades a subprocess's hard isolation for about a microsecon
   assignment) into guarded helpers; attribute loads and subscripts stay native unless the name needs a guard;
 * a deterministic step budget: ``_tick_()`` at the start of every function, lambda, loop body and
   comprehension item; exhaustion raises a ``BaseException`` and keeps raising, so ``except:`` cannot hide it;
-* a wall-clock backstop (SIGALRM armed lazily at the first 1024-tick checkpoint in the main thread, a clock
-  check at every checkpoint elsewhere) and an RSS-growth backstop;
+* a wall-clock backstop that holds on any thread: a clock check at every 1024-tick checkpoint, plus SIGALRM
+  (armed lazily at the first checkpoint) on the main thread, and on other threads a per-call deadline kept by
+  one watchdog thread, which raises the abort in the call's thread (``PyThreadState_SetAsyncExc``) so even
+  library code that never ticks (``fractions``, ``statistics``) stops; plus an RSS-growth backstop;
+* tool code's ``re`` runs on the ``regex`` engine, with re's signatures, errors and reading of patterns, and
+  with ``timeout=`` the call's remaining time: a backtracking match returns a timeout on any thread, and it
+  releases the GIL meanwhile, so it never freezes other threads (re's matcher holds the GIL and only polls
+  the main thread's signals);
 * a deliberate builtins allow-list, read-only proxies of a few pure stdlib modules, and a guarded getattr
   that blocks dunder/frame attributes, routes ``str.format`` through a checked formatter and bounds the
   width/size arguments of padding, replace, join, etc.
 
+Size guards refuse the C calls whose cost follows from their arguments before they start (``pow(10, 10**8)``,
+``'x' * 10**9``, ``sorted(range(10**11))``, ...), so what one C call can do is bounded by ``max_size``.
 Residual risks (closing them needs a subprocess): work done inside one C call on aliased or deeply nested
 data the guards cannot see, e.g. ``hash()`` of a >100k-deep nested tuple (segfaults CPython 3.11), ``==`` of
 two exponentially aliased lists, ``int(Decimal('1e999999999'))``, ``re.sub`` back-references on huge input;
-regex backtracking outside the main thread; quadratic exception-context chains in deep recursion (the
-clock still stops those). The env's ``isolation="process"`` (:mod:`toolgym.sandbox_process`) closes them: it
-runs the calls in a forked worker that is killed at a wall-clock deadline.
+quadratic exception-context chains in deep recursion (the clock still stops those). Such a call holds the
+GIL, so no thread can stop it and every thread of the process waits. The env's ``isolation="process"``
+(:mod:`toolgym.sandbox_process`) closes them, from any thread: it runs the calls in a forked worker that is
+killed at a wall-clock deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import ast
 import builtins
 import collections
 import copy
+import ctypes
 import datetime
 import decimal
 import fractions
@@ -45,6 +55,7 @@ import reprlib
 import signal
 import statistics
 import string
+import sys
 import threading
 import time
 import types
@@ -205,6 +216,211 @@ def serialize_output(value: Any, max_chars: int = 16_384) -> str:
     else:
         text = _bounded_str(value)
     return _truncate(text, max_chars)
+
+
+# -------------------------------------------------------------------------------------- thread watchdog
+
+
+def _async_raiser():
+    """``PyThreadState_SetAsyncExc`` with a NULL-able exception argument, or None where ctypes lacks it."""
+    try:
+        fn = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except (AttributeError, OSError):  # pragma: no cover - not CPython
+        return None
+    fn.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SET_ASYNC_EXC = _async_raiser()
+
+
+class _Watchdog:
+    """One daemon thread that stops calls which overrun their time limit on threads without SIGALRM.
+
+    Why: SIGALRM only reaches the main thread, and the tick-based clock only sees code that ticks, so on a
+    trainer's or server's worker thread a tool spending its time in pure-Python library code it called once
+    (``fractions`` arithmetic, ``statistics``, a regex parse) would run unbounded. Each call on such a thread
+    registers its deadline here (a lock and a dict write, no wake-up unless it is the earliest); past the
+    deadline the watchdog sets the call's timeout reason and raises ``_Abort`` in the call's thread with
+    ``PyThreadState_SetAsyncExc``, which the interpreter delivers at the thread's next bytecode boundary.
+
+    Safety: an entry fires at most once, only while registered, under the lock that ``unregister`` takes, and
+    ``unregister`` cancels a fired-but-undelivered abort, so the exception can land only inside the call
+    (``Toolbox.call`` unregisters inside its ``try``). A C call holding the GIL delays delivery until it
+    returns; that case needs ``isolation="process"``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._calls: dict[int, list] = {}  # thread ident -> [deadline, expire(), fired]
+        self._next = math.inf  # the deadline the watchdog thread sleeps toward
+        self._thread: threading.Thread | None = None
+        self.fired = 0  # aborts raised (for tests and benchmarks)
+
+    def register(self, ident: int, deadline: float, expire: Any) -> None:
+        with self._lock:
+            self._calls[ident] = [deadline, expire, False]
+            if deadline < self._next:
+                self._next = deadline
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="toolgym-sandbox-watchdog", daemon=True)
+                    self._thread.start()
+                else:
+                    self._wake.notify()
+
+    def unregister(self, ident: int) -> None:
+        with self._lock:
+            entry = self._calls.pop(ident, None)
+        if entry is not None and entry[2]:
+            _SET_ASYNC_EXC(ident, None)  # cancel the abort if it has not been delivered yet
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.perf_counter()
+                nearest = math.inf
+                for ident, entry in self._calls.items():
+                    if entry[2]:
+                        continue
+                    if entry[0] <= now:
+                        entry[2] = True
+                        entry[1]()
+                        _SET_ASYNC_EXC(ident, id(_Abort))
+                        self.fired += 1
+                    elif entry[0] < nearest:
+                        nearest = entry[0]
+                self._next = nearest
+                self._wake.wait(None if nearest == math.inf else nearest - now)
+
+    def _after_fork(self) -> None:
+        """The child of a fork has only the forking thread: start over (the lock may have been held)."""
+        self.__init__()
+
+
+_WATCHDOG = _Watchdog() if _SET_ASYNC_EXC is not None else None
+if _WATCHDOG is not None and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
+
+
+# ------------------------------------------------------------------------------------------------- regex
+
+
+def _regex_module() -> Any:
+    """The ``regex`` package, or None: tool code's ``re`` runs on it when installed (see :func:`_rx_compile`)."""
+    global _REGEX
+    if _REGEX is False:
+        try:
+            import regex as rx
+        except ImportError:  # pragma: no cover - regex is a dependency
+            rx = None
+        _REGEX = rx
+    return _REGEX
+
+
+_REGEX: Any = False  # not looked up yet
+_RX_CACHE: dict[tuple, Any] = {}  # (type, pattern, flags) -> regex.Pattern
+_RX_REPEAT = re.compile(r"\{[0-9]*(?:,[0-9]*)?\}")  # what re's parser takes for a {m,n} repeat
+_RX_SCOPED_VERBOSE = re.compile(r"\(\?[aiLmsux-]*x")  # (?x: ...) turns comments on inside a group
+_RE_TO_RX_FLAGS = ((re.I, 0x2), (re.L, 0x4), (re.M, 0x8), (re.S, 0x10), (re.U, 0x20), (re.X, 0x40), (re.A, 0x80))
+
+
+def _rx_source(pattern: str, verbose: bool) -> str:
+    r"""``pattern`` with every ``{`` and ``[`` that re reads as a literal escaped, so regex reads them as re does.
+
+    Unescaped, regex would read ``a{e<=1}`` as fuzzy matching and ``[[:alpha:]]`` as a POSIX class, where re
+    sees literal characters; escaping a character that is already literal changes nothing for re. ``\B`` also
+    gets re's rule that it never matches in an empty string. Everything else re accepts, regex's VERSION0
+    reads alike (see the differential property test in tests/test_sandbox_threads.py).
+    """
+    if "{" not in pattern and "[" not in pattern and "\\B" not in pattern:
+        return pattern
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = class_start = False  # inside [...]; at its first member (where ']' is a literal)
+    class_open = -1  # index of the class's '['
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            j = i + 2
+            if pattern.startswith("N{", i + 1):
+                j = pattern.find("}", i) + 1 or n
+            elif pattern.startswith("B", i + 1) and not in_class:  # re's \B never matches an empty string
+                out.append("(?:(?!\\A\\Z)\\B)")
+                i = j
+                continue
+            out.append(pattern[i:j])
+            i = j
+            continue
+        if in_class:
+            if c == "]" and not class_start:
+                in_class = False
+            elif c == "[" or c == "{":
+                c = "\\" + c
+            elif c == "^" and i == class_open + 1:
+                class_start = True  # a ']' right after '[^' is still a literal
+                out.append(c)
+                i += 1
+                continue
+            class_start = False
+        elif c == "[":
+            in_class, class_start, class_open = True, True, i
+        elif c == "{":
+            if not _RX_REPEAT.match(pattern, i) or pattern.startswith("{}", i):
+                c = "\\{"
+        elif c == "(" and pattern.startswith("(?#", i):
+            j = pattern.find(")", i) + 1 or n
+            out.append(pattern[i:j])
+            i = j
+            continue
+        elif verbose and c == "#":
+            j = pattern.find("\n", i)
+            j = n if j < 0 else j
+            out.append(pattern[i:j])
+            i = j
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _rx_compile(pattern: Any, flags: Any) -> Any:
+    """re.compile's semantics on the regex engine: re validates (same errors), regex matches (with a timeout).
+
+    Why regex: re's matcher never releases the GIL and polls only the main thread's signals, so a
+    backtracking pattern on a worker thread froze the whole process (548 s under a 2 s limit); regex
+    releases the GIL on str/bytes subjects and honours ``timeout=`` on any thread.
+
+    Known differences from re, left because closing them would mean wrapping every match object: the repr of
+    matches and patterns (``<regex.Match object; ...>``), ``Pattern.flags`` values, and ``Match.lastgroup``
+    when the last group that matched is unnamed (re: None; regex: the last named group).
+    """
+    key = (type(pattern), pattern, flags)
+    compiled = _RX_CACHE.get(key)
+    if compiled is not None:
+        return compiled
+    rx = _regex_module()
+    checked = re.compile(pattern, flags & ~re.DEBUG if isinstance(flags, int) else flags)
+    rflags = 0
+    for bit, rbit in _RE_TO_RX_FLAGS:
+        if checked.flags & bit:
+            rflags |= rbit
+    verbose = bool(checked.flags & re.X) or _RX_SCOPED_VERBOSE.search(
+        pattern if isinstance(pattern, str) else bytes(pattern).decode("latin-1")
+    )
+    if isinstance(pattern, str):
+        source: Any = _rx_source(pattern, verbose)
+    else:
+        source = _rx_source(bytes(pattern).decode("latin-1"), verbose).encode("latin-1")
+    try:
+        compiled = rx.compile(source, rflags | rx.VERSION0)
+    except rx.error as e:
+        raise re.error(str(e), pattern) from None
+    if len(_RX_CACHE) >= 1024:
+        _RX_CACHE.clear()
+    _RX_CACHE[key] = compiled
+    return compiled
 
 
 # ---------------------------------------------------------------------------------------- compile policy
@@ -585,8 +801,11 @@ class _Runtime:
         t0 = 0.0
         mem0 = next_rss = 0
         rss_check = _RSS if max_memory else None
+        watchdog = _WATCHDOG
         active = False
         armed = False
+        engaged = False  # this call reached its first checkpoint (clock, memory baseline, alarm)
+        watched = 0  # ident of the thread whose call the watchdog guards, 0 for none
         saved: tuple[Any, Any] = (None, (0.0, 0.0))
         frozen: set[int] = set()
         self.frozen = frozen
@@ -628,7 +847,7 @@ class _Runtime:
                 signal.setitimer(signal.ITIMER_REAL, max(1e-6, delay - (time.perf_counter() - t0)), interval)
 
         def checkpoint() -> None:
-            nonlocal left, used, chunk, t0, mem0, next_rss
+            nonlocal left, used, chunk, t0, mem0, next_rss, engaged
             if reason is not None:
                 left = 0
                 raise _Abort(reason[1])
@@ -638,12 +857,14 @@ class _Runtime:
             now = time.perf_counter()
             if t0 == 0.0:
                 t0 = now
+            elif time_limit > 0 and now - t0 > time_limit:
+                abort("timeout", f"time limit of {time_limit:g} s exceeded")
+            if not engaged:
+                engaged = True
                 next_rss = used + 8 * _CHECK_EVERY
                 if rss_check:
                     mem0 = rss_check()
                 arm()
-            elif time_limit > 0 and now - t0 > time_limit:
-                abort("timeout", f"time limit of {time_limit:g} s exceeded")
             elif rss_check and (left < -64 or used >= next_rss):  # after big charges, else every 8 chunks
                 next_rss = used + 8 * _CHECK_EVERY
                 if rss_check() - mem0 > max_memory:
@@ -664,21 +885,52 @@ class _Runtime:
                 checkpoint()
 
         def ensure_armed() -> None:
-            """Arm the clock before C calls that can run long yet poll signals (regex matching)."""
-            if t0 == 0.0 and active:
+            """Arm the clock before work that can run long without ticking (pure-Python parsing, re matching)."""
+            if not engaged and active:
                 charge(left + 1)
 
+        def expire() -> None:
+            """The watchdog's verdict (called on its thread): the call is out of time; every later tick aborts."""
+            nonlocal reason, left
+            if reason is None:
+                reason = ("timeout", f"time limit of {time_limit:g} s exceeded")
+            left = 0
+
+        def regex_timeout() -> float | None:
+            """Seconds left for one regex call: the call's clock starts now if it has not yet."""
+            nonlocal t0
+            if time_limit <= 0:
+                return None
+            now = time.perf_counter()
+            if t0 == 0.0:
+                t0 = now
+                return time_limit
+            rest = t0 + time_limit - now
+            if rest <= 0:
+                abort("timeout", f"time limit of {time_limit:g} s exceeded")
+            return rest
+
         def begin() -> None:
-            nonlocal left, used, chunk, reason, t0, active
+            nonlocal left, used, chunk, reason, t0, active, engaged, watched
             chunk = left = first_chunk
             used = 0
             reason = None
             t0 = 0.0
+            engaged = False
             active = True
+            if watchdog is not None and time_limit > 0:
+                ident = threading.get_ident()
+                if ident != _MAIN_IDENT:  # no SIGALRM here: the watchdog keeps the deadline
+                    watched = ident
+                    watchdog.register(ident, time.perf_counter() + time_limit, expire)
 
         def end() -> tuple[str, str] | None:
-            nonlocal active
+            """Stop guarding this call; idempotent. Must run inside the caller's ``try`` (see _Watchdog)."""
+            nonlocal active, watched
             active = False
+            if watched:
+                watchdog.unregister(watched)
+                watched = 0
             if armed:
                 disarm()
             return reason
@@ -989,6 +1241,8 @@ class _Runtime:
             meth = getattr(ob, name)
             if type(ob) is re.Pattern:
                 ensure_armed()
+            elif rx is not None and type(ob) is rx.Pattern:
+                return rx_methods[name](meth)
             return meth
 
         def elements(ob: Any, name: str) -> Any:
@@ -1192,6 +1446,136 @@ class _Runtime:
 
             return wrapper
 
+        # -- re on the regex engine: re's signatures and errors, regex's GIL release and timeout ---------------
+        rx = _regex_module()
+
+        def rx_compile(pattern: Any, flags: Any = 0) -> Any:
+            if rx is not None and type(pattern) is rx.Pattern:
+                if flags:
+                    raise ValueError("cannot process flags argument with a compiled pattern")
+                return pattern
+            if type(pattern) not in (str, bytes) or type(flags) not in (int, re.RegexFlag):
+                re.compile(pattern, flags)  # raises re's own error for a bad argument
+                raise TypeError("first argument must be string or compiled pattern")
+            key = (type(pattern), pattern, flags)
+            compiled = _RX_CACHE.get(key)
+            if compiled is None:
+                ensure_armed()  # both parsers are pure Python: let the clock see a huge pattern
+                compiled = _rx_compile(pattern, flags)
+            return compiled
+
+        def rx_run(fn: Any, *args: Any) -> Any:
+            try:
+                return fn(*args, timeout=regex_timeout())
+            except TimeoutError as e:
+                if str(e) == "regex timed out":
+                    abort("timeout", f"time limit of {time_limit:g} s exceeded")
+                raise
+            except rx.error as e:  # e.g. a bad replacement template: re's exception type
+                raise re.error(str(e)) from None
+
+        def rx_iter(it: Any) -> Any:
+            try:
+                for m in it:
+                    tick()
+                    yield m
+            except TimeoutError as e:
+                if str(e) == "regex timed out":
+                    abort("timeout", f"time limit of {time_limit:g} s exceeded")
+                raise
+
+        def rx_search_like(meth: Any) -> Any:
+            def method(string: Any, pos: int = 0, endpos: int = sys.maxsize) -> Any:
+                return rx_run(meth, string, pos, endpos)
+
+            return method
+
+        def rx_finditer(meth: Any) -> Any:
+            def finditer(string: Any, pos: int = 0, endpos: int = sys.maxsize) -> Any:
+                return rx_iter(rx_run(meth, string, pos, endpos))
+
+            return finditer
+
+        def rx_template(compiled: Any, repl: Any, string: Any) -> None:
+            """Parse a replacement template with re first, so bad ones raise re's exact errors."""
+            if (
+                type(repl) in (str, bytes)
+                and type(string) is type(repl)
+                and ("\\" if type(repl) is str else b"\\") in repl
+            ):
+                re.compile(compiled.pattern, compiled.flags & re.X).sub(repl, string[:0])
+
+        def rx_sub_like(meth: Any) -> Any:
+            def method(repl: Any, string: Any, count: int = 0) -> Any:
+                rx_template(meth.__self__, repl, string)
+                return rx_run(meth, repl, string, count)
+
+            return method
+
+        def rx_split(meth: Any) -> Any:
+            def split(string: Any, maxsplit: int = 0) -> Any:
+                return rx_run(meth, string, maxsplit)
+
+            return split
+
+        rx_methods = {
+            "match": rx_search_like,
+            "search": rx_search_like,
+            "fullmatch": rx_search_like,
+            "findall": rx_search_like,
+            "finditer": rx_finditer,
+            "sub": rx_sub_like,
+            "subn": rx_sub_like,
+            "split": rx_split,
+        }
+
+        def re_match(pattern: Any, string: Any, flags: Any = 0) -> Any:
+            return rx_run(rx_compile(pattern, flags).match, string)
+
+        def re_search(pattern: Any, string: Any, flags: Any = 0) -> Any:
+            return rx_run(rx_compile(pattern, flags).search, string)
+
+        def re_fullmatch(pattern: Any, string: Any, flags: Any = 0) -> Any:
+            return rx_run(rx_compile(pattern, flags).fullmatch, string)
+
+        def re_findall(pattern: Any, string: Any, flags: Any = 0) -> Any:
+            return rx_run(rx_compile(pattern, flags).findall, string)
+
+        def re_finditer(pattern: Any, string: Any, flags: Any = 0) -> Any:
+            return rx_iter(rx_run(rx_compile(pattern, flags).finditer, string))
+
+        def re_sub(pattern: Any, repl: Any, string: Any, count: int = 0, flags: Any = 0) -> Any:
+            compiled = rx_compile(pattern, flags)
+            rx_template(compiled, repl, string)
+            return rx_run(compiled.sub, repl, string, count)
+
+        def re_subn(pattern: Any, repl: Any, string: Any, count: int = 0, flags: Any = 0) -> Any:
+            compiled = rx_compile(pattern, flags)
+            rx_template(compiled, repl, string)
+            return rx_run(compiled.subn, repl, string, count)
+
+        def re_split(pattern: Any, string: Any, maxsplit: int = 0, flags: Any = 0) -> Any:
+            return rx_run(rx_compile(pattern, flags).split, string, maxsplit)
+
+        if rx is not None:
+            re_overrides: dict[str, Any] = {
+                "compile": rx_compile,
+                "match": re_match,
+                "search": re_search,
+                "fullmatch": re_fullmatch,
+                "findall": re_findall,
+                "finditer": re_finditer,
+                "sub": re_sub,
+                "subn": re_subn,
+                "split": re_split,
+                "Pattern": rx.Pattern,
+                "Match": rx.Match,
+            }
+            for fn_name in _REGEX_METHODS:
+                functools.update_wrapper(re_overrides[fn_name], getattr(re, fn_name), updated=())
+        else:  # pragma: no cover - regex is a dependency; plain re stops only on the main thread
+            re_overrides = {n: regex_fn(getattr(re, n)) for n in _REGEX_METHODS}
+
         def safe_dumps(obj: Any, **kwargs: Any) -> str:
             indent = kwargs.get("indent")
             if (isinstance(indent, int) and indent > 64) or (isinstance(indent, str) and len(indent) > 64):
@@ -1213,7 +1597,7 @@ class _Runtime:
                 "pow": math.pow,
             },
             "json": {"dumps": safe_dumps},
-            "re": {n: regex_fn(getattr(re, n)) for n in _REGEX_METHODS},
+            "re": re_overrides,
             "collections": {},
         }
         proxies: dict[str, types.SimpleNamespace] = {}
@@ -1387,8 +1771,10 @@ class Toolbox:
                 g = {"__builtins__": rt.builtins, "__name__": "tool", "state": None}
                 rt.begin()
                 try:
-                    exec(code, g)
-                    reason = rt.end()
+                    try:
+                        exec(code, g)
+                    finally:  # as in call(): a watchdog abort can land until end() returns
+                        reason = rt.end()
                 except BaseException as e:  # module-level code of a tool failed
                     reason = rt.end()
                     if isinstance(e, KeyboardInterrupt) and reason is None:
@@ -1416,8 +1802,10 @@ class Toolbox:
         g["state"] = state
         self._begin()
         try:
-            value = fn(**arguments)
-            reason = self._end()
+            try:
+                value = fn(**arguments)
+            finally:  # a watchdog abort can land until end() returns: keep it inside the try
+                reason = self._end()
         except BaseException as e:  # tool code may raise anything
             return self._failure(name, e, self._end())
         if reason is not None:

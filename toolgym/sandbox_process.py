@@ -1,11 +1,11 @@
 """Process isolation for tool calls (``isolation="process"``): a forked worker that can be killed.
 
 The in-process sandbox (:mod:`toolgym.sandbox`) stops runaway *Python* code with its step budget and clock,
-but not work done inside one C call (``==`` of two exponentially aliased lists, ``hash()`` of a deeply nested
-tuple, regex backtracking off the main thread). :class:`ProcessSandbox` runs the calls in a forked worker
-instead and waits for each reply with a wall-clock deadline; past it the worker is killed (SIGKILL) and reaped,
-the call comes back as the same ``timeout`` outcome the in-process clock gives, and the next call forks a
-fresh worker (a few ms).
+but not work done inside one C call that holds the GIL (``==`` of two exponentially aliased lists, ``hash()``
+of a deeply nested tuple): on any thread such a call freezes the whole process. :class:`ProcessSandbox` runs
+the calls in a forked worker instead and waits for each reply with a wall-clock deadline; past it the worker is
+killed (SIGKILL) and reaped, the call comes back as the same ``timeout`` outcome the in-process clock gives, and
+the next call forks a fresh worker (a few ms).
 
 Design:
 
@@ -28,7 +28,9 @@ Design:
   left unpicklable gives an ``exception`` outcome and the state is kept as it was.
 * The worker is not pickled (an unpickled or deep-copied env forks its own on its first call), is killed on
   :meth:`ProcessSandbox.close` (``env.close()``) and by a ``weakref.finalize`` when the sandbox is
-  garbage-collected, and exits by itself if its parent dies. Not thread-safe: one per env.
+  garbage-collected, and exits by itself if its parent dies. Not thread-safe: one per env. Envs stepped from
+  worker threads work too: ``fork`` copies only the calling thread, which becomes the worker's main thread
+  (so its SIGALRM clock works), and the parent waits for the reply without holding the GIL.
 """
 
 from __future__ import annotations
