@@ -14,6 +14,7 @@ TINY = {
     "isolation_overhead.py": ["--rounds", "1", "--calls", "20", "--restarts", "2"],
     "vector_throughput.py": ["--quick"],
     "build_throughput.py": ["--budget", "2", "--resets", "5"],
+    "thread_overhead.py": ["--rounds", "1", "--calls", "50"],
     "scorer_concurrency.py": ["--calls", "60", "--rounds", "1", "--threads", "1,4", "--episodes", "1"],
 }
 

@@ -9,22 +9,21 @@ the GIL would freeze them).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import threading
 import time
 import warnings
 
 import pytest
+
+# The sandbox's re runs on the regex package (a dependency); without it, re would stop only on the main thread
+import regex  # noqa: F401  (fails here, not by hanging below, when it is missing)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
 from toolgym.sandbox import _WATCHDOG, Toolbox, ToolOutcome, serialize_output
 from toolgym.scenario import tool_schema
-
-# The sandbox's re runs on the regex package; without it, re stops only on the main thread (and would freeze these)
-needs_regex = pytest.mark.skipif(importlib.util.find_spec("regex") is None, reason="needs the regex package")
 
 LIMIT = 0.5  # tool_time_limit of these envs
 BOUND = 4 * LIMIT + 1.0  # "a small multiple of the limit", with room for a loaded 2-core CI machine
@@ -176,7 +175,6 @@ def run_concurrently(runaways: dict, **env_kwargs) -> tuple[dict, list[Stepper]]
     return out, steppers
 
 
-@needs_regex
 def test_runaways_on_worker_threads_time_out_while_other_threads_keep_stepping() -> None:
     out, steppers = run_concurrently(RUNAWAYS)
     assert set(out) == set(RUNAWAYS), "a runaway thread did not return"
@@ -383,7 +381,6 @@ def rx_worker():
         yield lambda **args: pool.submit(box.call, "rx", args).result(timeout=60)
 
 
-@needs_regex
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=_ops, pattern=_patterns, text=st.text(ALPHABET, max_size=8), flags=_flags)
 def test_sandboxed_re_equals_cpython_re(rx_worker, op: str, pattern: str, text: str, flags: int) -> None:
@@ -404,7 +401,6 @@ _evil = st.tuples(
 ).map(lambda t: f"(?:({t[0]}){t[1]}){t[2]}{t[3]}")
 
 
-@needs_regex
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(op=_ops, pattern=_evil, n=st.integers(20, 80), tail=st.sampled_from(["", "!", "b", "1"]))
 def test_any_regex_on_a_worker_thread_returns_within_the_limit(rx_worker, op, pattern, n, tail) -> None:
@@ -449,7 +445,6 @@ def api():
 """
 
 
-@needs_regex
 def test_re_api_in_tool_code_matches_cpython_re() -> None:
     """The parts of re tools use (signatures, keywords, Match/Pattern types, errors) behave as CPython's re."""
     ns: dict = {}
