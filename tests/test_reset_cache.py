@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import pickle
 import threading
 
 import gymnasium as gym
@@ -192,12 +194,20 @@ def test_concurrent_resets_from_threads_are_exact():
 
 
 def test_lru_bounds():
-    cache = ScenarioCache(maxsize=2, max_bytes=10)
-    cache.put("a", b"1234", {}), cache.put("b", b"1234", {})
+    env = _make("ToolGym/FlightBooking-v0")
+    env.reset(seed=0)
+    scenario = env.scenario
+    size = len(pickle.dumps(scenario))
+    cache = ScenarioCache(maxsize=2, max_bytes=3 * size)
+    assert cache.put("a", scenario, {}) and cache.put("b", scenario, {})
     assert cache.get("a") is not None  # "a" is now the most recent
-    cache.put("c", b"1234", {})  # over both bounds: "b" goes
+    cache.put("c", scenario, {})  # over maxsize: "b" goes
     assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
-    cache.put("big", b"x" * 11, {})  # larger than the whole budget: not stored
-    assert cache.get("big") is None and len(cache) == 2
+    assert not ScenarioCache(max_bytes=100).put("big", scenario, {})  # larger than the whole budget
+    assert not cache.put("unpicklable", dataclasses.replace(scenario, state={"f": lambda: 0}), {})
+    assert len(cache) == 2
+    got, _ = cache.get("a")
+    assert got == scenario and got is not scenario and got.state is not scenario.state
+    assert got.tools[0]["function"]["parameters"] is scenario.tools[0]["function"]["parameters"]
     with pytest.raises(ValueError, match="maxsize"):
         ScenarioCache(maxsize=0)

@@ -9,7 +9,6 @@ and a reward component; nothing the policy sends can crash ``step``.
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -232,7 +231,7 @@ class ToolEnv(gym.Env):
     def _sample_cached(self, seed: int) -> Scenario:
         """The source's scenario for a freshly seeded ``np_random``, from the cache when it holds this seed.
 
-        Generation is a pure function of (source key, seed): the cache stores the pickled scenario before the
+        Generation is a pure function of (source key, seed): the cache stores the scenario (pickled) before the
         episode mutates its world, and the bit generator's state after generation, which a hit restores.
         """
         key = source_cache_key(self.source)
@@ -241,15 +240,11 @@ class ToolEnv(gym.Env):
         key = (key, seed)
         entry = SCENARIO_CACHE.get(key)
         if entry is not None:
-            blob, rng_state = entry
+            scenario, rng_state = entry
             self.np_random.bit_generator.state = rng_state
-            return pickle.loads(blob)
-        scenario = self.source.sample(self.np_random)
-        try:
-            blob = pickle.dumps(scenario, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # an unpicklable world (e.g. a custom object) is played, just not cached
             return scenario
-        SCENARIO_CACHE.put(key, blob, self.np_random.bit_generator.state)
+        scenario = self.source.sample(self.np_random)
+        SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
         return scenario
 
     def _obs(self) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
+import pickle
 import threading
 import types
 from collections import OrderedDict
@@ -171,14 +173,47 @@ def _callable_key(fn: Any) -> Any:
     raise _Uncacheable(type(fn).__name__)
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles a scenario but leaves out the objects in ``shared`` (kept by reference, restored as themselves)."""
+
+    def __init__(self, file: io.BytesIO, shared: dict[int, int]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.shared = shared
+
+    def persistent_id(self, obj: Any) -> int | None:
+        return self.shared.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, shared: tuple[Any, ...]):
+        super().__init__(file)
+        self.shared = shared
+
+    def persistent_load(self, pid: int) -> Any:
+        return self.shared[pid]
+
+
+def _shared_parts(scenario: Scenario) -> list[Any]:
+    """What a hit shares with the generated scenario instead of copying: tool source texts (immutable) and the
+    tools' ``parameters`` schemas, which generators already share across scenarios and the env only reads (the
+    validator cache is keyed by their identity). Everything else, the world above all, is a private copy."""
+    parts: list[Any] = [src for src in scenario.source.values() if type(src) is str]
+    for tool in scenario.tools:
+        params = tool.get("function", {}).get("parameters") if type(tool) is dict else None
+        if type(params) is dict:
+            parts.append(params)
+    return parts
+
+
 class ScenarioCache:
     """A bounded, thread-safe, process-wide LRU of generated scenarios: (source key, seed) -> entry.
 
-    An entry is the pickled scenario as generated (before any episode touched its world) and the state of the
-    env's bit generator right after generation, so a hit hands out a private copy and leaves ``np_random``
-    exactly where generating would have. Bounded by ``maxsize`` entries and ``max_bytes`` of pickles.
-    ``enabled = False`` turns it off for every env of the process (the env kwarg ``scenario_cache`` per env);
-    the environment variable ``TOOLGYM_SCENARIO_CACHE=0`` turns it off at import (e.g. in server workers).
+    An entry is the scenario as generated (pickled before any episode touched its world; tool source texts and
+    parameter schemas by reference) and the state of the env's bit generator right after generation, so a hit
+    hands out a private copy and leaves ``np_random`` exactly where generating would have. Bounded by
+    ``maxsize`` entries and ``max_bytes`` of pickles. ``enabled = False`` turns it off for every env of the
+    process (the env kwarg ``scenario_cache`` per env); the environment variable ``TOOLGYM_SCENARIO_CACHE=0``
+    turns it off at import (e.g. in server workers).
     """
 
     def __init__(self, maxsize: int = 4096, max_bytes: int = 256 << 20):
@@ -190,13 +225,14 @@ class ScenarioCache:
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Any, tuple[bytes, dict[str, Any]]] = OrderedDict()
+        self._entries: OrderedDict[Any, tuple[bytes, tuple[Any, ...], dict[str, Any]]] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Any) -> tuple[bytes, dict[str, Any]] | None:
+    def get(self, key: Any) -> tuple[Scenario, dict[str, Any]] | None:
+        """A private copy of the cached scenario and the bit generator state to restore, or ``None``."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -204,20 +240,30 @@ class ScenarioCache:
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
-            return entry
+        blob, shared, rng_state = entry
+        return _Unpickler(io.BytesIO(blob), shared).load(), rng_state
 
-    def put(self, key: Any, blob: bytes, rng_state: dict[str, Any]) -> None:
+    def put(self, key: Any, scenario: Scenario, rng_state: dict[str, Any]) -> bool:
+        """Store an untouched scenario; ``False`` when it cannot be pickled or exceeds ``max_bytes``."""
+        parts = _shared_parts(scenario)
+        buf = io.BytesIO()
+        try:
+            _Pickler(buf, {id(p): i for i, p in enumerate(parts)}).dump(scenario)
+        except Exception:  # e.g. a world holding an unpicklable object: played, just not cached
+            return False
+        blob = buf.getvalue()
         if len(blob) > self.max_bytes:
-            return
+            return False
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[0])
-            self._entries[key] = (blob, rng_state)
+            self._entries[key] = (blob, tuple(parts), rng_state)
             self._bytes += len(blob)
             while len(self._entries) > self.maxsize or self._bytes > self.max_bytes:
-                _, (dropped, _) = self._entries.popitem(last=False)
+                _, (dropped, _, _) = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
+        return True
 
     def clear(self) -> None:
         with self._lock:
