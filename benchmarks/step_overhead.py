@@ -3,7 +3,8 @@
 floor  = json.loads(arguments) + direct Python call of the tool + json.dumps(result)
 step   = env.step(one Hermes <tool_call> turn): parse + schema check + sandboxed call + reward + messages
 Both run in the same process, interleaved in rounds, so machine noise hits both alike; the ratio is the result.
-Also reports reset latency (median, p90) of the registered envs. Prints a table, writes JSON.
+Also reports reset latency (median, p90) of the registered envs: uncached, a scenario-cache miss, a hit.
+Prints a table, writes JSON.
 
     python benchmarks/step_overhead.py [--rounds 7] [--calls 2000]
 """
@@ -78,15 +79,39 @@ def time_step(env: ToolEnv, n: int, action) -> float:
 
 
 def reset_latency(env_id: str, n: int) -> tuple[float, float]:
+    """Median and p90 reset time of ``n`` resets on distinct seeds (each generates; the first warms up)."""
     env = gym.make(env_id)
     env.reset(seed=0)
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        env.reset(seed=i)
+        env.reset(seed=1 + i)
         times.append(time.perf_counter() - t0)
     times.sort()
     return statistics.median(times), times[int(0.9 * len(times))]
+
+
+def reset_latency_cached(env_id: str, n: int) -> dict[str, tuple[float, float]]:
+    """Median and p90 reset time: uncached (generate every time), miss (generate + store), hit (reuse)."""
+    from toolgym.sources import SCENARIO_CACHE
+
+    env = gym.make(env_id).unwrapped
+    env.scenario_cache = False
+    for i in range(min(n, 50)):  # warm up: compile the tools, import lazily loaded modules
+        env.reset(seed=30_000 + i)
+    out = {}
+    for label, cached, base in (("uncached", False, 10_000), ("miss", True, 20_000), ("hit", True, 20_000)):
+        env.scenario_cache = cached
+        if label == "miss":
+            SCENARIO_CACHE.clear()
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            env.reset(seed=base + i)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        out[label] = (statistics.median(times), times[int(0.9 * len(times))])
+    return out
 
 
 def main() -> None:
@@ -126,11 +151,17 @@ def main() -> None:
         print(f"{name:<42}{t * 1e6:>12.2f}{ratio:>10.2f}")
 
     resets = {}
-    print(f"\n{'reset latency':<42}{'median (us)':>12}{'p90 (us)':>10}")
+    print(
+        f"\n{'reset latency, median / p90 (us)':<36}{'uncached':>16}{'cache miss':>16}{'cache hit':>16}{'speedup':>9}"
+    )
     for env_id in toolgym.registered_ids():
-        med, p90 = reset_latency(env_id, args.resets)
-        resets[env_id] = {"median_us": med * 1e6, "p90_us": p90 * 1e6}
-        print(f"{env_id:<42}{med * 1e6:>12.1f}{p90 * 1e6:>10.1f}")
+        lat = reset_latency_cached(env_id, args.resets)
+        row = {f"{k}_{q}_us": v[j] * 1e6 for k, v in lat.items() for j, q in enumerate(("median", "p90"))}
+        row["median_us"], row["p90_us"] = row["uncached_median_us"], row["uncached_p90_us"]
+        row["hit_speedup"] = lat["uncached"][0] / lat["hit"][0]
+        resets[env_id] = row
+        cells = "".join(f"{v[0] * 1e6:>8.1f}/{v[1] * 1e6:<7.1f}" for v in lat.values())
+        print(f"{env_id:<36}{cells}{row['hit_speedup']:>8.2f}x")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

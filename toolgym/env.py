@@ -20,7 +20,7 @@ from toolgym.calls import ParsedTurn, format_hermes, parse_action
 from toolgym.sandbox import Toolbox
 from toolgym.sandbox_process import ISOLATION_MODES, ProcessSandbox
 from toolgym.scenario import Scenario
-from toolgym.sources import ScenarioSource, StaticSource
+from toolgym.sources import SCENARIO_CACHE, ScenarioSource, StaticSource, source_cache_key
 from toolgym.spaces import AssistantTurn, ChatObservation
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -101,6 +101,12 @@ class ToolEnv(gym.Env):
     the time limit (even inside one C call, which the in-process guards cannot stop) and re-forked on the next
     call; see :mod:`toolgym.sandbox_process`. The default ``"none"`` runs them in this process (faster).
     ``close()`` stops the worker.
+
+    ``scenario_cache`` (default on): ``reset(seed=s)`` of a procedural source reuses the scenario generated
+    for ``s`` before (a process-wide LRU, :data:`toolgym.sources.SCENARIO_CACHE`, shared by envs whose sources
+    have equal keys). A hit is exact: the episode gets a private copy of the untouched world and ``np_random``
+    ends where generating leaves it. ``scenario_cache=False`` (or ``SCENARIO_CACHE.enabled = False``) always
+    generates.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # a text dialogue; the fps only satisfies the checker
@@ -117,6 +123,7 @@ class ToolEnv(gym.Env):
         max_output_chars: int = 16_384,
         render_mode: str | None = None,
         isolation: str = "none",
+        scenario_cache: bool = True,
     ):
         if not callable(reward) and reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)} or pass a callable")
@@ -132,6 +139,7 @@ class ToolEnv(gym.Env):
         self.system_prompt = system_prompt
         self.render_mode = render_mode
         self.isolation = isolation
+        self.scenario_cache = bool(scenario_cache)
         self._process = ProcessSandbox() if isolation == "process" else None
         self._sandbox_opts = {
             "step_budget": tool_step_budget,
@@ -208,14 +216,36 @@ class ToolEnv(gym.Env):
                 raise ValueError("reset(options={'index': ...}) needs a static pack")
             scenario = self.source.get(int(options["index"]))
         else:
-            scenario = self.source.sample(self.np_random)
             owned = getattr(self.source, "fresh", False)
+            if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
+                scenario = self._sample_cached(int(seed))
+            else:
+                scenario = self.source.sample(self.np_random)
         self._start(scenario, owned)
         for turn in options.get("prefix", ()):
             if self._done:
                 break
             self.step(turn)
         return self._obs(), self._reset_info()
+
+    def _sample_cached(self, seed: int) -> Scenario:
+        """The source's scenario for a freshly seeded ``np_random``, from the cache when it holds this seed.
+
+        Generation is a pure function of (source key, seed): the cache stores the scenario (pickled) before the
+        episode mutates its world, and the bit generator's state after generation, which a hit restores.
+        """
+        key = source_cache_key(self.source)
+        if key is None:
+            return self.source.sample(self.np_random)
+        key = (key, seed)
+        entry = SCENARIO_CACHE.get(key)
+        if entry is not None:
+            scenario, rng_state = entry
+            self.np_random.bit_generator.state = rng_state
+            return scenario
+        scenario = self.source.sample(self.np_random)
+        SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
+        return scenario
 
     def _obs(self) -> dict[str, Any]:
         return {"messages": list(self._messages), "tools": self.scenario.tools}

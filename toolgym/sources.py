@@ -6,6 +6,14 @@ a finite list. The env only sees this interface, so it never imports the pipelin
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import io
+import os
+import pickle
+import threading
+import types
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -39,6 +47,22 @@ class ProceduralSource:
     def sample(self, rng: np.random.Generator) -> Scenario:
         return self.generate(rng, self.config)
 
+    def cache_key(self) -> Any:
+        """(name, generator, config value): equal for sources that generate alike, so envs made by the same
+        ``gym.make`` id and kwargs share cached resets. A subclass is not keyed (its ``sample`` may differ)
+        unless it defines its own ``cache_key``. Memoized while ``name``/``generate``/``config`` stay the same
+        objects: like ``validate()``, the key reads the config once, so change knobs by making a new source
+        (a new ``gym.make``), not by mutating ``config`` in place.
+        """
+        if type(self) is not ProceduralSource:
+            raise _Uncacheable(type(self).__name__)
+        memo = self.__dict__.get("_cache_key")
+        if memo is not None and memo[0] is self.name and memo[1] is self.generate and memo[2] is self.config:
+            return memo[3]
+        key = ("procedural", self.name, _callable_key(self.generate), _value_key(self.config))
+        self._cache_key = (self.name, self.generate, self.config, key)
+        return key
+
 
 class StaticSource:
     """A finite list of scenarios; ``sample`` picks one uniformly, ``get(i)`` a given one."""
@@ -71,3 +95,198 @@ class MixtureSource:
 
     def sample(self, rng: np.random.Generator) -> Scenario:
         return self.members[int(rng.integers(len(self.members)))].sample(rng)
+
+    def cache_key(self) -> Any:
+        """(name, every member's key in order); uncacheable when any member is."""
+        if type(self) is not MixtureSource:
+            raise _Uncacheable(type(self).__name__)
+        keys = []
+        for member in self.members:
+            key = source_cache_key(member)
+            if key is None:
+                raise _Uncacheable(type(member).__name__)
+            keys.append(key)
+        return ("mixture", self.name, tuple(keys))
+
+
+# ----------------------------------------------------------------------------------------------- reset cache
+# Trainers reset one seed many times (a GRPO group, the rl-row scorer once per turn row, a server per session);
+# generating a procedural world costs far more than a step, so seeded resets reuse the scenario they generated.
+
+
+class _Uncacheable(Exception):
+    """A source or config holds something whose value cannot be keyed safely: it is not cached."""
+
+
+class _Ident:
+    """Keys an object by identity and keeps it alive, so its id is never reused while the key exists."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ident) and other.obj is self.obj
+
+
+_SCALARS = (type(None), bool, int, str, bytes)
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable key equal for equal values only: types are part of it (1, 1.0 and True differ), floats by repr
+    (0.0 and -0.0 differ), containers and dataclasses field by field, in order. Anything else is uncacheable."""
+    t = type(value)
+    if t in _SCALARS:
+        return (t, value)
+    if t is float:
+        return (t, repr(value))
+    if t in (list, tuple):
+        return (t, tuple(_value_key(v) for v in value))
+    if t is dict:
+        return (t, tuple((_value_key(k), _value_key(v)) for k, v in value.items()))
+    if t in (frozenset, set):
+        return (t, frozenset(_value_key(v) for v in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        attrs = (
+            vars(value)
+            if hasattr(value, "__dict__")
+            else {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        )
+        return (_Ident(t), tuple((k, _value_key(attrs[k])) for k in sorted(attrs)))
+    raise _Uncacheable(t.__name__)
+
+
+def _callable_key(fn: Any) -> Any:
+    """Plain functions and partials of them by identity (a module-level generator and domain are the same objects
+    in every env); other callables (instances with state of their own) are uncacheable."""
+    if isinstance(fn, functools.partial):
+        if type(fn) is not functools.partial:
+            raise _Uncacheable(type(fn).__name__)
+        keywords = tuple((k, _Ident(v)) for k, v in sorted(fn.keywords.items()))
+        return ("partial", _callable_key(fn.func), tuple(_Ident(a) for a in fn.args), keywords)
+    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)):
+        return _Ident(fn)
+    raise _Uncacheable(type(fn).__name__)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a scenario but leaves out the objects in ``shared`` (kept by reference, restored as themselves)."""
+
+    def __init__(self, file: io.BytesIO, shared: dict[int, int]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.shared = shared
+
+    def persistent_id(self, obj: Any) -> int | None:
+        return self.shared.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, shared: tuple[Any, ...]):
+        super().__init__(file)
+        self.shared = shared
+
+    def persistent_load(self, pid: int) -> Any:
+        return self.shared[pid]
+
+
+def _shared_parts(scenario: Scenario) -> list[Any]:
+    """What a hit shares with the generated scenario instead of copying: tool source texts (immutable) and the
+    tools' ``parameters`` schemas, which generators already share across scenarios and the env only reads (the
+    validator cache is keyed by their identity). Everything else, the world above all, is a private copy."""
+    parts: list[Any] = [src for src in scenario.source.values() if type(src) is str]
+    for tool in scenario.tools:
+        params = tool.get("function", {}).get("parameters") if type(tool) is dict else None
+        if type(params) is dict:
+            parts.append(params)
+    return parts
+
+
+class ScenarioCache:
+    """A bounded, thread-safe, process-wide LRU of generated scenarios: (source key, seed) -> entry.
+
+    An entry is the scenario as generated (pickled before any episode touched its world; tool source texts and
+    parameter schemas by reference) and the state of the env's bit generator right after generation, so a hit
+    hands out a private copy and leaves ``np_random`` exactly where generating would have. Bounded by
+    ``maxsize`` entries and ``max_bytes`` of pickles. ``enabled = False`` turns it off for every env of the
+    process (the env kwarg ``scenario_cache`` per env); the environment variable ``TOOLGYM_SCENARIO_CACHE=0``
+    turns it off at import (e.g. in server workers).
+    """
+
+    def __init__(self, maxsize: int = 4096, max_bytes: int = 256 << 20):
+        if maxsize < 1 or max_bytes < 1:
+            raise ValueError("maxsize and max_bytes must be >= 1")
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.enabled = True
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Any, tuple[bytes, tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Any) -> tuple[Scenario, dict[str, Any]] | None:
+        """A private copy of the cached scenario and the bit generator state to restore, or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+        blob, shared, rng_state = entry
+        return _Unpickler(io.BytesIO(blob), shared).load(), rng_state
+
+    def put(self, key: Any, scenario: Scenario, rng_state: dict[str, Any]) -> bool:
+        """Store an untouched scenario; ``False`` when it cannot be pickled or exceeds ``max_bytes``."""
+        parts = _shared_parts(scenario)
+        buf = io.BytesIO()
+        try:
+            _Pickler(buf, {id(p): i for i, p in enumerate(parts)}).dump(scenario)
+        except Exception:  # e.g. a world holding an unpicklable object: played, just not cached
+            return False
+        blob = buf.getvalue()
+        if len(blob) > self.max_bytes:
+            return False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+            self._entries[key] = (blob, tuple(parts), rng_state)
+            self._bytes += len(blob)
+            while len(self._entries) > self.maxsize or self._bytes > self.max_bytes:
+                _, (dropped, _, _) = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+
+SCENARIO_CACHE = ScenarioCache()
+SCENARIO_CACHE.enabled = os.environ.get("TOOLGYM_SCENARIO_CACHE", "1").strip().lower() not in (
+    "0",
+    "false",
+    "off",
+    "no",
+)
+
+
+def source_cache_key(source: Any) -> Any:
+    """The cache key of a source, or ``None`` when it cannot be keyed safely (then resets are not cached)."""
+    method = getattr(source, "cache_key", None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except _Uncacheable:
+        return None
