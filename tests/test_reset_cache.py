@@ -211,3 +211,8 @@ def test_lru_bounds():
     assert got.tools[0]["function"]["parameters"] is scenario.tools[0]["function"]["parameters"]
     with pytest.raises(ValueError, match="maxsize"):
         ScenarioCache(maxsize=0)
+
+
+def test_gym_make_takes_the_switch():
+    env = gym.make("ToolGym/FlightBooking-v0", scenario_cache=False)
+    assert env.unwrapped.scenario_cache is False

@@ -30,6 +30,7 @@ ENV_KWARGS = (
     "max_output_chars",
     "render_mode",
     "isolation",
+    "scenario_cache",
 )
 _MANIFESTS: dict[str, dict[str, Any]] = {}
 
