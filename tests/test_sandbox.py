@@ -486,7 +486,9 @@ def test_runaway_tools_stop_fast(source: str) -> None:
     assert out.error in ("timeout", "resource"), out.output
     assert out.output.startswith("Error: ") and len(out.output) < 300
     assert tb.call("ok", {}) == ToolOutcome(True, "4950", None)
-    assert tb.call("f", {}).error == out.error  # the failure is repeatable, not sticky across calls
+    # the failure is repeatable, not sticky across calls (which guard trips first, the clock or a size guard,
+    # may depend on the machine's load for runaways that both spin and allocate)
+    assert tb.call("f", {}).error in ("timeout", "resource")
 
 
 def test_default_budget_times_out_quickly() -> None:
