@@ -465,3 +465,10 @@ def test_sft_trainer_trains_on_the_sft_export_as_rendered_by_the_template(tmp_pa
         ] and len(parsed.calls) > 1
     logs = [h for h in (trainer.train().metrics, *trainer.state.log_history) if "loss" in h or "train_loss" in h]
     assert logs and all(math.isfinite(h.get("loss", h.get("train_loss"))) for h in logs)
+
+
+def test_turn_dataset_refuses_rows_whose_prompt_lists_the_tools_as_text():
+    env = gym.make(FLIGHT, **env_kwargs_for(FLIGHT, "train"))
+    rows = episode_rows(env, FLIGHT, "rl", "train", env_kwargs_for(FLIGHT, "train"), 0, {"tools_in_prompt": "hermes"})
+    with pytest.raises(ValueError, match="tools-in-prompt template"):
+        T.turn_dataset(rows)

@@ -117,7 +117,7 @@ def chat_arguments(messages: list[dict[str, Any]], arguments: str = "dict") -> l
                 args = fn.get("arguments")
                 if arguments == "dict" and isinstance(args, str):
                     with contextlib.suppress(ValueError):
-                        fn["arguments"] = json.loads(args)
+                        fn["arguments"] = json.loads(args) if args.strip() else {}
                 elif arguments == "json" and not isinstance(args, str):
                     fn["arguments"] = json.dumps(args if args is not None else {}, ensure_ascii=False)
                 calls.append(tc)

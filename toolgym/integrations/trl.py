@@ -57,7 +57,8 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from toolgym.export import compute_score
+from toolgym.export import _as_json, compute_score
+from toolgym.prompts import chat_arguments
 
 __all__ = [
     "LOST_KEYWORDS",
@@ -200,31 +201,9 @@ def toolset_key(tools: Sequence[dict[str, Any]]) -> str:
 # -- the environment ------------------------------------------------------------------------------------------
 
 
-def _as_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def chat_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """toolgym messages as chat templates want them: tool-call arguments as dicts, no None-valued keys."""
-    out = []
-    for m in messages:
-        m = {k: v for k, v in m.items() if v is not None}
-        if m.get("tool_calls"):
-            calls = []
-            for tc in m["tool_calls"]:
-                tc = dict(tc)
-                f = dict(tc["function"])
-                args = f.get("arguments")
-                if isinstance(args, str):
-                    try:
-                        f["arguments"] = json.loads(args) if args.strip() else {}
-                    except ValueError:
-                        pass  # left as the model wrote it
-                tc["function"] = f
-                calls.append(tc)
-            m["tool_calls"] = calls
-        out.append(m)
-    return out
+    return [{k: v for k, v in m.items() if v is not None} for m in chat_arguments(list(messages))]
 
 
 class _ToolGymEnvironment:
@@ -476,6 +455,9 @@ def turn_dataset(rows: Iterable[dict[str, Any]], *, env_make_kwargs: dict[str, A
         tools = _as_json(row.get("tools"))
         if not tools:
             raise ValueError("the rl row has no tools column")
+        mode = row.get("tools_in_prompt") or (row.get("extra_info") or {}).get("tools_in_prompt") or "template"
+        if mode == "hermes":  # its prompt lists the tools as text, and TRL renders them again from the class
+            raise ValueError("turn_dataset takes rl rows exported with --tools-in-prompt template (TRL renders tools)")
         records.append(
             {
                 "prompt": [{k: v for k, v in m.items() if v is not None} for m in row["prompt"]],
