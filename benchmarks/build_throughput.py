@@ -1,6 +1,6 @@
 """Procedural pipeline throughput: verified scenarios per second per core, and env reset latency.
 
-For every domain module under ``toolgym/build/domains`` that defines ``DOMAIN``, and every kind (plus the
+For every domain module under ``toolgym/construct/domains`` that defines ``DOMAIN``, and every kind (plus the
 default mix), run the five stages plus verification in this single process for a fixed time and count the
 verified scenarios. Rates are given per second of wall time and per second of this process's CPU time (the
 per-core figure, robust to other load on the machine). Then, for every registered env id,
@@ -31,8 +31,7 @@ except ModuleNotFoundError:  # run from a source checkout without `pip install -
     import toolgym
 from step_overhead import reset_latency  # the same timer (this folder is on sys.path)
 
-from toolgym.build.pipeline import BuildConfig, BuildStats, generate
-from toolgym.build.procedural import find_domains, resolve_domain
+from toolgym.construct.pipeline import BuildConfig, BuildStats, find_domains, generate, resolve_domain
 from toolgym.scenario import KINDS
 
 TARGET = 1000.0

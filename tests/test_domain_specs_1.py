@@ -9,14 +9,14 @@ import re
 import numpy as np
 import pytest
 
-from toolgym.build.spec import Domain, validate_domain
+from toolgym.construct.spec import Domain, validate_domain
 
 MODULES = ("banking", "ecommerce_orders", "calendar_meetings", "restaurant_booking", "car_rental")
 SEEDS = range(60)
 
 
 def _domain(module: str) -> Domain:
-    return importlib.import_module(f"toolgym.build.domains.{module}").DOMAIN
+    return importlib.import_module(f"toolgym.construct.domains.{module}").DOMAIN
 
 
 def _world(domain: Domain, seed: int) -> dict:

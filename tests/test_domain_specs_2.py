@@ -16,14 +16,14 @@ from functools import cache
 import numpy as np
 import pytest
 
-from toolgym.build.spec import Domain, validate_domain
+from toolgym.construct.spec import Domain, validate_domain
 from toolgym.reward import answer_in_output
 
 MODULES = ("weather_travel", "library", "healthcare_appointments", "movie_tickets", "package_shipping")
 SEEDS = range(60)
 
 
-DOMAINS = {m: importlib.import_module(f"toolgym.build.domains.{m}").DOMAIN for m in MODULES}
+DOMAINS = {m: importlib.import_module(f"toolgym.construct.domains.{m}").DOMAIN for m in MODULES}
 
 
 @pytest.fixture(params=MODULES)

@@ -14,7 +14,7 @@ from RestrictedPython import compile_restricted, limited_builtins, safe_builtins
 from RestrictedPython.Eval import default_guarded_getitem, default_guarded_getiter
 from RestrictedPython.Guards import full_write_guard, guarded_iter_unpack_sequence, safer_getattr
 
-from toolgym.build.domains import flight_booking as fb
+from toolgym.construct.domains import flight_booking as fb
 from toolgym.reward import answer_in_output
 from toolgym.scenario import KINDS, Scenario
 

@@ -24,9 +24,9 @@ import pytest
 
 pytest.importorskip("openai")
 
-from toolgym.build import prompts as P
-from toolgym.build.code_check import Limits
-from toolgym.build.llm_backend import (
+from toolgym.construct import prompts as P
+from toolgym.construct.code_check import Limits
+from toolgym.construct.llm_backend import (
     JOURNAL,
     Journal,
     Reject,
@@ -491,5 +491,7 @@ def test_cli_builds_a_pack(tmp_path, capsys):
 
 
 def test_openai_is_not_imported_with_toolgym():
-    code = "import sys, toolgym, toolgym.build.llm_backend, toolgym.build.cli; assert 'openai' not in sys.modules"
+    code = (
+        "import sys, toolgym, toolgym.construct.llm_backend, toolgym.construct.cli; assert 'openai' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -16,7 +16,7 @@ import time
 import gymnasium as gym
 import pytest
 
-from toolgym.build.llm_backend import JOURNAL, STAGES, run_build
+from toolgym.construct.llm_backend import JOURNAL, STAGES, run_build
 from toolgym.packs import load_scenarios
 from toolgym.registry import register_pack
 

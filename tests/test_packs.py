@@ -118,3 +118,29 @@ def test_shipped_manifests_are_valid():
     root = toolgym.packs.packs_dir()
     for path in sorted(root.glob("*/manifest.json")):
         read_manifest(path)
+
+
+def test_manifests_and_records_with_the_old_package_name_still_load(tmp_path):
+    """Packs saved while the construction package was ``toolgym.build`` keep working, and so does rebuilding a
+    record whose metadata names a domain under that name."""
+    from toolgym.construct.pipeline import rebuild
+
+    old = {
+        "name": "OldHotel",
+        "version": 0,
+        "type": "procedural",
+        "generator": "toolgym.build.procedural:generate",
+        "config": "toolgym.build.pipeline:BuildConfig",
+        "domain": "toolgym.build.domains.hotel_booking:DOMAIN",
+        "max_turns": 20,
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    eid = register_pack(tmp_path)
+    old_env = gym.make(eid, kind="multi_hop")
+    obs, _ = old_env.reset(seed=3)
+    new_env = gym.make("ToolGym/HotelBooking-v0", kind="multi_hop")
+    new_obs, _ = new_env.reset(seed=3)
+    assert obs["tools"] == new_obs["tools"] and obs["messages"][1:] == new_obs["messages"][1:]
+    scenario = new_env.unwrapped.scenario
+    meta = {**scenario.metadata, "domain_ref": "toolgym.build.domains.hotel_booking:DOMAIN"}
+    assert rebuild(meta).to_dict() == scenario.to_dict()

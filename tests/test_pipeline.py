@@ -10,22 +10,30 @@ import numpy as np
 import pytest
 
 import toolgym
-from toolgym.build import deploy as deploy_mod
-from toolgym.build.cli import check_domain, save_stages, write_manifest
-from toolgym.build.decompose import Decomposition, in_split, split_bucket
-from toolgym.build.document import Documents
-from toolgym.build.integrate import Integrated
-from toolgym.build.pipeline import BuildConfig, BuildStats, Stages, build, generate
-from toolgym.build.procedural import find_domains, rebuild, resolve_domain
-from toolgym.build.scale import Scaled
-from toolgym.build.spec import validate_domain
+from toolgym.construct import deploy as deploy_mod
+from toolgym.construct.cli import check_domain, save_stages, write_manifest
+from toolgym.construct.decompose import Decomposition, in_split, split_bucket
+from toolgym.construct.document import Documents
+from toolgym.construct.integrate import Integrated
+from toolgym.construct.pipeline import (
+    BuildConfig,
+    BuildStats,
+    Stages,
+    build,
+    find_domains,
+    generate,
+    rebuild,
+    resolve_domain,
+)
+from toolgym.construct.scale import Scaled
+from toolgym.construct.spec import validate_domain
 from toolgym.packs import PackError, read_manifest
 from toolgym.registry import make_source
 from toolgym.sandbox import Toolbox
 from toolgym.scenario import KINDS, Scenario
 
 ENV_ID = "ToolGym/HotelBooking-v0"
-DOMAIN_REF = "toolgym.build.domains.hotel_booking:DOMAIN"
+DOMAIN_REF = "toolgym.construct.domains.hotel_booking:DOMAIN"
 DOMAIN = resolve_domain(DOMAIN_REF)
 SETTINGS = [
     {},
@@ -110,7 +118,7 @@ def test_gold_plan_scores_the_maximum(kind, knobs):
 
 def test_procedural_source_with_explicit_domain():
     from toolgym import ProceduralSource, ToolEnv
-    from toolgym.build.procedural import generate as procedural_generate
+    from toolgym.construct.pipeline import generate as procedural_generate
 
     source = ProceduralSource("HotelBooking", lambda rng, cfg: procedural_generate(rng, cfg, DOMAIN_REF), BuildConfig())
     env = ToolEnv(source)
@@ -311,7 +319,7 @@ def test_build_command_writes_a_manifest_and_stages(tmp_path):
     path, changed = write_manifest(DOMAIN_REF, tmp_path, report["max_hops"])
     assert changed and path == tmp_path / "hotel_booking" / "manifest.json"
     m = read_manifest(path)
-    assert m["domain"] == DOMAIN_REF and m["generator"] == "toolgym.build.procedural:generate"
+    assert m["domain"] == DOMAIN_REF and m["generator"] == "toolgym.construct.pipeline:generate"
     shipped = json.loads((toolgym.packs.packs_dir() / "hotel_booking" / "manifest.json").read_text())
     assert {k: v for k, v in m.items() if k != "_dir"} == shipped  # the committed manifest is up to date
     assert write_manifest(DOMAIN_REF, tmp_path, 3) == (path, False)
@@ -398,7 +406,7 @@ def _library_world(rng: np.random.Generator) -> dict:
 
 
 def _library():
-    from toolgym.build.spec import Attr, Domain, Entity, Update
+    from toolgym.construct.spec import Attr, Domain, Entity, Update
 
     author = Entity(
         "author",
@@ -472,8 +480,8 @@ LIBRARY = _library()
 def test_pipeline_problems_name_what_cannot_be_built():
     import dataclasses
 
-    from toolgym.build.decompose import domain_info, pipeline_problems
-    from toolgym.build.spec import SpecError
+    from toolgym.construct.decompose import domain_info, pipeline_problems
+    from toolgym.construct.spec import SpecError
 
     assert pipeline_problems(DOMAIN) == [] and pipeline_problems(LIBRARY) == []
     unnamed = dataclasses.replace(
@@ -489,7 +497,7 @@ def test_pipeline_problems_name_what_cannot_be_built():
 @pytest.mark.parametrize("kind", KINDS)
 def test_another_domain_builds_and_its_gold_plans_score_the_maximum(kind, knobs):
     from toolgym import ProceduralSource, ToolEnv
-    from toolgym.build.procedural import generate as procedural_generate
+    from toolgym.construct.pipeline import generate as procedural_generate
 
     validate_domain(LIBRARY)
     config = BuildConfig(kind=kind, write_share=0.5, **knobs)

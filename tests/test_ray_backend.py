@@ -243,8 +243,8 @@ def test_ray_is_imported_only_when_used():
 
 
 def test_build_check_on_ray_same_counts_as_local(tmp_path, capsys):
-    from toolgym.build.cli import check_domain, check_domains_ray
-    from toolgym.build.procedural import find_domains
+    from toolgym.construct.cli import check_domain, check_domains_ray
+    from toolgym.construct.pipeline import find_domains
 
     refs = {k: v for k, v in find_domains().items() if k in ("hotel_booking", "library")}
     assert len(refs) == 2

@@ -254,7 +254,7 @@ def test_ordinary_python_matches_plain_exec(source: str) -> None:
 
 def test_flight_booking_domain_source() -> None:
     """The repo's own FlightBooking tool module runs unchanged (module constants, helpers, f-strings)."""
-    domain = pytest.importorskip("toolgym.build.domains.flight_booking")
+    domain = pytest.importorskip("toolgym.construct.domains.flight_booking")
     names = ["search_flights", "book_flight", "get_booking", "get_seat_map", "get_loyalty_benefits"]
     tb = Toolbox(dict.fromkeys(names, domain.TOOL_SOURCE))
     assert tb.call("get_loyalty_benefits", {"tier": "Gold"}).output.startswith('{"tier": "gold"')

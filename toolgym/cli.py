@@ -14,7 +14,7 @@ import gymnasium as gym
 import toolgym  # noqa: F401  (registers the ToolGym/ ids)
 from toolgym import export_cli, serve_cli
 from toolgym.agents import AGENTS
-from toolgym.build import cli as build_cli
+from toolgym.construct import cli as build_cli
 from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize

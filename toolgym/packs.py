@@ -8,6 +8,7 @@ bad pack is fixed in one look instead of failing deep inside an episode. FTRL's 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +29,29 @@ class PackError(ValueError):
     def __init__(self, where: str, field: str, problem: str):
         super().__init__(f"{where}: field {field!r}: {problem}")
         self.where, self.field, self.problem = where, field, problem
+
+
+# Refs written before the construction package was named ``toolgym.construct`` (manifests, scenario metadata,
+# exported datasets): read as their current names, so saved packs and records keep loading.
+_RENAMED_REFS = (
+    ("toolgym.build.procedural:", "toolgym.construct.pipeline:"),
+    ("toolgym.build.functions", "toolgym.construct.tool_docs"),
+    ("toolgym.build.", "toolgym.construct."),
+)
+
+
+def current_ref(ref: str) -> str:
+    """``ref`` (``"module:attribute"``) under today's module names."""
+    for old, new in _RENAMED_REFS:
+        if ref.startswith(old):
+            return new + ref[len(old) :]
+    return ref
+
+
+def resolve_ref(ref: str) -> Any:
+    """The object a ``"module:attribute"`` ref names (importing the module)."""
+    module, _, attr = current_ref(ref).partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def packs_dir() -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from toolgym.env import ToolEnv
-from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest
+from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
 from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
 
 NAMESPACE = "ToolGym"
@@ -35,11 +34,6 @@ ENV_KWARGS = (
 _MANIFESTS: dict[str, dict[str, Any]] = {}
 
 
-def _resolve(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @lru_cache(maxsize=64)
 def _static_scenarios(path: str, fmt: str) -> tuple:
     return tuple(load_scenarios(path, fmt))
@@ -48,10 +42,10 @@ def _static_scenarios(path: str, fmt: str) -> tuple:
 def make_source(manifest: dict[str, Any], **config_kwargs: Any):
     """The scenario source a manifest describes, with generator knobs from ``config_kwargs``."""
     if manifest["type"] == "procedural":
-        generate = _resolve(manifest["generator"])
+        generate = resolve_ref(manifest["generator"])
         if "domain" in manifest:  # a spec-based domain: one shared generator, told which domain to build
-            generate = partial(generate, domain=_resolve(manifest["domain"]))
-        config_cls = _resolve(manifest["config"])
+            generate = partial(generate, domain=resolve_ref(manifest["domain"]))
+        config_cls = resolve_ref(manifest["config"])
         fields = {f.name for f in dataclasses.fields(config_cls)}
         unknown = set(config_kwargs) - fields
         if unknown:

@@ -159,7 +159,7 @@ def interned(key: tuple, keep: Any, make: Callable[[], Function]) -> Function:
 
 
 def gold_call(fn: Function, sq: Any) -> Call:
-    """The call of ``fn`` that answers sub-question ``sq`` (a :class:`~toolgym.build.decompose.SubQuestion`)."""
+    """The call of ``fn`` that answers sub-question ``sq`` (a :class:`~toolgym.construct.decompose.SubQuestion`)."""
     args: dict[str, Any] = {}
     for p in fn.params:
         role = p.role

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.spec import Attr, Domain, Entity, Update
+from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (title, genre): titles share no words with author names, so one never occurs inside another record.
 BOOKS = (

@@ -8,9 +8,18 @@ Determinism and rebuilding: :func:`generate` draws one 63-bit seed per attempt f
 ``Generator``; an attempt builds the world with a numpy ``Generator`` whose PCG64 state is set from the seed
 (:func:`world_rng`, ten times cheaper than ``default_rng``) and makes every other choice with
 ``random.Random(seed)``. The seed, the config and the domain are recorded in ``Scenario.metadata``, so
-``rebuild(scenario.metadata)`` (in :mod:`toolgym.build.procedural`) reproduces the scenario exactly.
+``rebuild(scenario.metadata)`` reproduces the scenario exactly.
 
-Train/test split (``BuildConfig.split``): see :mod:`toolgym.build.decompose`. Each chain of a scenario has the
+Pack manifests of spec-based domains name this module's :func:`generate` and :class:`BuildConfig` plus the
+domain (a module under ``toolgym/construct/domains/`` that defines ``DOMAIN``)::
+
+    {"generator": "toolgym.construct.pipeline:generate",
+     "config": "toolgym.construct.pipeline:BuildConfig",
+     "domain": "toolgym.construct.domains.hotel_booking:DOMAIN", ...}
+
+and the registry calls ``generate(rng, config, domain=DOMAIN)``.
+
+Train/test split (``BuildConfig.split``): see :mod:`toolgym.construct.decompose`. Each chain of a scenario has the
 key ``"<domain>|<chain signature>|<starting record id>"``; ``"train"`` scenarios use only keys whose
 ``sha256 mod 10`` is < 8, ``"test"`` scenarios only keys whose bucket is >= 8. The two sets of keys are
 disjoint by construction, hence so are the scenarios (a scenario's id hashes its keys).
@@ -18,7 +27,9 @@ disjoint by construction, hence so are the scenarios (a scenario's id hashes its
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import random
 import sys
 import threading
@@ -29,16 +40,20 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.decompose import SPLITS, Decomposition, decompose, domain_info
-from toolgym.build.deploy import deploy, verify
-from toolgym.build.document import Documents, document
-from toolgym.build.integrate import Integrated, integrate
-from toolgym.build.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
-from toolgym.build.spec import Domain
+from toolgym.construct.decompose import SPLITS, Decomposition, decompose, domain_info
+from toolgym.construct.deploy import deploy, verify
+from toolgym.construct.document import Documents, document
+from toolgym.construct.integrate import Integrated, integrate
+from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
+from toolgym.construct.spec import Domain
+from toolgym.packs import current_ref
 from toolgym.scenario import KINDS, Scenario
 
 MAX_ATTEMPTS = 200
 PIPELINE = "procedural"
+GENERATOR_REF = "toolgym.construct.pipeline:generate"
+CONFIG_REF = "toolgym.construct.pipeline:BuildConfig"
+DOMAINS_PACKAGE = "toolgym.construct.domains"
 
 
 @dataclass
@@ -48,7 +63,7 @@ class BuildConfig:
     ``kind=None`` draws one of the four FTRL kinds per scenario. ``hops``: calls per chain of multi-hop kinds;
     ``parallel``: chains of parallel kinds; ``distractors``: extra tools offered; ``integrate``: merge the narrow
     reads of an entity into ``get_<entity>``; ``generalize``/``expand``/``type_generalize``: FTRL's complexity
-    scaling levels (0 = off, see :mod:`toolgym.build.scale`); ``write_share``: probability that a multi-hop
+    scaling levels (0 = off, see :mod:`toolgym.construct.scale`); ``write_share``: probability that a multi-hop
     scenario ends one chain with an update; ``split``: ``None``, ``"train"`` or ``"test"`` (disjoint).
     """
 
@@ -90,6 +105,7 @@ class BuildConfig:
 
 
 _FIELDS = tuple(f.name for f in fields(BuildConfig))
+KNOBS = _FIELDS  # every BuildConfig field is a gym.make kwarg of a spec-based env
 
 
 @dataclass
@@ -233,9 +249,13 @@ def build(
 
 
 def generate(
-    rng: np.random.Generator, config: BuildConfig, domain: Domain, stats: BuildStats | None = None
+    rng: np.random.Generator, config: BuildConfig, domain: Domain | str, stats: BuildStats | None = None
 ) -> Scenario:
-    """One verified scenario of ``domain``, drawn from ``rng`` (same rng state -> identical scenario)."""
+    """One verified scenario of ``domain``, drawn from ``rng`` (same rng state -> identical scenario).
+
+    The generator every spec-based pack registers; ``domain`` may be a ref (see :func:`resolve_domain`).
+    """
+    domain = resolve_domain(domain)
     config.validate()
     local = stats if stats is not None else BuildStats()
     for _ in range(MAX_ATTEMPTS):
@@ -247,3 +267,62 @@ def generate(
         f"{domain.name}: no verified scenario in {MAX_ATTEMPTS} attempts with {config} "
         f"(discarded: {local.discarded()}); this domain may not support these knobs (e.g. hops)"
     )
+
+
+def resolve_domain(domain: Domain | str) -> Domain:
+    """A Domain, or the Domain named by ``"module:ATTR"`` / a module path (``ATTR`` defaults to ``DOMAIN``)."""
+    if isinstance(domain, Domain):
+        return domain
+    module, _, attr = current_ref(domain).partition(":")
+    found = getattr(importlib.import_module(module), attr or "DOMAIN", None)
+    if not isinstance(found, Domain):
+        raise TypeError(f"{domain!r} does not name a toolgym.construct.spec.Domain")
+    return found
+
+
+def rebuild(metadata: dict[str, Any], domain: Domain | str | None = None) -> Scenario:
+    """The scenario a record's metadata describes (its seed, config and domain), rebuilt exactly."""
+    ref = domain if domain is not None else metadata.get("domain_ref")
+    if ref is None:
+        raise ValueError("metadata has no domain_ref; pass the domain")
+    got = build(int(metadata["seed"]), BuildConfig.from_dict(metadata["config"]), resolve_domain(ref))
+    if got is None:  # pragma: no cover - a recorded seed built a verified scenario once
+        raise RuntimeError("the recorded seed no longer yields a verified scenario (pipeline changed?)")
+    return got  # type: ignore[return-value]
+
+
+def find_domains() -> dict[str, str]:
+    """Module name -> ``"module:DOMAIN"`` for every module under ``toolgym/construct/domains`` that defines DOMAIN."""
+    package = importlib.import_module(DOMAINS_PACKAGE)
+    out = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        name = f"{DOMAINS_PACKAGE}.{info.name}"
+        if isinstance(getattr(importlib.import_module(name), "DOMAIN", None), Domain):
+            out[info.name] = f"{name}:DOMAIN"
+    return out
+
+
+def manifest(
+    domain: Domain, ref: str, defaults: dict[str, Any] | None = None, max_hops: int | None = None
+) -> dict[str, Any]:
+    """The pack manifest of a spec-based domain (what ``toolgym build`` writes).
+
+    ``max_hops`` (found by ``toolgym build``) is the longest chain the domain's worlds support; larger
+    ``hops`` make ``generate`` raise after its attempts run out.
+    """
+    out = {
+        "name": domain.name,
+        "version": domain.version,
+        "type": "procedural",
+        "generator": GENERATOR_REF,
+        "config": CONFIG_REF,
+        "domain": ref,
+        "description": domain.description,
+        "defaults": dict(defaults or {}),
+        "kinds": list(KINDS),
+        "knobs": list(KNOBS),
+        "max_turns": 20,
+    }
+    if max_hops is not None:
+        out["max_hops"] = max_hops
+    return out

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.spec import Attr, Domain, Entity, Update
+from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 CITIES = ("Lisbon", "Osaka", "Denver", "Nairobi", "Tallinn", "Hobart", "Cusco", "Bergen", "Quebec", "Porto")
 HOTEL_WORDS = ("Harbor", "Summit", "Linden", "Aurora", "Cedar", "Marlow", "Juniper", "Beacon", "Willow", "Onyx")

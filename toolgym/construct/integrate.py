@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.build.decompose import Decomposition
-from toolgym.build.document import Documents, whole_read
-from toolgym.build.functions import Call, Function, functions_from_list, functions_to_list, gold_call
-from toolgym.build.spec import Domain
+from toolgym.construct.decompose import Decomposition
+from toolgym.construct.document import Documents, whole_read
+from toolgym.construct.spec import Domain
+from toolgym.construct.tool_docs import Call, Function, functions_from_list, functions_to_list, gold_call
 
 
 @dataclass

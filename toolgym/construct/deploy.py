@@ -24,9 +24,9 @@ from functools import lru_cache
 from typing import Any
 
 from toolgym.arguments import check_arguments, parameters_validator
-from toolgym.build.decompose import Decomposition, SubQuestion
-from toolgym.build.functions import READ_OPS, Function
-from toolgym.build.scale import Scaled
+from toolgym.construct.decompose import Decomposition, SubQuestion
+from toolgym.construct.scale import Scaled
+from toolgym.construct.tool_docs import READ_OPS, Function
 from toolgym.reward import Expected, SolveTracker, answer_in_output, normalize
 from toolgym.sandbox import Toolbox
 from toolgym.scenario import Scenario, StateCheck, SubTask

@@ -1,7 +1,7 @@
 """Stage 1, scenario decomposition: a world and a kind become sub-questions, a user query and a final answer.
 
 A *chain* follows ref attributes from a starting record (``guest -> last_reservation -> hotel_id``) and ends
-by reading an answerable attribute or performing an :class:`~toolgym.build.spec.Update`; call k's argument is
+by reading an answerable attribute or performing an :class:`~toolgym.construct.spec.Update`; call k's argument is
 call k-1's answer. The four FTRL kinds are one chain of one call (``single_hop``), ``parallel`` independent
 one-call chains (``parallel_single_hop``), one chain of ``hops`` calls (``multi_hop``) and ``parallel``
 independent chains (``parallel_multi_hop``). In multi-hop kinds a share of scenarios (``write_share``) ends
@@ -25,7 +25,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolgym.build.spec import Domain, SpecError
+from toolgym.construct.spec import Domain, SpecError
 from toolgym.reward import normalize
 from toolgym.scenario import KINDS
 

@@ -1,7 +1,7 @@
 """Out-of-process validation of generated tool code (stage 5 of the ``openai`` backend).
 
 Model-written code is never run in the building process. :func:`check_scenario` starts
-``python -m toolgym.build.code_check`` with the job on stdin; the child imports what it needs, then lowers its
+``python -m toolgym.construct.code_check`` with the job on stdin; the child imports what it needs, then lowers its
 own OS limits (``RLIMIT_AS``: address space, ``RLIMIT_CPU``: CPU seconds, no core files, small files only)
 and runs the checks through toolgym's sandbox. The parent enforces a wall-clock timeout and kills the child's
 process group when it is exceeded. A child that dies (CPU limit, out of memory, crash) fails the check with
@@ -82,7 +82,7 @@ async def check_scenario(scenario: dict[str, Any], limits: Limits | None = None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "toolgym.build.code_check",
+        "toolgym.construct.code_check",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

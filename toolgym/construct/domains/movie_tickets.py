@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.spec import Attr, Domain, Entity, Update
+from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (cinema name, city)
 CINEMAS = (

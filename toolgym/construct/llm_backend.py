@@ -9,9 +9,9 @@ For each scenario index ``i`` (kind, topic and scaling strategies are seeded by 
    function and arguments (skipped when there is one sub-question);
 4. **scale**: distractor tools (toolset extension) and/or extra optional parameters (parameter expansion);
 5. **deploy**: Python code per function, validated in a separate resource-limited process
-   (:mod:`toolgym.build.code_check`).
+   (:mod:`toolgym.construct.code_check`).
 
-Every reply must be one JSON object valid against the stage's schema (:mod:`toolgym.build.prompts`) and pass
+Every reply must be one JSON object valid against the stage's schema (:mod:`toolgym.construct.prompts`) and pass
 the stage's checks (:func:`validate_decomposition` ...); a rejected reply is asked again with the problem
 (``attempts`` per stage), then the scenario is discarded with the reason ``"<stage>:<kind>"``.
 
@@ -52,8 +52,8 @@ from typing import Any
 
 import jsonschema
 
-from toolgym.build import prompts as P
-from toolgym.build.code_check import CheckResult, Limits, check_scenario
+from toolgym.construct import prompts as P
+from toolgym.construct.code_check import CheckResult, Limits, check_scenario
 from toolgym.jsonl import complete_lines, exclusive
 from toolgym.packs import MANIFEST, load_scenarios, read_manifest
 from toolgym.request_errors import classify

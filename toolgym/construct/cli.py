@@ -1,13 +1,13 @@
 """``toolgym build``: check spec-based domains and write their pack manifests, or build a pack with a model.
 
-For each domain module (``--domain hotel_booking`` or ``--all`` modules under ``toolgym/build/domains`` that
-define ``DOMAIN``): run :func:`~toolgym.build.spec.validate_domain`, build and verify ``--check`` scenarios per
+For each domain module (``--domain hotel_booking`` or ``--all`` modules under ``toolgym/construct/domains`` that
+define ``DOMAIN``): run :func:`~toolgym.construct.spec.validate_domain`, build and verify ``--check`` scenarios per
 kind (reporting attempts and discard reasons), then write ``<out>/<module>/manifest.json``. ``--save-stages DIR``
 also writes one scenario's stage outputs as JSON for inspection. ``--backend ray`` runs the checks (one per
 domain and kind, plus the chain-length probe) on Ray workers; the counts are the same as with the local backend.
 
 ``--backend openai`` drives the same five stages with any OpenAI-compatible chat model instead
-(:mod:`toolgym.build.llm_backend`) and writes a static pack to ``--out``; rerunning the command resumes it.
+(:mod:`toolgym.construct.llm_backend`) and writes a static pack to ``--out``; rerunning the command resumes it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.decompose import domain_info
-from toolgym.build.pipeline import BuildConfig, BuildStats, build, generate
-from toolgym.build.procedural import find_domains, manifest, resolve_domain
-from toolgym.build.spec import SpecError, validate_domain
+from toolgym.construct.decompose import domain_info
+from toolgym.construct.pipeline import BuildConfig, BuildStats, build, find_domains, generate, manifest, resolve_domain
+from toolgym.construct.spec import SpecError, validate_domain
 from toolgym.distributed import add_backend_args
 from toolgym.packs import packs_dir, read_manifest
 from toolgym.scenario import KINDS
@@ -158,8 +157,8 @@ def cmd_llm_build(args: argparse.Namespace) -> int:
     """``toolgym build --backend openai``: build (or resume) a static pack with a model."""
     import asyncio
 
-    from toolgym.build.code_check import Limits
-    from toolgym.build.llm_backend import LLMBuildConfig, arun_build
+    from toolgym.construct.code_check import Limits
+    from toolgym.construct.llm_backend import LLMBuildConfig, arun_build
 
     model = args.model or os.environ.get("TOOLGYM_MODEL")
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -218,7 +217,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         for name in args.domain:
             if name not in domains:
                 known = ", ".join(domains) or "none"
-                print(f"error: no module toolgym/build/domains/{name}.py defining DOMAIN (known: {known})")
+                print(f"error: no module toolgym/construct/domains/{name}.py defining DOMAIN (known: {known})")
                 return 2
             refs[name] = domains[name]
     else:
@@ -268,7 +267,7 @@ def add_parser(subparsers: Any) -> None:
     """Register the ``build`` subcommand on the ``toolgym`` parser."""
     p = subparsers.add_parser("build", help="check spec-based domains and write their pack manifests")
     p.add_argument("--domain", action="append", metavar="NAME", help="domain module name (repeatable)")
-    p.add_argument("--all", action="store_true", help="every module under toolgym/build/domains defining DOMAIN")
+    p.add_argument("--all", action="store_true", help="every module under toolgym/construct/domains defining DOMAIN")
     p.add_argument("--out", help="procedural: packs folder (default: envs_generated); openai: the pack folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", type=int, default=50, metavar="N", help="scenarios to build and verify per kind")

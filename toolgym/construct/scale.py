@@ -17,7 +17,7 @@ Applied in this order (each a pure function of its input and the ``random.Random
   ``include_history``, ``detail_level``; ``notify``, ``reason``) that the code accepts; 2 = also a required
   ``locale`` the gold call fills with ``"en-US"``.
 
-Gold calls are re-derived from the final functions (see :func:`toolgym.build.functions.gold_call`).
+Gold calls are re-derived from the final functions (see :func:`toolgym.construct.tool_docs.gold_call`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from toolgym.build.decompose import Decomposition
-from toolgym.build.document import article, id_param, read_function, update_function, update_spec, whole_read
-from toolgym.build.functions import (
+from toolgym.construct.decompose import Decomposition
+from toolgym.construct.document import article, id_param, read_function, update_function, update_spec, whole_read
+from toolgym.construct.integrate import Integrated
+from toolgym.construct.spec import Domain, Entity
+from toolgym.construct.tool_docs import (
     Call,
     Function,
     Param,
@@ -39,8 +41,6 @@ from toolgym.build.functions import (
     gold_call,
     interned,
 )
-from toolgym.build.integrate import Integrated
-from toolgym.build.spec import Domain, Entity
 
 LEVELS = {"generalize": 2, "type_generalize": 2, "expand": 2}
 MAX_DISTRACTORS = 12

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.spec import Attr, Domain, Entity, Update
+from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (clinic name, city, street): clinic names share no words with streets or people.
 CLINICS = (

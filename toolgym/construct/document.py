@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.build.decompose import Decomposition, SubQuestion
-from toolgym.build.functions import (
+from toolgym.construct.decompose import Decomposition, SubQuestion
+from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct.tool_docs import (
     Call,
     Function,
     Param,
@@ -20,7 +21,6 @@ from toolgym.build.functions import (
     gold_call,
     interned,
 )
-from toolgym.build.spec import Attr, Domain, Entity, Update
 
 
 @dataclass

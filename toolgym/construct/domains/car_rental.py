@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.build.spec import Attr, Domain, Entity, Update
+from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
 LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
