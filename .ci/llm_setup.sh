@@ -63,7 +63,7 @@ build_wheel() {
   local tmp t0=$SECONDS
   tmp="$(mktemp -d "$WHEEL_DIR/.build.XXXXXX")"
   log "building llama-cpp-python ${LLAMA_CPP_VERSION} from source (CMAKE_ARGS=\"$BUILD_CMAKE_ARGS\", $BUILD_JOBS jobs)"
-  log "(about 6-7 min on 2 idle cores; 20+ min when the machine is busy)"
+  log "(minutes on 2 cores, more when the machine is busy; the time taken is printed at the end)"
   if ! CMAKE_ARGS="$BUILD_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$BUILD_JOBS" FORCE_CMAKE=1 \
     "$PY" -m pip wheel --no-deps --no-cache-dir --quiet "llama-cpp-python==${LLAMA_CPP_VERSION}" -w "$tmp"; then
     rm -rf "$tmp"

@@ -14,7 +14,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import toolgym
 from toolgym.spaces import AssistantTurn, ChatObservation
-from toolgym.vector import ToolVectorEnv, make_async
+from toolgym.vector import SharedMemoryError, ToolVectorEnv, make_async
 
 FLIGHT = "ToolGym/FlightBooking-v0"
 BAD = '<tool_call>{"name": "get_fare", "arguments": {'  # malformed: scored, fed back, does not end the episode
@@ -275,6 +275,16 @@ def test_async_mode_matches_single_envs(how):
 
 
 def test_async_with_shared_memory_says_what_to_pass():
-    with pytest.raises(ValueError) as err:
+    """The error a user sees last (Gymnasium would wrap a CustomSpaceError in its generic message) names the fix."""
+    with pytest.raises(SharedMemoryError, match=r"vector_kwargs=\{'shared_memory': False\}.*make_async"):
         gym.make_vec(FLIGHT, num_envs=2, vectorization_mode="async")
-    assert "shared_memory" in str(err.value.__cause__) and "make_async" in str(err.value.__cause__)
+
+
+def test_vector_options_passed_as_env_kwargs_say_where_they_go():
+    with pytest.raises(TypeError, match=r"shared_memory is an option of the vector env.*vector_kwargs="):
+        gym.make_vec(FLIGHT, num_envs=2, vectorization_mode="async", shared_memory=False)
+
+
+def test_misspelt_option_gets_a_suggestion():
+    with pytest.raises(TypeError, match=r"distractor \(did you mean distractors\?\)"):
+        gym.make(FLIGHT, distractor=2)

@@ -49,10 +49,7 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
         fields = {f.name for f in dataclasses.fields(config_cls)}
         unknown = set(config_kwargs) - fields
         if unknown:
-            raise TypeError(
-                f"{manifest['name']}: unknown option(s) {sorted(unknown)}; "
-                f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
-            )
+            raise TypeError(f"{manifest['name']}: {_unknown_options(unknown, fields)}")
         config = config_cls(**{**manifest.get("defaults", {}), **config_kwargs})
         if "max_hops" in manifest and getattr(config, "hops", 0) > manifest["max_hops"]:
             raise ValueError(
@@ -96,6 +93,27 @@ def register_pack(path: str | Path) -> str:
         kwargs={"pack": eid},
     )
     return eid
+
+
+# AsyncVectorEnv's own options: make_vec hands any kwarg it does not know to each env, so these land here.
+_VECTOR_OPTIONS = ("shared_memory", "copy", "context", "daemon", "observation_mode", "autoreset_mode")
+
+
+def _unknown_options(unknown: set[str], fields: set[str]) -> str:
+    """The message for options neither the env nor the generator takes: what to pass instead, if we can tell."""
+    vector = sorted(unknown & set(_VECTOR_OPTIONS))
+    if vector:
+        return (
+            f"{', '.join(vector)} is an option of the vector env, not of each env: pass "
+            f"vector_kwargs={{{', '.join(f'{k!r}: ...' for k in vector)}}} to gym.make_vec "
+            "(for async mode toolgym.vector.make_async(id, num_envs) sets shared_memory=False)"
+        )
+    known = [*ENV_KWARGS, *sorted(fields)]
+    hints = [f"{k} (did you mean {c[0]}?)" if (c := difflib.get_close_matches(k, known, n=1)) else k for k in unknown]
+    return (
+        f"unknown option(s) {', '.join(sorted(hints))}; "
+        f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
+    )
 
 
 def register_all(root: Path | None = None) -> list[str]:

@@ -33,7 +33,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.error import CustomSpaceError
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from gymnasium.vector.utils.shared_memory import create_shared_memory
@@ -41,7 +40,7 @@ from gymnasium.vector.utils.shared_memory import create_shared_memory
 from toolgym.env import ToolEnv
 from toolgym.spaces import ChatObservation
 
-__all__ = ["ToolVectorEnv", "batch_infos", "make_async", "make_vector_env"]
+__all__ = ["SharedMemoryError", "ToolVectorEnv", "batch_infos", "make_async", "make_vector_env"]
 
 _SCALAR_TYPES = (int, float, bool)
 
@@ -305,9 +304,15 @@ def make_async(
     )
 
 
+class SharedMemoryError(ValueError):
+    """Async vector env asked to keep chat observations in shared memory (it holds only fixed-size arrays)."""
+
+
 @create_shared_memory.register(ChatObservation)
 def _no_shared_memory(space: ChatObservation, n: int = 1, ctx: Any = None) -> Any:
-    raise CustomSpaceError(
+    # Not a CustomSpaceError: AsyncVectorEnv would replace this message with its generic one. Gymnasium gives no
+    # way to default shared_memory per env id (an id's own vector_kwargs would override the caller's).
+    raise SharedMemoryError(
         "ToolGym chat observations are variable-size and cannot live in shared memory: use "
         "gym.make_vec(id, num_envs, vectorization_mode='async', vector_kwargs={'shared_memory': False}) "
         "or toolgym.vector.make_async(id, num_envs)"
