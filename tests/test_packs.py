@@ -144,3 +144,75 @@ def test_manifests_and_records_with_the_old_package_name_still_load(tmp_path):
     scenario = new_env.unwrapped.scenario
     meta = {**scenario.metadata, "domain_ref": "toolgym.build.domains.hotel_booking:DOMAIN"}
     assert rebuild(meta).to_dict() == scenario.to_dict()
+
+
+def _sample_records():
+    path = toolgym.packs.packs_dir() / "ftrl_sample" / "records.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _turn_level(record, split):
+    """The Lima record after its first turn: the prefix holds the get_country call and its result."""
+    call = {"id": "c1", "type": "function", "function": {"name": "get_country", "arguments": '{"city": "Lima"}'}}
+    return {
+        **record,
+        "messages": [
+            *record["messages"],
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "Peru"},
+        ],
+        "unsolved_set": json.dumps({"get_currency": ["Sol"]}),
+        "data_source": "ftrl_sample",
+        "split": split,
+    }
+
+
+def _ftrl_pack(tmp_path, records):
+    write_jsonl(tmp_path / "records.jsonl", records)
+    manifest = {"name": "FTRLTurns", "version": 0, "type": "static", "format": "ftrl", "data": "records.jsonl"}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return register_pack(tmp_path)
+
+
+def test_turn_level_records_start_mid_trajectory_and_filter_by_split(tmp_path):
+    lima = next(r for r in _sample_records() if "Lima is" in r["messages"][0]["content"])
+    eid = _ftrl_pack(tmp_path, [_turn_level(lima, "train"), {**RECORD, "split": "test", "data_source": "x"}])
+    env = gym.make(eid, split="train")
+    obs, info = env.reset(seed=0)
+    assert [m["role"] for m in obs["messages"]] == ["system", "user", "assistant", "tool"]
+    assert info["unsolved_set"] == {"get_currency": ["Sol"]}
+    assert info["metadata"]["data_source"] == "ftrl_sample" and info["metadata"]["split"] == "train"
+    _, reward, _, _, info = env.step(
+        '<tool_call>{"name": "get_currency", "arguments": {"country": "Peru"}}</tool_call>'
+    )
+    assert reward == 1.0 and info["reward_components"]["n_unsolved"] == 0.0
+    _, reward, terminated, _, info = env.step("Sol")
+    assert terminated and info["episode"]["solve_f1"] == 1.0
+    test_env = gym.make(eid, split="test")
+    assert test_env.reset(seed=0)[1]["metadata"]["split"] == "test"
+    with pytest.raises(ValueError, match=r"no record has split='val'.*\['test', 'train'\]"):
+        gym.make(eid, split="val")
+    with pytest.raises(TypeError, match="takes only split="):
+        gym.make(eid, hops=2)
+
+
+@pytest.mark.parametrize(
+    "messages, field",
+    [
+        ([], "messages"),
+        ([{"role": "robot", "content": "hi"}], "messages[0].role"),
+        (
+            [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "nope", "content": "x"}],
+            "messages[1].tool_call_id",
+        ),
+        (
+            [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [{"id": "a"}]}],
+            "messages[1].tool_calls[0].function.name",
+        ),
+    ],
+)
+def test_broken_prefix_names_the_message(tmp_path, messages, field):
+    path = write_jsonl(tmp_path / "r.jsonl", [{**RECORD, "messages": messages}])
+    with pytest.raises(PackError) as err:
+        load_scenarios(path, "ftrl")
+    assert err.value.field == field and f"{path}:1" in str(err.value)

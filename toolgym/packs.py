@@ -148,12 +148,14 @@ def scenario_from_ftrl(record: dict[str, Any], where: str = "<record>") -> Scena
 
     FTRL stores ``tools``, ``codes`` and ``unsolved_set`` as JSON strings; dicts and lists are accepted too.
     Its records carry expected sub-answers but not the gold calls, so their sub-tasks have no arguments.
+    Turn-level records start mid-trajectory: ``messages`` holds the prefix (earlier assistant calls and their
+    tool results) and ``unsolved_set`` what is still unanswered. ``data_source`` and ``split`` go to the
+    metadata; a static pack's ``split=`` option keeps the records of one split.
     """
     if not isinstance(record, dict):
         raise PackError(where, "<record>", "expected a JSON object")
     messages = _as_json(_need(record, "messages", (list, str), where), where, "messages")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-        raise PackError(where, "messages", "expected a list of chat messages with 'role'")
+    _check_prefix(messages, where)
     tools = _check_tools(_as_json(_need(record, "tools", (list, str), where), where, "tools"), where)
     codes = _as_json(_need(record, "codes", (dict, str), where), where, "codes")
     if not isinstance(codes, dict) or not all(isinstance(v, str) for v in codes.values()):
@@ -180,8 +182,45 @@ def scenario_from_ftrl(record: dict[str, Any], where: str = "<record>") -> Scena
         state={},
         subtasks=subtasks,
         answer="" if answer is None else str(answer),
-        metadata={"format": "ftrl", "solve_rate": record.get("solve_rate")},
+        metadata={
+            "format": "ftrl",
+            "solve_rate": record.get("solve_rate"),
+            **{k: _optional_str(record, k, where) for k in ("data_source", "split") if record.get(k) is not None},
+        },
     )
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _check_prefix(messages: Any, where: str) -> None:
+    """The chat a record starts from: a query, or (turn-level records) a trajectory prefix with its tool turns.
+
+    A prefix's tool messages must answer calls an earlier assistant turn made, so a replayed prefix renders the
+    same way through any chat template.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise PackError(where, "messages", "expected a non-empty list of chat messages")
+    calls: set[str] = set()
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise PackError(where, f"messages[{i}].role", f"expected one of {_ROLES}")
+        for j, call in enumerate(m.get("tool_calls") or ()):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise PackError(where, f"messages[{i}].tool_calls[{j}].function.name", "missing or not a string")
+            if call.get("id") is not None:
+                calls.add(str(call["id"]))
+        ref = m.get("tool_call_id")
+        if m["role"] == "tool" and ref is not None and str(ref) not in calls:
+            raise PackError(where, f"messages[{i}].tool_call_id", f"{ref!r} answers no earlier tool call")
+
+
+def _optional_str(record: dict[str, Any], key: str, where: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise PackError(where, key, f"expected str, got {type(value).__name__}")
+    return value
 
 
 def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:

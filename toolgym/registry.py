@@ -60,10 +60,20 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
         # Knobs pass to every member; each member must accept them (all procedural domains share kind/hops/...).
         members = [make_source(manifest_for(m), **config_kwargs) for m in manifest["members"]]
         return MixtureSource(manifest["name"], members)
+    split = config_kwargs.pop("split", None)
     if config_kwargs:
-        raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
+        raise TypeError(
+            f"{manifest['name']} is a static pack; it takes only split=, no generator options {sorted(config_kwargs)}"
+        )
     path = str(Path(manifest["_dir"]) / manifest["data"])
-    return StaticSource(manifest["name"], _static_scenarios(path, manifest.get("format", "toolgym")))
+    scenarios = _static_scenarios(path, manifest.get("format", "toolgym"))
+    if split is not None:
+        kept = [s for s in scenarios if s.metadata.get("split") == split]
+        if not kept:
+            have = sorted({str(s.metadata.get("split")) for s in scenarios})
+            raise ValueError(f"{manifest['name']}: no record has split={split!r} (the records' splits: {have})")
+        scenarios = tuple(kept)
+    return StaticSource(manifest["name"], scenarios)
 
 
 def make_env(pack: str, **kwargs: Any) -> ToolEnv:
