@@ -33,6 +33,7 @@ LAYERS = {
     "toolgym.sources": 1,
     "toolgym.pool": 1,
     "toolgym.env": 2,
+    "toolgym.curriculum": 2,
     "toolgym.agents": 2,
     "toolgym.construct": 3,
     "toolgym.suites": 3,

@@ -5,6 +5,7 @@ Importing the package registers every pack in ``envs_generated/`` as ``ToolGym/<
 ``gym.make_vec("ToolGym/FlightBooking-v0", num_envs=n)`` gives the batched :class:`ToolVectorEnv`.
 """
 
+from toolgym.curriculum import Curriculum, CurriculumEnv
 from toolgym.env import ToolEnv
 from toolgym.packs import PackError, load_scenarios, scenario_from_ftrl
 from toolgym.registry import register_all, register_pack, registered_ids
@@ -15,6 +16,8 @@ from toolgym.vector import ToolVectorEnv, make_async
 __version__ = "0.1.0"
 __all__ = [
     "KINDS",
+    "Curriculum",
+    "CurriculumEnv",
     "PackError",
     "ProceduralSource",
     "Scenario",

@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from toolgym.curriculum import Curriculum, CurriculumEnv
 from toolgym.env import ToolEnv
 from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
 from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
@@ -76,12 +77,23 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
     return StaticSource(manifest["name"], scenarios)
 
 
-def make_env(pack: str, **kwargs: Any) -> ToolEnv:
+def make_env(pack: str, **kwargs: Any) -> ToolEnv | CurriculumEnv:
     """Gymnasium entry point for every registered pack."""
     manifest = _MANIFESTS[pack]
+    curriculum = kwargs.pop("curriculum", None)
     env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
     env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
-    return ToolEnv(make_source(manifest, **kwargs), **env_kwargs)
+    if curriculum is None:
+        return ToolEnv(make_source(manifest, **kwargs), **env_kwargs)
+    if not isinstance(curriculum, Curriculum):
+        raise TypeError(f"curriculum must be a toolgym.Curriculum, got {type(curriculum).__name__}")
+    stage_source = partial(_stage_source, manifest, kwargs)
+    return CurriculumEnv(ToolEnv(stage_source(curriculum.stages[0]), **env_kwargs), curriculum, stage_source)
+
+
+def _stage_source(manifest: dict[str, Any], kwargs: dict[str, Any], knobs: dict[str, Any]):
+    """The source of one curriculum stage: the stage's knobs over the ones given to ``gym.make``."""
+    return make_source(manifest, **{**kwargs, **knobs})
 
 
 def env_id(manifest: dict[str, Any]) -> str:
