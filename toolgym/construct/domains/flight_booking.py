@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.scenario import KINDS, SPLITS, Scenario, StateCheck, SubTask, split_of, tool_schema
+from toolgym.scenario import KINDS, Scenario, StateCheck, SubTask, tool_schema
+from toolgym.splits import SCENARIO_IDS, SPLITS, split_of
 
 NAME = "FlightBooking"
 VERSION = 0
@@ -968,12 +969,12 @@ def _compose(plan: _Plan, kind: str, hops: int, parallel: int) -> tuple[list[Sub
 def generate(rng: np.random.Generator, config: FlightBookingConfig) -> Scenario:
     """One FlightBooking scenario, drawn entirely from ``rng`` (same rng state -> identical scenario).
 
-    With ``config.split`` set, draws until the scenario's id falls in that split (see ``split_of``).
+    With ``config.split`` set, draws until the scenario's id falls in that split (:mod:`toolgym.splits`).
     """
     config.validate()
     while True:
         scenario = _generate_one(rng, config)
-        if config.split is None or split_of(scenario.id) == config.split:
+        if config.split is None or split_of(scenario.id, SCENARIO_IDS) == config.split:
             scenario.metadata["split"] = config.split
             return scenario
 
