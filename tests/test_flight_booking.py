@@ -53,6 +53,14 @@ def test_tool_source_compiles_restricted():
     compile_restricted(fb.TOOL_SOURCE, "<tools>", "exec")  # raises SyntaxError on underscore names etc.
 
 
+def test_tool_source_is_the_text_of_the_tools_module():
+    """The tools module imports harmlessly (it only defines), and its text is what the sandbox compiles."""
+    from toolgym.construct.tool_code import flight_booking as tools
+
+    assert fb.TOOL_SOURCE == inspect.getsource(tools)
+    assert all(inspect.isfunction(getattr(tools, name)) for name in fb.SCHEMAS)
+
+
 def test_every_schema_has_matching_function():
     ns = toolbox(make(0).fresh_state())
     assert len(fb.SCHEMAS) == len(fb.CORE_TOOLS) + len(fb.NEAR_MISS_TOOLS) == 26

@@ -24,3 +24,5 @@ def test_wheel_contains_envs_generated(tmp_path):
     for pack in packs:
         assert f"toolgym/envs_generated/{pack}/manifest.json" in names
     assert "toolgym/envs_generated/ftrl_sample/records.jsonl" in names
+    assert "toolgym/construct/tool_code/flight_booking.py" in names  # FlightBooking's TOOL_SOURCE
+    assert not [n for n in names if n.endswith("ruff.toml")]  # lint config of the source tree only

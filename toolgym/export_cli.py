@@ -8,7 +8,8 @@ import sys
 from toolgym.distributed import add_backend_args
 from toolgym.export import FORMATS, ExportError, export
 from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT
-from toolgym.scenario import KINDS, SPLITS
+from toolgym.scenario import KINDS
+from toolgym.splits import SPLITS
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -12,19 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from toolgym.splits import SPLITS, TEST_SHARE, split_of  # re-exported: a scenario's split, by its id
+
 KINDS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
-SPLITS = ("train", "test")
-TEST_SHARE = 2  # tenths of the scenario space held out for testing
-
-
-def split_of(scenario_id: str) -> str:
-    """The split a scenario belongs to, from a hash of its content id: disjoint by construction.
-
-    A generator asked for one split keeps drawing until the scenario's id hashes into it, so a train and a
-    test scenario can never be the same scenario (their ids differ), whatever seeds produced them.
-    """
-    h = int.from_bytes(hashlib.sha256(scenario_id.encode()).digest()[:4], "big")
-    return "test" if h % 10 < TEST_SHARE else "train"
+__all__ = ["KINDS", "SPLITS", "TEST_SHARE", "Scenario", "StateCheck", "SubTask", "split_of", "tool_schema"]
 
 
 @dataclass

@@ -12,26 +12,26 @@ Records are picked so answers are distinctive under FTRL's substring matching: n
 query or inside another sub-answer, and no other record of the same table holds it (so the same tool called
 on a wrong record cannot return it). Stage 5 re-checks all of this by running the tools.
 
-Train/test split: every chain has a *split key* ``"<domain>|<chain signature>|<starting record id>"``; its
-bucket is ``sha256(key) mod 10``. ``split="train"`` only starts chains whose bucket is < 8, ``split="test"``
-only those whose bucket is >= 8. A chain key is in exactly one bucket, so no (domain, chain, start record)
-appears in both splits: the splits are disjoint by construction, whatever the seeds.
+Train/test split: every chain has a *split key* ``"<domain>|<chain signature>|<starting record id>"``, and
+``split="train"`` / ``"test"`` only starts chains whose key is in that split under
+:data:`toolgym.splits.CHAIN_KEYS`. A key is in exactly one split, so no (domain, chain, start record) appears
+in both: the splits are disjoint by construction, whatever the seeds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from toolgym import splits
 from toolgym.construct.spec import Domain, SpecError
 from toolgym.reward import normalize
 from toolgym.scenario import KINDS
+from toolgym.splits import SPLITS as SPLITS  # re-exported
 
-SPLITS = ("train", "test")
-SPLIT_BUCKETS = 10
-TRAIN_BUCKETS = 8  # buckets 0..7 train, 8..9 test
+SPLIT_BUCKETS = splits.BUCKETS
+TRAIN_BUCKETS = splits.CHAIN_KEYS.test_buckets.start  # chain-key buckets below it are train
 
 READ_TEMPLATES = (
     "What is the {noun} of {target}?",
@@ -222,15 +222,13 @@ def domain_info(domain: Domain) -> DomainInfo:
 
 
 def split_bucket(key: str) -> int:
-    """The split bucket (0..9) of a chain key; buckets < 8 are train, >= 8 test."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % SPLIT_BUCKETS
+    """The split bucket of a chain key (:data:`toolgym.splits.CHAIN_KEYS`)."""
+    return splits.CHAIN_KEYS.bucket(key)
 
 
 def in_split(key: str, split: str | None) -> bool:
-    if split is None:
-        return True
-    b = split_bucket(key)
-    return b < TRAIN_BUCKETS if split == "train" else b >= TRAIN_BUCKETS
+    """Whether a chain may start from ``key`` in ``split`` (:data:`toolgym.splits.CHAIN_KEYS`)."""
+    return splits.in_split(key, split, splits.CHAIN_KEYS)
 
 
 # ------------------------------------------------------------------------------------------------- walking

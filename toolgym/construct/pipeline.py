@@ -20,9 +20,9 @@ domain (a module under ``toolgym/construct/domains/`` that defines ``DOMAIN``)::
 and the registry calls ``generate(rng, config, domain=DOMAIN)``.
 
 Train/test split (``BuildConfig.split``): see :mod:`toolgym.construct.decompose`. Each chain of a scenario has the
-key ``"<domain>|<chain signature>|<starting record id>"``; ``"train"`` scenarios use only keys whose
-``sha256 mod 10`` is < 8, ``"test"`` scenarios only keys whose bucket is >= 8. The two sets of keys are
-disjoint by construction, hence so are the scenarios (a scenario's id hashes its keys).
+key ``"<domain>|<chain signature>|<starting record id>"``, and a ``"train"`` or ``"test"`` scenario uses only
+keys in that split (:data:`toolgym.splits.CHAIN_KEYS`). The two sets of keys are disjoint by construction,
+hence so are the scenarios (a scenario's id hashes its keys).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.decompose import SPLITS, Decomposition, decompose, domain_info
+from toolgym.construct.decompose import Decomposition, decompose, domain_info
 from toolgym.construct.deploy import deploy, verify
 from toolgym.construct.document import Documents, document
 from toolgym.construct.integrate import Integrated, integrate
@@ -48,6 +48,7 @@ from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
 from toolgym.construct.spec import Domain
 from toolgym.packs import current_ref
 from toolgym.scenario import KINDS, Scenario
+from toolgym.splits import SPLITS
 
 MAX_ATTEMPTS = 200
 PIPELINE = "procedural"
