@@ -25,9 +25,8 @@ from pathlib import Path
 
 from step_overhead import ACTION, STATE, TOOL, make_env, time_floor, time_step  # this folder is on sys.path
 
-from toolgym import sandbox
-from toolgym.sandbox import Toolbox
-from toolgym.sandbox_process import ProcessSandbox
+from toolgym.sandbox import Toolbox, clock
+from toolgym.sandbox.process import ProcessSandbox
 
 
 def on_worker_thread(fn, *args):
@@ -41,11 +40,11 @@ def on_worker_thread(fn, *args):
 
 def without_watchdog(build):
     """``build()`` with the watchdog switched off for the Toolboxes it creates (they capture it at creation)."""
-    saved, sandbox._WATCHDOG = sandbox._WATCHDOG, None
+    saved, clock._WATCHDOG = clock._WATCHDOG, None
     try:
         return build()
     finally:
-        sandbox._WATCHDOG = saved
+        clock._WATCHDOG = saved
 
 
 def env_bound(**kwargs):
@@ -74,7 +73,7 @@ def check_id(flight_id):
 
 def time_watchdog(n: int) -> float:
     """The watchdog's own per-call work (register at begin, unregister at end), without the tool call."""
-    watchdog, ident, now = sandbox._WATCHDOG, threading.get_ident(), time.perf_counter
+    watchdog, ident, now = clock._WATCHDOG, threading.get_ident(), time.perf_counter
     expire = lambda: None  # noqa: E731
     t0 = now()
     for _ in range(n):

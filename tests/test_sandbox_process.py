@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import toolgym  # noqa: F401  (registers the ids)
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
 from toolgym.sandbox import Toolbox
-from toolgym.sandbox_process import ProcessSandbox
+from toolgym.sandbox.process import ProcessSandbox
 from toolgym.scenario import tool_schema
 from toolgym.vector import make_async
 

@@ -18,7 +18,7 @@ from toolgym import reward as R
 from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.calls import ParsedTurn, format_hermes, parse_action
 from toolgym.sandbox import Toolbox
-from toolgym.sandbox_process import ISOLATION_MODES, ProcessSandbox
+from toolgym.sandbox.process import ISOLATION_MODES, ProcessSandbox
 from toolgym.scenario import Scenario
 from toolgym.sources import SCENARIO_CACHE, ScenarioSource, StaticSource, source_cache_key
 from toolgym.spaces import AssistantTurn, ChatObservation
@@ -99,7 +99,7 @@ class ToolEnv(gym.Env):
 
     ``isolation="process"`` runs the tool calls in a forked worker process that is killed when a call overruns
     the time limit (even inside one C call, which the in-process guards cannot stop) and re-forked on the next
-    call; see :mod:`toolgym.sandbox_process`. The default ``"none"`` runs them in this process (faster).
+    call; see :mod:`toolgym.sandbox.process`. The default ``"none"`` runs them in this process (faster).
     ``close()`` stops the worker.
 
     ``scenario_cache`` (default on): ``reset(seed=s)`` of a procedural source reuses the scenario generated

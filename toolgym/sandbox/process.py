@@ -41,12 +41,11 @@ import multiprocessing
 import os
 import pickle
 import signal
-import threading
 import weakref
 from typing import Any
 
-from toolgym import sandbox as _sandbox
-from toolgym.sandbox import Toolbox, ToolOutcome
+from toolgym.sandbox.clock import set_main_thread
+from toolgym.sandbox.toolbox import Toolbox, ToolOutcome
 
 __all__ = ["ISOLATION_MODES", "ProcessSandbox"]
 
@@ -59,7 +58,7 @@ def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) ->
     parent_conn.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     faulthandler.disable()  # a crash is reported to the parent as an outcome, not as an inherited stack dump
-    _sandbox._MAIN_IDENT = threading.get_ident()  # this thread is the worker's main thread: SIGALRM works here
+    set_main_thread()  # this thread is the worker's main thread: SIGALRM works here
     last: tuple[bytes | None, Any] = (None, None)  # the state after the previous call, pickled and live
     while True:
         while not conn.poll(2.0):

@@ -1,0 +1,172 @@
+"""Toolbox: a set of compiled tools, each call run under one runtime's budget and guards, with its outcome.
+
+Why a module: this is the sandbox's face to the env (``Toolbox.call`` never raises for anything tool code
+does) and where tool modules are exec'd once, their module-level data made read-only, and failures turned
+into the feedback text the model sees.
+"""
+
+from __future__ import annotations
+
+import collections
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from toolgym.sandbox.output import _REPR, _truncate, _weight, serialize_output
+from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
+from toolgym.sandbox.runtime import _Runtime
+
+__all__ = ["ToolOutcome", "ToolSourceError", "Toolbox"]
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    """Result of one tool call: ``output`` is the message text for the model, ``error`` the failure kind."""
+
+    ok: bool
+    output: str
+    error: str | None
+
+
+def _collect_frozen(namespace: dict[str, Any], frozen: set[int]) -> None:
+    """Record every mutable container reachable from module globals (and function defaults/closures)."""
+    stack = list(namespace.values())
+    seen: set[int] = set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, types.FunctionType):
+            stack.extend(x.__defaults__ or ())
+            stack.extend((x.__kwdefaults__ or {}).values())
+            stack.extend(c.cell_contents for c in (x.__closure__ or ()) if _cell_filled(c))
+        elif isinstance(x, dict):
+            if isinstance(x, (dict,)):
+                frozen.add(id(x))
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, set, bytearray, collections.deque)):
+            frozen.add(id(x))
+            stack.extend(x)
+        elif isinstance(x, (tuple, frozenset)):
+            stack.extend(x)
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+class Toolbox:
+    """Compiled, isolated tools: ``call(name, arguments, state)`` runs one under the budget and guards.
+
+    Every distinct source text is exec'd once into a fresh globals dict with this Toolbox's own builtins, so
+    nothing one Toolbox's code does is visible to another.  Module-level containers are read-only at run time
+    so a call can influence later calls only through ``state``.  Not thread-safe: use one Toolbox per thread.
+    """
+
+    __slots__ = ("_begin", "_end", "_rt", "_tools", "max_output_chars", "names", "step_budget", "time_limit")
+
+    def __init__(
+        self,
+        sources: dict[str, str],
+        *,
+        step_budget: int = 1_000_000,
+        time_limit: float = 2.0,
+        max_output_chars: int = 16_384,
+        max_size: int = 10_000_000,
+        max_memory: int = 1 << 30,
+    ) -> None:
+        self.step_budget = step_budget
+        self.time_limit = time_limit
+        self.max_output_chars = max_output_chars
+        rt = self._rt = _Runtime(step_budget, time_limit, max_size, max_memory)
+        self._begin, self._end = rt.begin, rt.end
+        modules: dict[str, dict[str, Any]] = {}
+        tools: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for name, source in sources.items():
+            g = modules.get(source)
+            if g is None:
+                try:
+                    code = compile_tool_source(source)
+                except ToolSourceError as e:
+                    raise ToolSourceError(f"tool {name!r}: {e}") from None
+                g = {"__builtins__": rt.builtins, "__name__": "tool", "state": None}
+                rt.begin()
+                try:
+                    try:
+                        exec(code, g)
+                    finally:  # as in call(): a watchdog abort can land until end() returns
+                        reason = rt.end()
+                except BaseException as e:  # module-level code of a tool failed
+                    reason = rt.end()
+                    if isinstance(e, KeyboardInterrupt) and reason is None:
+                        raise
+                    detail = reason[1] if reason else f"{type(e).__name__}: {e}"
+                    raise ToolSourceError(f"tool {name!r}: module code failed: {detail}") from None
+                if reason is not None:
+                    raise ToolSourceError(f"tool {name!r}: module code failed: {reason[1]}")
+                modules[source] = g
+            fn = g.get(name)
+            if not isinstance(fn, types.FunctionType):
+                raise ToolSourceError(f"tool {name!r}: its source does not define a function named {name!r}")
+            tools[name] = (fn, g)
+        for g in modules.values():
+            _collect_frozen({k: v for k, v in g.items() if k not in ("__builtins__", "state")}, rt.frozen)
+        self._tools = tools
+        self.names: tuple[str, ...] = tuple(tools)
+
+    def call(self, name: str, arguments: dict, state: dict | None = None) -> ToolOutcome:
+        """Run tool ``name`` with keyword ``arguments``; ``state`` is bound as the tool module's ``state``.
+
+        Never raises for anything the tool code does; an unknown ``name`` raises KeyError.
+        """
+        fn, g = self._tools[name]
+        g["state"] = state
+        self._begin()
+        try:
+            try:
+                value = fn(**arguments)
+            finally:  # a watchdog abort can land until end() returns: keep it inside the try
+                reason = self._end()
+        except BaseException as e:  # tool code may raise anything
+            return self._failure(name, e, self._end())
+        if reason is not None:
+            return self._failure(name, None, reason)
+        try:
+            return ToolOutcome(True, serialize_output(value, self.max_output_chars), None)
+        except BaseException as e:  # e.g. a RecursionError inside str()
+            return self._failure(name, e, None)
+
+    def _failure(self, name: str, exc: BaseException | None, reason: tuple[str, str] | None) -> ToolOutcome:
+        if reason is not None:
+            kind, detail = reason
+            if kind == "timeout":
+                text = f"Error: tool '{name}' timed out ({detail})"
+            else:
+                text = f"Error: tool '{name}' exceeded the memory/size limit ({detail})"
+            return ToolOutcome(False, _truncate(text, self.max_output_chars), kind)
+        assert exc is not None
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        kind = "exception"
+        if isinstance(exc, TypeError) and exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            kind = "bad_arguments"  # raised while binding the call's arguments, before the tool's frame ran
+        elif isinstance(exc, (MemoryError, RecursionError)):
+            kind = "resource"
+        try:
+            limit = 4 * self.max_output_chars
+            small = _weight(exc.args, limit) <= limit
+            message = (str(exc) if small else _REPR.repr(exc.args)) if exc.args else ""
+        except BaseException:
+            message = ""
+        message = " ".join(message.split())
+        head = f"Error: {type(exc).__name__}"
+        if kind == "bad_arguments":
+            head = f"Error: bad arguments for tool '{name}': TypeError"
+        text = f"{head}: {message}" if message else head
+        return ToolOutcome(False, _truncate(text, self.max_output_chars), kind)
