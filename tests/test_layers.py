@@ -20,7 +20,6 @@ LAYERS = {
     "toolgym.scenario": 1,
     "toolgym.splits": 1,
     "toolgym.sandbox": 1,
-    "toolgym.sandbox_process": 1,
     "toolgym.calls": 1,
     "toolgym.reward": 1,
     "toolgym.arguments": 1,
