@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import toolgym
-from toolgym import Curriculum, CurriculumEnv
+from toolgym import Curriculum, CurriculumEnv, CurriculumState
 
 HOTEL = "ToolGym/HotelBooking-v0"
 
@@ -106,3 +106,12 @@ def test_vector_envs_keep_one_curriculum_per_env(mode):
         assert info["curriculum"]["stage"][0] == 1
     finally:
         venv.close()
+
+
+def test_state_alone_is_what_a_trainer_holds():
+    """One stage for all of a trainer's envs: it records each step's episodes and remakes its envs on a move."""
+    state = CurriculumState(Curriculum.per_knob({"hops": [2, 3]}, window=4, threshold=0.75, demote_below=0.25))
+    # a full window whose mean is below the threshold stays (0.725), one that reaches it promotes (0.85)
+    assert [state.record(f) for f in (0.5, 1, 1, 0.4, 1)] == [0, 0, 0, 0, 1]
+    assert state.knobs == {"hops": 3} and state.episodes_at_stage == 0
+    assert [state.record(0.0) for _ in range(4)] == [0, 0, 0, -1] and state.knobs == {"hops": 2}

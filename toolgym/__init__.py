@@ -5,7 +5,7 @@ Importing the package registers every pack in ``envs_generated/`` as ``ToolGym/<
 ``gym.make_vec("ToolGym/FlightBooking-v0", num_envs=n)`` gives the batched :class:`ToolVectorEnv`.
 """
 
-from toolgym.curriculum import Curriculum, CurriculumEnv
+from toolgym.curriculum import Curriculum, CurriculumEnv, CurriculumState
 from toolgym.env import ToolEnv
 from toolgym.packs import PackError, load_scenarios, scenario_from_ftrl
 from toolgym.registry import register_all, register_pack, registered_ids
@@ -18,6 +18,7 @@ __all__ = [
     "KINDS",
     "Curriculum",
     "CurriculumEnv",
+    "CurriculumState",
     "PackError",
     "ProceduralSource",
     "Scenario",

@@ -26,7 +26,7 @@ import gymnasium as gym
 
 from toolgym.sources import ScenarioSource
 
-__all__ = ["Curriculum", "CurriculumEnv"]
+__all__ = ["Curriculum", "CurriculumEnv", "CurriculumState"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,55 @@ class Curriculum:
         return cls(tuple(stages), **rule)
 
 
+class CurriculumState:
+    """Where a curriculum stands: the stage and the window of its recent Solve-F1s (no env attached).
+
+    :class:`CurriculumEnv` holds one per env. A trainer that needs one stage for all its envs (GRPO groups must
+    replay the same scenario, so every env of a step must draw from the same stage) holds one itself, feeds it
+    the episodes of each step and remakes its envs with :attr:`knobs` when :meth:`record` reports a move.
+    """
+
+    def __init__(self, curriculum: Curriculum):
+        self.curriculum = curriculum
+        self.stage = 0
+        self.episodes_at_stage = 0
+        self._scores: deque[float] = deque(maxlen=curriculum.window)
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        """The knob values of the current stage."""
+        return dict(self.curriculum.stages[self.stage])
+
+    def info(self) -> dict[str, Any]:
+        scores = self._scores
+        return {
+            "stage": self.stage,
+            "moved": 0,
+            "episodes_at_stage": self.episodes_at_stage,
+            "rolling_solve_f1": sum(scores) / len(scores) if scores else float("nan"),
+        }
+
+    def record(self, solve_f1: float) -> int:
+        """Add one finished episode; returns +1 (promoted), -1 (demoted) or 0."""
+        self._scores.append(float(solve_f1))
+        self.episodes_at_stage += 1
+        if len(self._scores) < self.curriculum.window:
+            return 0
+        mean = sum(self._scores) / len(self._scores)
+        last = len(self.curriculum.stages) - 1
+        if mean >= self.curriculum.threshold and self.stage < last:
+            return self._move(+1)
+        if self.curriculum.demote_below is not None and mean < self.curriculum.demote_below and self.stage > 0:
+            return self._move(-1)
+        return 0
+
+    def _move(self, by: int) -> int:
+        self.stage += by
+        self._scores.clear()
+        self.episodes_at_stage = 0
+        return by
+
+
 class CurriculumEnv(gym.Wrapper):
     """A ToolEnv whose scenario source follows a :class:`Curriculum` (see the module docstring).
 
@@ -80,56 +129,29 @@ class CurriculumEnv(gym.Wrapper):
 
     def __init__(self, env: gym.Env, curriculum: Curriculum, make_source: Callable[[dict[str, Any]], ScenarioSource]):
         super().__init__(env)
-        self.curriculum = curriculum
         # Every stage's source is built now, so a bad knob at any stage fails at make time, not mid-run.
         self._sources = [make_source(dict(stage)) for stage in curriculum.stages]
-        self.stage = 0
-        self._scores: deque[float] = deque(maxlen=curriculum.window)
-        self.episodes_at_stage = 0
+        self.state = CurriculumState(curriculum)
+
+    @property
+    def stage(self) -> int:
+        return self.state.stage
 
     @property
     def knobs(self) -> dict[str, Any]:
-        """The knob values of the current stage."""
-        return dict(self.curriculum.stages[self.stage])
-
-    def _info(self) -> dict[str, Any]:
-        scores = self._scores
-        return {
-            "stage": self.stage,
-            "moved": 0,
-            "episodes_at_stage": self.episodes_at_stage,
-            "rolling_solve_f1": sum(scores) / len(scores) if scores else float("nan"),
-        }
+        return self.state.knobs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self.env.unwrapped.source = self._sources[self.stage]
+        self.env.unwrapped.source = self._sources[self.state.stage]
         obs, info = self.env.reset(seed=seed, options=options)
-        info["curriculum"] = self._info()
+        info["curriculum"] = self.state.info()
         return obs, info
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        played_at = self.stage
+        played_at = self.state.stage
         episode = info.get("episode")
-        if episode is not None:
-            self._record(float(episode["solve_f1"]))
+        moved = self.state.record(float(episode["solve_f1"])) if episode is not None else 0
         # ``stage`` is the stage this episode is played at; ``moved`` (+1 / -1 / 0) says where the next one will be.
-        info["curriculum"] = {**self._info(), "stage": played_at, "moved": self.stage - played_at}
+        info["curriculum"] = {**self.state.info(), "stage": played_at, "moved": moved}
         return obs, reward, terminated, truncated, info
-
-    def _record(self, solve_f1: float) -> None:
-        self._scores.append(solve_f1)
-        self.episodes_at_stage += 1
-        if len(self._scores) < self.curriculum.window:
-            return
-        mean = sum(self._scores) / len(self._scores)
-        last = len(self.curriculum.stages) - 1
-        if mean >= self.curriculum.threshold and self.stage < last:
-            self._move(self.stage + 1)
-        elif self.curriculum.demote_below is not None and mean < self.curriculum.demote_below and self.stage > 0:
-            self._move(self.stage - 1)
-
-    def _move(self, stage: int) -> None:
-        self.stage = stage
-        self._scores.clear()
-        self.episodes_at_stage = 0
