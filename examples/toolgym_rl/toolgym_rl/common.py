@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import toolgym  # noqa: F401  (registers the ToolGym/ ids)
+import toolgym  # registers the ToolGym/ ids
 
 
 # ----------------------------------------------------------------------------------------------- envs
@@ -59,6 +59,36 @@ def make_envs(env_id: str, num_envs: int, split: str | None = None, **kwargs: An
     envs = gym.make_vec(env_id, num_envs=num_envs, **env_kwargs(env_id, split, **kwargs))
     envs.reset(seed=list(range(num_envs)))
     return envs
+
+
+def make_curriculum(levels: str | None, threshold: float, window: int) -> toolgym.CurriculumState | None:
+    """The trainer's curriculum from ``--curriculum`` (knob levels as JSON, easiest first), or None.
+
+    One state for all training envs: a GRPO group replays one scenario in several envs, so they must all draw
+    from the same stage (a per-env :class:`toolgym.CurriculumEnv` could not promise that).
+    """
+    if not levels:
+        return None
+    rule = toolgym.Curriculum.per_knob(json.loads(levels), threshold=threshold, window=window)
+    return toolgym.CurriculumState(rule)
+
+
+def advance_curriculum(
+    curriculum: toolgym.CurriculumState | None,
+    episodes: list[dict[str, float]],
+    envs: gym.vector.VectorEnv,
+    env_id: str,
+    env_kw: dict[str, Any],
+) -> gym.vector.VectorEnv:
+    """Record a step's training episodes; on a change of stage, the training envs remade at the new knobs."""
+    if curriculum is None:
+        return envs
+    # Episodes after a move were still played at the old stage: they must not count towards the new one.
+    if not any(curriculum.record(e["solve_f1"]) for e in episodes):
+        return envs
+    num_envs = envs.num_envs
+    envs.close()
+    return make_envs(env_id, num_envs, split="train", **{**env_kw, **curriculum.knobs})
 
 
 def _at(info: dict[str, Any], key: str, i: int) -> Any:

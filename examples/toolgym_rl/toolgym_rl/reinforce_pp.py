@@ -79,6 +79,14 @@ class Args:
     """greedy test-split episodes evaluated before and after training (0 = skip)"""
     eval_every: int = 0
     """also evaluate every N steps (0 = only before and after)"""
+    curriculum: str | None = None
+    """knob levels as JSON, easiest first, e.g. '{"distractors": [0, 2, 4]}': training starts at the first levels
+    and raises one knob when the rolling training Solve-F1 reaches --curriculum-threshold; evaluation keeps
+    --env-kwargs"""
+    curriculum_threshold: float = 0.6
+    """rolling training Solve-F1 that promotes the curriculum"""
+    curriculum_window: int = 32
+    """training episodes in the curriculum's rolling window"""
     seed: int = 1
     """seed of scenario draws and sampling"""
     device: str = "auto"
@@ -103,7 +111,9 @@ def main(args: Args) -> dict:
     trainable = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=args.lr)
     start_params = [p.detach().to("cpu", copy=True) for p in trainable]  # to report how far the weights moved
-    envs = common.make_envs(args.env_id, max(args.num_envs, args.rollouts_per_prompt), split="train", **env_kw)
+    curriculum = common.make_curriculum(args.curriculum, args.curriculum_threshold, args.curriculum_window)
+    train_kw = {**env_kw, **(curriculum.knobs if curriculum else {})}
+    envs = common.make_envs(args.env_id, max(args.num_envs, args.rollouts_per_prompt), split="train", **train_kw)
     log = common.RunLog(args.out, title=f"REINFORCE++ ({args.mode}) {args.env_id}")
     rng = random.Random(args.seed)
     next_seed = args.seed * 1_000_003
@@ -174,7 +184,9 @@ def main(args: Args) -> dict:
             solve_f1=float(np.mean([e["solve_f1"] for e in episodes])),
             **{k: float(np.mean(v)) for k, v in stats.items()},
             samples_per_s=step * len(turns) / (time.time() - start),
+            **({"curriculum_stage": curriculum.stage} if curriculum else {}),
         )
+        envs = common.advance_curriculum(curriculum, episodes, envs, args.env_id, env_kw)
         if args.eval_every and step % args.eval_every == 0 and step < args.steps:
             evaluate(step)
 
@@ -193,6 +205,7 @@ def main(args: Args) -> dict:
         "param_change_l2": moved**0.5,
         "test_before": before,
         "test_after": after,
+        "curriculum_stage": curriculum.stage if curriculum else None,
     }
     log.write_json("summary.json", summary)
     log.plot()
