@@ -293,3 +293,12 @@ def test_backoff_rejects_negative_settings():
         Backoff(-1.0)
     with pytest.raises(ValueError):
         Backoff(1.0, cap=-1.0)
+
+
+def test_one_run_aborted_class_everywhere():
+    from toolgym.construct.llm import build
+    from toolgym.harness import BadRequest as HarnessBadRequest
+    from toolgym.harness import RunAborted as HarnessRunAborted
+
+    assert HarnessRunAborted is build.RunAborted is RunAborted
+    assert HarnessBadRequest is BadRequest
