@@ -24,17 +24,11 @@ import pytest
 
 pytest.importorskip("openai")
 
-from toolgym.construct import prompts as P
-from toolgym.construct.code_check import Limits
-from toolgym.construct.llm_backend import (
-    JOURNAL,
-    Journal,
-    Reject,
-    check_function,
-    parse_reply,
-    run_build,
-    validate_decomposition,
-)
+from toolgym.construct.llm import prompts as P
+from toolgym.construct.llm.build import run_build
+from toolgym.construct.llm.code_check import Limits
+from toolgym.construct.llm.journal import JOURNAL, Journal
+from toolgym.construct.llm.validate import Reject, check_function, parse_reply, validate_decomposition
 from toolgym.packs import load_scenarios, read_manifest
 from toolgym.registry import register_pack
 from toolgym.scenario import KINDS
@@ -491,7 +485,5 @@ def test_cli_builds_a_pack(tmp_path, capsys):
 
 
 def test_openai_is_not_imported_with_toolgym():
-    code = (
-        "import sys, toolgym, toolgym.construct.llm_backend, toolgym.construct.cli; assert 'openai' not in sys.modules"
-    )
+    code = "import sys, toolgym, toolgym.construct.llm.build, toolgym.construct.cli; assert 'openai' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -16,7 +16,9 @@ import time
 import gymnasium as gym
 import pytest
 
-from toolgym.construct.llm_backend import JOURNAL, STAGES, run_build
+from toolgym.construct.llm.build import run_build
+from toolgym.construct.llm.journal import JOURNAL
+from toolgym.construct.llm.stages import STAGES
 from toolgym.packs import load_scenarios
 from toolgym.registry import register_pack
 

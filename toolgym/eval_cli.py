@@ -44,7 +44,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=4,
         help="retries per request on connection errors, timeouts, 5xx, 429 (default 4)",
     )
-    g.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each retry")
+    g.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        help="first retry delay in seconds (jittered down to half), doubled each retry, at most 60 s; "
+        "a server's Retry-After takes its place",
+    )
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--max-tokens", type=int, default=1024)
     g.add_argument("--max-turns", type=int, help="env max_turns (default: the env's, 20)")

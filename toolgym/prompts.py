@@ -2,7 +2,10 @@
 
 Two consumers need the same rendering: the eval harness (text mode, for servers without native tool calling) and
 the exports (rl prompts with ``tools_in_prompt="hermes"``, so that a trainer's stock single-turn rollout shows the
-model its tools). Keeping it in one module keeps the training text and the evaluated text identical.
+model its tools). Keeping it in one module keeps the training text and the evaluated text identical. The
+harness's other two ways of asking for a turn live here too: the native chat strict servers accept
+(:func:`native_history`) and JSON mode's reply schema and its reading back into an action (:func:`action_schema`,
+:func:`json_to_action`).
 """
 
 from __future__ import annotations
@@ -185,3 +188,93 @@ def render_prompt(
     if tools_in_prompt == "hermes":
         return text_prompt(messages, tools)
     return chat_arguments(messages, arguments)
+
+
+# -- a model's turn in the eval harness: native tool calls, or JSON mode (schema-constrained replies) ----------
+def native_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI chat as strict servers accept it: tool messages answer a call id of the preceding assistant turn."""
+    out: list[dict[str, Any]] = []
+    ids: set[str] = set()
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant":
+            ids = {tc.get("id") for tc in m.get("tool_calls") or []}
+            msg = {"role": "assistant", "content": m.get("content") or ""}
+            if m.get("tool_calls"):
+                msg["tool_calls"] = m["tool_calls"]
+            out.append(msg)
+        elif role == "tool":
+            if m.get("tool_call_id") in ids:
+                out.append({"role": "tool", "tool_call_id": m["tool_call_id"], "content": m.get("content") or ""})
+            else:  # feedback on a call the server did not return as a tool call (e.g. <tool_call> text in content)
+                out.append({"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"})
+        else:
+            out.append({"role": role, "content": m.get("content") or ""})
+    return out
+
+
+def _grammar_friendly(schema: Any) -> Any:
+    """Drop what schema-to-grammar converters reject: unanchored ``pattern`` (llama.cpp wants ``^...$``)."""
+    if isinstance(schema, list):
+        return [_grammar_friendly(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for k, v in schema.items():
+        if k == "pattern" and isinstance(v, str) and not (v.startswith("^") and v.endswith("$")):
+            continue  # (a property *named* "pattern" has a dict value and is kept)
+        keep = k in ("enum", "const", "default", "examples") and not isinstance(v, dict)
+        out[k] = v if keep else _grammar_friendly(v)
+    return out
+
+
+def action_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """JSON schema of a turn in JSON mode: ``{"tool_calls": [...]}`` (each call typed by its tool) or ``{"answer"}``."""
+    calls = []
+    for t in tools:
+        fn = t["function"]
+        params = _grammar_friendly(fn.get("parameters") or {"type": "object", "properties": {}})
+        calls.append(
+            {
+                "type": "object",
+                "properties": {"name": {"type": "string", "enum": [fn["name"]]}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
+    call = {"anyOf": calls} if calls else {"type": "object"}
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1}},
+                "required": ["tool_calls"],
+            },
+            {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+        ]
+    }
+
+
+def json_to_action(text: str, turn: int) -> tuple[Any, str | None]:
+    """The env action for a JSON-mode completion, and a note when the completion was not the expected JSON."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        obj = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return text, "completion is not valid JSON"
+    if isinstance(obj, dict) and isinstance(obj.get("tool_calls"), list) and obj["tool_calls"]:
+        tool_calls = []
+        for i, c in enumerate(obj["tool_calls"]):
+            c = c if isinstance(c, dict) else {"name": None, "arguments": c}
+            tool_calls.append(
+                {
+                    "id": f"call_{turn}_{i}",
+                    "type": "function",
+                    "function": {"name": c.get("name"), "arguments": c.get("arguments", {})},
+                }
+            )
+        return {"role": "assistant", "content": "", "tool_calls": tool_calls}, None
+    if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
+        return obj["answer"], None
+    return text, "JSON has neither a non-empty 'tool_calls' list nor an 'answer' string"

@@ -6,8 +6,8 @@ Modules: :mod:`~toolgym.construct.spec` (the domain spec format), :mod:`~toolgym
 tool-document model of stages 2-5), :mod:`~toolgym.construct.pipeline` (``BuildConfig``, the ``generate`` that
 manifests name, ``rebuild``, domain discovery), :mod:`~toolgym.construct.cli` (``toolgym build``) and
 ``domains/`` (one module per domain). The ``openai`` backend drives the same stages with a chat model:
-:mod:`~toolgym.construct.llm_backend` (stages, journal, static pack), :mod:`~toolgym.construct.prompts` and
-:mod:`~toolgym.construct.code_check` (out-of-process validation of tool code).
+:mod:`~toolgym.construct.llm` (stages, prompts, reply checks, out-of-process validation of tool code, journal,
+static pack).
 
 The package was called ``toolgym.build`` before; refs under that name in saved manifests and records still
 resolve (:func:`toolgym.packs.current_ref`).

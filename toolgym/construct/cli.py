@@ -7,7 +7,7 @@ also writes one scenario's stage outputs as JSON for inspection. ``--backend ray
 domain and kind, plus the chain-length probe) on Ray workers; the counts are the same as with the local backend.
 
 ``--backend openai`` drives the same five stages with any OpenAI-compatible chat model instead
-(:mod:`toolgym.construct.llm_backend`) and writes a static pack to ``--out``; rerunning the command resumes it.
+(:mod:`toolgym.construct.llm`) and writes a static pack to ``--out``; rerunning the command resumes it.
 """
 
 from __future__ import annotations
@@ -157,8 +157,9 @@ def cmd_llm_build(args: argparse.Namespace) -> int:
     """``toolgym build --backend openai``: build (or resume) a static pack with a model."""
     import asyncio
 
-    from toolgym.construct.code_check import Limits
-    from toolgym.construct.llm_backend import LLMBuildConfig, arun_build
+    from toolgym.construct.llm.build import arun_build
+    from toolgym.construct.llm.code_check import Limits
+    from toolgym.construct.llm.config import LLMBuildConfig
 
     model = args.model or os.environ.get("TOOLGYM_MODEL")
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")

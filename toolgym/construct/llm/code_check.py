@@ -1,7 +1,7 @@
 """Out-of-process validation of generated tool code (stage 5 of the ``openai`` backend).
 
 Model-written code is never run in the building process. :func:`check_scenario` starts
-``python -m toolgym.construct.code_check`` with the job on stdin; the child imports what it needs, then lowers its
+``python -m toolgym.construct.llm.code_check`` with the job on stdin; the child imports what it needs, then lowers its
 own OS limits (``RLIMIT_AS``: address space, ``RLIMIT_CPU``: CPU seconds, no core files, small files only)
 and runs the checks through toolgym's sandbox. The parent enforces a wall-clock timeout and kills the child's
 process group when it is exceeded. A child that dies (CPU limit, out of memory, crash) fails the check with
@@ -76,13 +76,13 @@ async def check_scenario(scenario: dict[str, Any], limits: Limits | None = None)
             "sandbox": limits.sandbox or {},
         }
     ).encode()
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])  # the folder holding the toolgym package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "toolgym.construct.code_check",
+        "toolgym.construct.llm.code_check",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -1,0 +1,116 @@
+"""A whole ``openai`` build: scenarios ``concurrency`` at a time, journaled, resumable, then the pack and report.
+
+``openai`` is imported only when a build starts (``pip install toolgym[eval]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from toolgym.construct.llm.code_check import Limits
+from toolgym.construct.llm.config import LLMBuildConfig
+from toolgym.construct.llm.journal import JOURNAL, Journal
+from toolgym.construct.llm.pack import REPORT, report, write_pack
+from toolgym.construct.llm.stages import Model, ScenarioBuild, ScenarioFailed
+from toolgym.jsonl import exclusive
+from toolgym.model_client import RunAborted
+
+
+async def arun_build(cfg: LLMBuildConfig) -> dict[str, Any]:
+    """Build (or resume) the pack in ``cfg.out``; returns the report (also written to ``report.json``)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "build"):
+        journal = Journal(out / JOURNAL).load()
+        mine = json.loads(json.dumps(cfg.result_config()))
+        if journal.starts:
+            theirs = journal.starts[0]["config"]
+            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+            if diff:
+                detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+                raise ValueError(f"{out} holds a build with other settings ({detail}); use another --out")
+        try:
+            run = await _run(cfg, journal, mine)
+        finally:
+            journal.close()
+        manifest = write_pack(cfg, journal)
+        rep = report(cfg, journal, run)
+        rep["manifest"] = str(manifest) if manifest else None
+        (out / REPORT).write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        return rep
+
+
+async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    todo = [i for i in range(cfg.scenarios) if i not in journal.finals]
+    state: dict[str, Any] = {"failed": 0, "consecutive": 0, "aborted": None, "finished": 0, "last_error": None}
+    if not todo:
+        return {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
+    journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": len(todo)})
+    model = Model(cfg)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in todo:
+        queue.put_nowait(i)
+    limit = cfg.max_consecutive_failures or max(3, cfg.concurrency)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.scenarios,
+            initial=cfg.scenarios - len(todo),
+            desc=f"build {cfg.name}",
+            unit="sc",
+            dynamic_ncols=True,
+        )
+
+    async def worker() -> None:
+        while not queue.empty() and state["aborted"] is None:
+            index = queue.get_nowait()
+            try:
+                rec = await ScenarioBuild(cfg, model, journal, index).run()
+            except ScenarioFailed as exc:
+                state["failed"] += 1
+                state["consecutive"] += 1
+                state["last_error"] = str(exc)
+                if state["consecutive"] >= limit and state["aborted"] is None:
+                    state["aborted"] = f"{state['consecutive']} scenarios in a row failed after retries ({exc})"
+                continue
+            except RunAborted as exc:
+                state["aborted"] = str(exc)
+                continue
+            state["consecutive"] = 0
+            state["finished"] += 1
+            journal.append(rec)
+            if bar is not None:
+                bar.update(1)
+                done = [f for f in journal.finals.values() if f["index"] < cfg.scenarios]
+                bar.set_postfix(accepted=sum(f["event"] == "accepted" for f in done), failed=state["failed"])
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(todo)))))
+    finally:
+        if bar is not None:
+            bar.close()
+        await model.close()
+    return {
+        "finished_this_run": state["finished"],
+        "failed_this_run": state["failed"],
+        "aborted": state["aborted"],
+        "last_error": state["last_error"],
+        "seconds": round(time.monotonic() - t0, 1),
+        **dict(model.stats),
+    }
+
+
+def run_build(**kwargs: Any) -> dict[str, Any]:
+    """Build a static pack with a model: keyword arguments are :class:`LLMBuildConfig` fields."""
+    limits = kwargs.pop("limits", None)
+    cfg = LLMBuildConfig(**kwargs)
+    if limits is not None:
+        cfg.limits = limits if isinstance(limits, Limits) else Limits(**limits)
+    return asyncio.run(arun_build(cfg))

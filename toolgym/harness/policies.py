@@ -1,0 +1,130 @@
+"""Who acts in an episode: a chat model behind an OpenAI-compatible server, or a built-in agent.
+
+Both policies have the same face for the episode runner (:mod:`toolgym.harness.episode`): ``stats``, ``close()``,
+and either ``act()`` (a model: one request per turn through :class:`~toolgym.model_client.ChatClient`, which owns
+the retries) or ``start()`` (an agent object per episode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+
+from toolgym.agents import make_agent
+from toolgym.harness.config import EvalConfig
+from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, error_text
+from toolgym.prompts import (
+    JSON_TOOLS_PROMPT,
+    action_schema,
+    json_to_action,
+    native_history,
+    text_history,
+    text_prompt,
+    tool_lines,
+    with_system,
+)
+
+
+class EpisodeFailed(Exception):
+    """Requests of an episode kept failing after the retries: the episode is not written (a rerun redoes it)."""
+
+
+@dataclass
+class Turn:
+    action: Any  # what the env steps with
+    record: Any  # what the model produced (message dict or text), stored in the episode line
+    history: dict[str, Any] | None = None  # the assistant message the model sees next turn (None: the env's)
+    note: str | None = None
+
+
+class ModelPolicy:
+    """One OpenAI-compatible chat model, shared by all running episodes (one client, one retry loop)."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.client = ChatClient(
+            cfg.base_url or "",
+            cfg.api_key,
+            timeout=cfg.timeout,
+            retries=cfg.retries,
+            backoff=cfg.backoff,
+            seed=cfg.seed,
+        )
+        self.stats = self.client.stats
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The chat-completion request of a turn, in the run's mode."""
+        cfg = self.cfg
+        req: dict[str, Any] = {"model": cfg.model, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+        if cfg.mode == "native":
+            req["messages"] = native_history(messages)
+            if tools:
+                req["tools"] = tools
+        elif cfg.json_schema:
+            req["messages"] = with_system(text_history(messages), JSON_TOOLS_PROMPT.format(tools=tool_lines(tools)))
+            schema = action_schema(tools)
+            if cfg.response_format == "json_object":
+                req["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                req["response_format"] = {"type": "json_schema", "json_schema": {"name": "turn", "schema": schema}}
+        else:
+            req["messages"] = text_prompt(messages, tools)
+        return req
+
+    async def act(self, obs: dict[str, Any], turn: int, errors: list[dict[str, Any]]) -> Turn:
+        """The model's turn; every failed request is listed in ``errors`` (the episode line keeps them)."""
+
+        def note(attempt: int, exc: BaseException) -> None:
+            errors.append({"turn": turn, "attempt": attempt, "type": type(exc).__name__, "message": error_text(exc)})
+
+        try:
+            resp = await self.client.complete(self.request(obs["messages"], obs["tools"]), on_error=note)
+        except RetriesExhausted as exc:
+            raise EpisodeFailed(str(exc)) from exc
+        if not resp.choices:
+            raise BadRequest("the server returned no choices")
+        msg = resp.choices[0].message
+        content = msg.content or ""
+        if self.cfg.mode == "native":
+            out: dict[str, Any] = {"role": "assistant", "content": content}
+            if msg.tool_calls:
+                out["tool_calls"] = [
+                    {
+                        "id": tc.id or f"call_{turn}_{i}",
+                        "type": "function",
+                        "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+                    }
+                    for i, tc in enumerate(msg.tool_calls)
+                ]
+            return Turn(out, out, out)
+        history = {"role": "assistant", "content": content}
+        if self.cfg.json_schema:
+            action, fmt_note = json_to_action(content, turn)
+            return Turn(action, content, history, fmt_note)
+        return Turn(content, content, history)
+
+
+class AgentPolicy:
+    """A built-in agent (``gold``, ``random``) behind the same interface; one agent object per episode."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stats: dict[str, int] = {}
+
+    async def close(self) -> None:
+        pass
+
+    def start(self, env: gym.Env, obs: dict, info: dict, seed: int) -> Any:
+        agent = make_agent(self.name)
+        agent.reset(env, obs, info, seed=seed)
+        return agent
+
+
+def make_policy(cfg: EvalConfig) -> ModelPolicy | AgentPolicy:
+    """The run's policy: the model when one is given, else the built-in agent."""
+    return ModelPolicy(cfg) if cfg.model else AgentPolicy(cfg.agent or "")
