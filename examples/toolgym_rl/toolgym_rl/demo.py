@@ -57,6 +57,13 @@ class Args:
     """which trainers to run"""
     seed: int = 1
     """seed of everything"""
+    curriculum: str | None = None
+    """knob levels as JSON for the RL runs, e.g. '{"distractors": [0, 2]}' (see grpo --help); evaluation keeps
+    the env's default knobs"""
+    curriculum_threshold: float = 0.6
+    """rolling training Solve-F1 that promotes the curriculum"""
+    curriculum_window: int = 32
+    """training episodes in the curriculum's rolling window"""
     out: str = "runs/demo"
     """output folder"""
 
@@ -91,6 +98,9 @@ def main(args: Args) -> list[dict]:
                 lr=args.lr,
                 eval_episodes=args.eval_episodes,
                 seed=args.seed,
+                curriculum=args.curriculum,
+                curriculum_threshold=args.curriculum_threshold,
+                curriculum_window=args.curriculum_window,
                 out=str(out / f"{_short(env_id)}_{algo}"),
             )
             if algo == "grpo":
@@ -102,6 +112,9 @@ def main(args: Args) -> list[dict]:
             results.append(summary)
     wall = time.time() - start
     table = format_table(results, wall)
+    if args.curriculum:
+        stages = ", ".join(f"{_short(r['env_id'])} {r['algo']} {r['curriculum_stage']}" for r in results)
+        table += f"\ncurriculum {args.curriculum}: final stage {stages}"
     print(table)
     (out / "results.json").write_text(json.dumps({"wall_seconds": wall, "runs": results}, indent=2))
     (out / "results.txt").write_text(table + "\n")
