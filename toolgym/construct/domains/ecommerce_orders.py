@@ -12,13 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.construct.kit import bucket, bucket_id, letters, name_walk, person, word_counters
 from toolgym.construct.spec import Attr, Domain, Entity, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
 CITIES = ("Austin", "Leipzig", "Malmo", "Cork", "Nantes", "Porto", "Krakow")
 TIERS = ("standard", "plus", "vip")
 BRANDS = ("Nimbus", "Halcyon", "Ferro", "Kestrel", "Lumina", "Brisa", "Talon", "Umbra", "Vireo", "Zephyr")
@@ -44,7 +40,6 @@ STATUS_CYCLE = (0, 1, 2, 0, 2, 3, 1, 2, 0, 4)
 CARRIERS = ("UPS", "DHL", "FedEx", "GLS")
 CARRIER_CODES = ("1Z", "JD", "FX", "GL")
 SHIPMENT_STATUSES = ("in_transit", "delivered")
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
 
 CUSTOMER = Entity(
     name="customer",
@@ -143,31 +138,28 @@ UPDATES = (
 def world(rng: np.random.Generator) -> dict[str, Any]:
     """7 customers, 8 products, 10 orders, one shipment per dispatched order (6); every customer has ordered.
 
-    Ids and other unique numbers are bucketed (``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
+    One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo: numpy
+    calls cost tens of microseconds here, Python int arithmetic far less. Ids are bucketed (kit.bucket_id).
     """
     n_c, n_p, n_o = 7, 8, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
     r = rng.integers(0, 1 << 62, size=2 + n_c + n_p + 2 * n_o).tolist()
     g, c = r[0], r[1]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    off, people = name_walk(g)
     city0, tier0, brand0, item0 = (g >> 10) % 7, (g >> 13) % 3, (g >> 15) % 10, (g >> 19) % 11
     cust_off, prod_off, status_off, day0 = (g >> 23) % n_c, (g >> 26) % n_p, (g >> 29) % 10, (g >> 33) % 11
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
-    C = CODE_CHARS
 
     customers = {}
     cust_ids = []
     for i in range(n_c):
         d = r[2 + i]
-        cid = f"CS{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        cid = bucket_id("CS", i, d)
+        name, email = person((off + i * people) % 120)
         cust_ids.append(cid)
         customers[cid] = {
             "customer_id": cid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@shopmail.example",
-            "phone": f"+1-415-{1000 + 750 * i + (d >> 10) % 750}-{10 + (d >> 20) % 90}",
+            "name": name,
+            "email": f"{email}@shopmail.example",
+            "phone": f"+1-415-{bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
             "city": CITIES[(city0 + i) % 7],
             "tier": TIERS[(tier0 + i) % 3],
             "last_order": "",
@@ -177,13 +169,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     prod_ids = []
     for i in range(n_p):
         d = r[2 + n_c + i]
-        pid = f"PR{1000 + 750 * i + d % 750}"
+        pid = bucket_id("PR", i, d)
         item = (item0 + i) % 11
         prod_ids.append(pid)
         products[pid] = {
             "product_id": pid,
             "name": f"{BRANDS[(brand0 + i) % 10]} {ITEMS[item]}",
-            "sku": f"SKU-{C[(d >> 10) % 20]}{C[(d >> 15) % 20]}{C[(d >> 20) % 20]}-{i:02d}",
+            "sku": f"SKU-{letters(d, 10, 3)}-{i:02d}",
             "price_cents": 10000 + 4000 * i + (d >> 25) % 4000,
             "category": CATEGORIES[ITEM_CATEGORY[item]],
             "in_stock": bool((d >> 40) % 4),
@@ -193,7 +185,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     shipments = {}
     for i in range(n_o):
         d = r[2 + n_c + n_p + i]
-        oid = f"OD{1000 + 750 * i + d % 750}"
+        oid = bucket_id("OD", i, d)
         cid = cust_ids[(cust_off + i) % n_c]
         status = STATUS_CYCLE[(status_off + i) % 10]
         day = 1 + day0 + i
@@ -202,7 +194,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "customer_id": cid,
             "product_id": prod_ids[(prod_off + 3 * i) % n_p],
             "quantity": 1 + (d >> 10) % 3,
-            "invoice_number": f"INV-{C[(d >> 12) % 20]}{C[(d >> 17) % 20]}{C[(d >> 22) % 20]}{i:02d}",
+            "invoice_number": f"INV-{letters(d, 12, 3)}{i:02d}",
             "placed_on": f"2025-05-{day:02d}",
             "shipping_speed": SPEEDS[(d >> 27) % 3],
             "status": ORDER_STATUSES[status],
@@ -210,31 +202,20 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         customers[cid]["last_order"] = oid
         if status in (1, 2, 4):  # dispatched: shipped, delivered or being returned
             e = r[2 + n_c + n_p + n_o + i]
-            sid = f"SH{1000 + 750 * i + e % 750}"
+            sid = bucket_id("SH", i, e)
             k = (e >> 10) % 4
             shipments[sid] = {
                 "shipment_id": sid,
                 "order_id": oid,
                 "carrier": CARRIERS[k],
-                "tracking_number": f"{CARRIER_CODES[k]}{C[(e >> 12) % 20]}{C[(e >> 17) % 20]}"
-                f"{1000 + 750 * i + (e >> 22) % 750}{C[(e >> 32) % 20]}{C[(e >> 37) % 20]}",
+                "tracking_number": f"{CARRIER_CODES[k]}{letters(e, 12, 2)}{bucket(i, e >> 22)}{letters(e, 32, 2)}",
                 "eta": f"2025-05-{day + 3 + (e >> 42) % 3:02d}",
                 "status": SHIPMENT_STATUSES[status != 1],
             }
-    return {
-        "customers": customers,
-        "products": products,
-        "orders": orders,
-        "shipments": shipments,
-        "counters": counters,
-    }
+    counters = word_counters(UPDATES, c)
+    tables = {"customers": customers, "products": products, "orders": orders, "shipments": shipments}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="ECommerceOrders",
-    version=0,
-    description="Customers, products, orders and shipments; look up, cancel, change shipping speed, return.",
-    entities=(CUSTOMER, PRODUCT, ORDER, SHIPMENT),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Customers, products, orders and shipments; look up, cancel, change shipping speed, return."
+DOMAIN = Domain("ECommerceOrders", 0, DESCRIPTION, (CUSTOMER, PRODUCT, ORDER, SHIPMENT), UPDATES, world)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.construct.kit import DATES, PAIRS, Uniforms, email_names, full_names, strided_ids, uniform_counters
 from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (title, genre): titles share no words with author names, so one never occurs inside another record.
@@ -49,7 +50,6 @@ LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", 
 MEMBERSHIPS = ("standard", "student", "senior")
 LOAN_STATUSES = ("active", "overdue", "returned")
 RENEWAL_PERIODS = ("one week", "two weeks", "three weeks")
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
 MEMBER = Entity(
     name="member",
@@ -147,12 +147,9 @@ N_MEMBER, N_BOOK, N_AUTHOR, N_LOAN = 8, 9, 6, 11
 _N_BOOKS, _N_AUTHORS, _N_FIRST = len(BOOKS), len(AUTHORS), len(FIRST)
 _N_DRAWS = _N_BOOKS + _N_AUTHORS + _N_FIRST + 16 + 2 * N_MEMBER + 3 * N_BOOK + 3 * N_LOAN
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
 SITES = tuple("www." + a[0].lower().replace(" ", "") + ".example" for a in AUTHORS)
-EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+EMAILS = email_names(FIRST, LAST)
+NAMES = full_names(FIRST, LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -161,28 +158,19 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     Authors 0-2 write two books each, the others one; loans cycle over members and books from random offsets,
     and each member's latest loan is the last one lent to them, so ref columns hold unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    books = sorted(range(_N_BOOKS), key=u.__getitem__)
-    k = _N_BOOKS
-    authors = sorted(range(_N_AUTHORS), key=u[k : k + _N_AUTHORS].__getitem__)
-    k += _N_AUTHORS
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    member_ids = ["MB" + str(10000 + (b + i * s) % 90000) for i in range(N_MEMBER)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    book_ids = ["BK" + str(10000 + (b + i * s) % 90000) for i in range(N_BOOK)]
-    author_ids = ["AU" + str(10000 + (b + i * s + 27011) % 90000) for i in range(N_AUTHOR)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    loan_ids = ["LN" + str(10000 + (b + i * s) % 90000) for i in range(N_LOAN)]
+    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    books = u.order(_N_BOOKS)
+    authors = u.order(_N_AUTHORS)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
+    member_ids = strided_ids("MB", N_MEMBER, g[0], g[1])
+    book_ids = strided_ids("BK", N_BOOK, g[2], g[3])
+    author_ids = strided_ids("AU", N_AUTHOR, g[2], g[3], offset=27011)
+    loan_ids = strided_ids("LN", N_LOAN, g[4], g[5])
 
     members, book_table, author_table, loans = {}, {}, {}, {}
-    d = u[k : k + 2 * N_MEMBER]
-    k += 2 * N_MEMBER
+    d = u.take(2 * N_MEMBER)
     card0 = int(g[6] * 90000)
     for i in range(N_MEMBER):
         mid, x, y = member_ids[i], d[2 * i], d[2 * i + 1]
@@ -206,8 +194,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "birth_year": year,
             "website": SITES[a],
         }
-    d = u[k : k + 3 * N_BOOK]
-    k += 3 * N_BOOK
+    d = u.take(3 * N_BOOK)
     isbn0 = int(g[7] * 90000)
     for i in range(N_BOOK):
         bid, x, y, z = book_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -221,7 +208,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "pages": 120 + int(y * 500),
             "available": z < 0.5,
         }
-    d = u[k : k + 3 * N_LOAN]
+    d = u.take(3 * N_LOAN)
     off_m, off_b = int(g[8] * N_MEMBER), int(g[9] * N_BOOK)
     for i in range(N_LOAN):
         lid, x, y, z = loan_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -236,24 +223,9 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "receipt_code": "RC-" + PAIRS[int(z * 400)] + str(i),
         }
         members[mid]["last_loan"] = lid
-    return {
-        "members": members,
-        "books": book_table,
-        "authors": author_table,
-        "loans": loans,
-        "counters": {
-            "renew_loan": 1000 + int(g[10] * 8000),
-            "return_book": 1000 + int(g[11] * 8000),
-            "pay_fine": 1000 + int(g[12] * 8000),
-        },
-    }
+    counters = uniform_counters(UPDATES, g[10:13])
+    return {"members": members, "books": book_table, "authors": author_table, "loans": loans, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="Library",
-    version=0,
-    description="Library members, books, authors and loans; look up, renew, return, pay fines.",
-    entities=(MEMBER, BOOK, AUTHOR, LOAN),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Library members, books, authors and loans; look up, renew, return, pay fines."
+DOMAIN = Domain("Library", 0, DESCRIPTION, (MEMBER, BOOK, AUTHOR, LOAN), UPDATES, world)

@@ -11,6 +11,17 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.construct.kit import (
+    DATES,
+    FIRST,
+    LAST,
+    PAIRS,
+    Uniforms,
+    email_names,
+    full_names,
+    strided_ids,
+    uniform_counters,
+)
 from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (cinema name, city)
@@ -43,9 +54,6 @@ FORMATS = ("2D", "3D", "IMAX")
 TIMES = ("12:30", "14:15", "16:40", "18:00", "19:30", "20:45", "22:10")
 ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")
 TICKET_STATUSES = ("valid", "cancelled", "used")
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
 CINEMA = Entity(
     name="cinema",
@@ -157,11 +165,8 @@ N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 6, 6, 8, 7, 10
 _N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(FIRST)
 _N_DRAWS = _N_CINEMAS + _N_MOVIES + _N_FIRST + 16 + 4 * N_SCREENING + N_CUSTOMER + 3 * N_TICKET
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
-EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
+NAMES = full_names(FIRST, LAST)
+EMAILS = email_names(FIRST, LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -171,25 +176,17 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     each customer's latest ticket is the last one sold to them, so every ref column holds unique and repeated
     values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    cinemas = sorted(range(_N_CINEMAS), key=u.__getitem__)
-    k = _N_CINEMAS
-    movies = sorted(range(_N_MOVIES), key=u[k : k + _N_MOVIES].__getitem__)
-    k += _N_MOVIES
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    cinema_ids = ["CN" + str(10000 + (b + i * s) % 90000) for i in range(N_CINEMA)]
-    movie_ids = ["MV" + str(10000 + (b + i * s + 33013) % 90000) for i in range(N_MOVIE)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    screening_ids = ["SC" + str(10000 + (b + i * s) % 90000) for i in range(N_SCREENING)]
-    customer_ids = ["CU" + str(10000 + (b + i * s + 52027) % 90000) for i in range(N_CUSTOMER)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    ticket_ids = ["TK" + str(10000 + (b + i * s) % 90000) for i in range(N_TICKET)]
+    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    cinemas = u.order(_N_CINEMAS)
+    movies = u.order(_N_MOVIES)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
+    cinema_ids = strided_ids("CN", N_CINEMA, g[0], g[1])
+    movie_ids = strided_ids("MV", N_MOVIE, g[0], g[1], offset=33013)
+    screening_ids = strided_ids("SC", N_SCREENING, g[2], g[3])
+    customer_ids = strided_ids("CU", N_CUSTOMER, g[2], g[3], offset=52027)
+    ticket_ids = strided_ids("TK", N_TICKET, g[4], g[5])
 
     cinema_table, movie_table, screenings, customers, tickets = {}, {}, {}, {}, {}
     b = int(g[6] * 9000)
@@ -214,8 +211,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "rating": rating,
             "release_year": year,
         }
-    d = u[k : k + 4 * N_SCREENING]
-    k += 4 * N_SCREENING
+    d = u.take(4 * N_SCREENING)
     off_m, off_c = int(g[7] * N_MOVIE), int(g[8] * N_CINEMA)
     for i in range(N_SCREENING):
         sid, x, y, z, w = screening_ids[i], d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
@@ -228,8 +224,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "format": FORMATS[int(z * 3)],
             "auditorium": "Auditorium " + PAIRS[int(w * 400)] + str(i),
         }
-    d = u[k : k + N_CUSTOMER]
-    k += N_CUSTOMER
+    d = u.take(N_CUSTOMER)
     b = int(g[9] * 900000)
     for i in range(N_CUSTOMER):
         cid = customer_ids[i]
@@ -241,7 +236,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "member_number": "CC-" + str(100000 + (b + i * 45673) % 900000),
             "last_ticket": "",
         }
-    d = u[k : k + 3 * N_TICKET]
+    d = u.take(3 * N_TICKET)
     off_s, off_u = int(g[10] * N_SCREENING), int(g[11] * N_CUSTOMER)
     for i in range(N_TICKET):
         tid, x, y, z = ticket_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -257,25 +252,10 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "voucher_redeemed": i % 4 == 2,
         }
         customers[cid]["last_ticket"] = tid
-    return {
-        "cinemas": cinema_table,
-        "movies": movie_table,
-        "screenings": screenings,
-        "customers": customers,
-        "tickets": tickets,
-        "counters": {
-            "cancel_ticket": 1000 + int(g[12] * 8000),
-            "change_seat_row": 1000 + int(g[13] * 8000),
-            "redeem_voucher": 1000 + int(g[14] * 8000),
-        },
-    }
+    counters = uniform_counters(UPDATES, g[12:15])
+    tables = {"cinemas": cinema_table, "movies": movie_table, "screenings": screenings}
+    return {**tables, "customers": customers, "tickets": tickets, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="MovieTickets",
-    version=0,
-    description="Cinemas, movies, screenings, customers and tickets; look up, cancel, change seat row, redeem.",
-    entities=(CINEMA, MOVIE, SCREENING, CUSTOMER, TICKET),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Cinemas, movies, screenings, customers and tickets; look up, cancel, change seat row, redeem."
+DOMAIN = Domain("MovieTickets", 0, DESCRIPTION, (CINEMA, MOVIE, SCREENING, CUSTOMER, TICKET), UPDATES, world)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.construct.kit import DATES, FIRST, LAST, PAIRS, Uniforms, full_names, strided_ids, uniform_counters
 from toolgym.construct.spec import Attr, Domain, Entity, Update
 
 # (country, region, currency, calling code, (two cities with their UTC offsets))
@@ -34,10 +35,6 @@ CONDITIONS = ("sunny", "cloudy", "rain", "snow", "thunderstorm", "fog", "windy")
 HAZARDS = ("flooding", "wildfire", "civil unrest", "heatwave", "volcanic ash", "tropical storm", "landslides")
 TRIP_STATUSES = ("booked", "cancelled")
 CHANNELS = ("none", "email", "sms", "push")
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000 and 900000: strides never repeat
 
 COUNTRY = Entity(
     name="country",
@@ -151,9 +148,7 @@ N_COUNTRY, N_CITY, N_ADVISORY, N_TRIP = 6, 8, 8, 10
 _N_COUNTRIES, _N_FIRST = len(COUNTRIES), len(FIRST)
 _N_DRAWS = _N_COUNTRIES + _N_FIRST + 16 + 4 * N_CITY + 3 * N_ADVISORY + 4 * N_TRIP
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+NAMES = full_names(FIRST, LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -162,24 +157,16 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     Countries 0 and 1 have two cities and two advisories (the later one is current), the others one of each,
     and trips cycle over the cities from a random offset, so every ref column has unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    pick = sorted(range(_N_COUNTRIES), key=u.__getitem__)
-    k = _N_COUNTRIES
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    country_ids = ["CY" + str(10000 + (b + i * s) % 90000) for i in range(N_COUNTRY)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    city_ids = ["CT" + str(10000 + (b + i * s) % 90000) for i in range(N_CITY)]
-    station_ids = ["WS" + str(10000 + (b + i * s + 4409) % 90000) for i in range(N_CITY)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    advisory_ids = ["AV" + str(10000 + (b + i * s) % 90000) for i in range(N_ADVISORY)]
-    b, s = int(g[6] * 90000), STEPS[int(g[7] * 6)]
-    trip_ids = ["TP" + str(10000 + (b + i * s) % 90000) for i in range(N_TRIP)]
+    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    pick = u.order(_N_COUNTRIES)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
+    country_ids = strided_ids("CY", N_COUNTRY, g[0], g[1])
+    city_ids = strided_ids("CT", N_CITY, g[2], g[3])
+    station_ids = strided_ids("WS", N_CITY, g[2], g[3], offset=4409)
+    advisory_ids = strided_ids("AV", N_ADVISORY, g[4], g[5])
+    trip_ids = strided_ids("TP", N_TRIP, g[6], g[7])
 
     countries, cities, stations, advisories, trips = {}, {}, {}, {}, {}
     b = int(g[8] * 1000)
@@ -199,8 +186,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             + str(4100 + (b * 7 + i * 2713) % 5900),
             "current_advisory": "",
         }
-    d = u[k : k + 4 * N_CITY]
-    k += 4 * N_CITY
+    d = u.take(4 * N_CITY)
     for i in range(N_CITY):
         c = i % N_COUNTRY
         city, tz = COUNTRIES[pick[c]][4][i // N_COUNTRY]
@@ -223,8 +209,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "wind_kph": int(z * 60),
             "humidity_pct": 20 + int(x * 7919) % 80,
         }
-    d = u[k : k + 3 * N_ADVISORY]
-    k += 3 * N_ADVISORY
+    d = u.take(3 * N_ADVISORY)
     for i in range(N_ADVISORY):
         aid, cid = advisory_ids[i], country_ids[i % N_COUNTRY]
         x, y, z = d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -238,7 +223,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "acknowledged": i % 3 == 0,
         }
         countries[cid]["current_advisory"] = aid
-    d = u[k : k + 4 * N_TRIP]
+    d = u.take(4 * N_TRIP)
     off = int(g[11] * N_CITY)
     for i in range(N_TRIP):
         tid = trip_ids[i]
@@ -252,25 +237,10 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "status": "cancelled" if i % 4 == 3 else "booked",
             "alert_channel": CHANNELS[int(w * 4)],
         }
-    return {
-        "countries": countries,
-        "cities": cities,
-        "stations": stations,
-        "advisories": advisories,
-        "trips": trips,
-        "counters": {
-            "subscribe_alerts": 1000 + int(g[12] * 8000),
-            "cancel_trip": 1000 + int(g[13] * 8000),
-            "acknowledge_advisory": 1000 + int(g[14] * 8000),
-        },
-    }
+    counters = uniform_counters(UPDATES, g[12:15])
+    tables = {"countries": countries, "cities": cities, "stations": stations, "advisories": advisories, "trips": trips}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="WeatherTravel",
-    version=0,
-    description="Countries, cities, weather stations, travel advisories and trips; subscribe, cancel, acknowledge.",
-    entities=(COUNTRY, CITY, STATION, ADVISORY, TRIP),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Countries, cities, weather stations, travel advisories and trips; subscribe, cancel, acknowledge."
+DOMAIN = Domain("WeatherTravel", 0, DESCRIPTION, (COUNTRY, CITY, STATION, ADVISORY, TRIP), UPDATES, world)
