@@ -13,7 +13,6 @@ world as before the kit existed.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,7 +141,7 @@ def answer_leaks(domain: Domain, state: dict[str, Any]) -> list[str]:
     * an answerable, non-ref value occurs in its own record only; it is ASCII, holds no comma (FTRL splits
       answers at commas), and an answerable integer column is distinct and at least 100;
     * a record id occurs elsewhere only in the records whose ref attributes hold it (that is what a hop reads);
-    * no confirmation code ``<prefix><4 digits>`` occurs in any record, so only the write tool returns it.
+    * no update's next confirmation code occurs in any record, so only the write tool returns it.
 
     Returns one message per violation (empty: the world keeps the rule).
     """
@@ -176,8 +175,7 @@ def answer_leaks(domain: Domain, state: dict[str, Any]) -> list[str]:
                 if len(set(column)) != len(column) or min(column) < 100:
                     out.append(f"answerable integers {e.name}.{a.name} must be distinct and >= 100")
     for u in domain.updates:
-        pattern = re.compile(re.escape(u.confirmation_prefix.lower()) + r"[0-9]{4}")
         code = normalize(f"{u.confirmation_prefix}{state['counters'][u.name]}")
-        if any(pattern.search(text) or code in ascii_text for ascii_text, text in texts):
-            out.append(f"a confirmation code of {u.name} ({u.confirmation_prefix}NNNN) occurs in a record")
+        if any(code in ascii_text or code in text for ascii_text, text in texts):
+            out.append(f"the confirmation code {code.upper()} of {u.name} occurs in a record")
     return out
