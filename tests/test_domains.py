@@ -200,3 +200,48 @@ def test_deep_domains_keep_three_hop_chains_six_records_and_no_code_lookalikes(n
         for u in domain.updates:
             pattern = re.compile(re.escape(u.confirmation_prefix.lower()) + r"[0-9]{4}")
             assert not any(pattern.search(text) for text in texts), u.name
+
+
+def test_every_domain_pack_is_a_member_of_mixed():
+    """Mixed says ``"members": "*"``: a new domain's pack joins it, in id order, with no edit to Mixed."""
+    from toolgym.registry import manifest_for, registered_ids
+
+    members = manifest_for("ToolGym/Mixed-v0")["members"]
+    procedural = [i for i in registered_ids() if manifest_for(i)["type"] == "procedural"]
+    assert members == sorted(procedural)
+    for module in MODULES:
+        assert f"ToolGym/{_domain(module).name}-v{_domain(module).version}" in members, module
+
+
+def test_a_star_mixture_resolves_to_the_procedural_packs_beside_it(tmp_path):
+    import gymnasium as gym
+
+    from toolgym import registry
+    from toolgym.registry import manifest_for, register_pack
+
+    spec = {"generator": "toolgym.construct.pipeline:generate", "config": "toolgym.construct.pipeline:BuildConfig"}
+    for name in ("Zeta", "Alpha"):
+        (tmp_path / name.lower()).mkdir()
+        manifest = {"name": name, "version": 0, "type": "procedural", **spec, "domain": find_domains()["banking"]}
+        (tmp_path / name.lower() / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "manifest.json").write_text(
+        json.dumps({"name": "TmpMix", "version": 0, "type": "mixture", "members": "*"})
+    )
+    eid = register_pack(tmp_path / "mix")
+    try:
+        assert manifest_for(eid)["members"] == ["ToolGym/Alpha-v0", "ToolGym/Zeta-v0"]
+    finally:  # leave the session's registry as import toolgym made it
+        del registry._MANIFESTS[eid], gym.registry[eid]
+
+
+def test_env_kwargs_are_the_keyword_parameters_of_tool_env():
+    """A new ToolEnv option becomes a gym.make kwarg of every pack without a second list to keep."""
+    import inspect
+
+    from toolgym.env import ToolEnv
+    from toolgym.registry import ENV_KWARGS
+
+    params = inspect.signature(ToolEnv.__init__).parameters.values()
+    assert ENV_KWARGS == tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+    assert {"max_turns", "reward", "isolation", "scenario_cache"} <= set(ENV_KWARGS)
