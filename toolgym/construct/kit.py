@@ -41,6 +41,12 @@ DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29
 STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000 and 900000: strides never repeat
 
 
+def words(rng: np.random.Generator, n: int) -> list[int]:
+    """One bulk draw of ``n`` 62-bit words, to split with shifts and modulo (one word a record, one or two for
+    the world): a numpy call costs tens of microseconds in a world, Python int arithmetic far less."""
+    return rng.integers(0, 1 << 62, size=n).tolist()
+
+
 def entity(name: str, description: str, id_pattern: str, *attrs: Attr, table: str = "", label: str = "") -> Entity:
     """An entity keyed by ``<name>_id``, in table ``<name>s`` (or ``table``), named ``"<name> <id>"`` (or ``label``)."""
     key = f"{name}_id"

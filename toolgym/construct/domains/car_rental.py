@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import STAFF_FIRST, STAFF_LAST, bucket, bucket_id, letters, name_walk, person, word_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 CITIES = ("Denver", "Phoenix", "Seattle", "Boston", "Atlanta", "Chicago", "Portland", "Dallas")
 LOCATIONS = ("Airport", "Downtown", "Central Station", "Convention Center", "Midtown")
@@ -39,68 +39,49 @@ RENTAL_STATUSES = ("reserved", "active", "returned", "cancelled")
 STATUS_CYCLE = (0, 1, 0, 2, 0, 3, 0, 1, 2, 0)
 PLATE_CHARS = "BCDFGHJKLMNPRSTVWXZ"
 
-BRANCH = Entity(
-    name="branch",
+BRANCH = kit.entity(
+    "branch",
+    "a rental branch",
+    "^BR[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False),
+    Attr("phone", "phone number"),
+    Attr("manager", "branch manager"),
+    Attr("opening_hours", "opening hours", answerable=False),
     table="branches",
-    key="branch_id",
-    label="branch {branch_id}",
-    description="a rental branch",
-    id_pattern="^BR[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False),
-        Attr("phone", "phone number"),
-        Attr("manager", "branch manager"),
-        Attr("opening_hours", "opening hours", answerable=False),
-    ),
 )
-CAR = Entity(
-    name="car",
-    table="cars",
-    key="car_id",
-    label="car {car_id}",
-    description="a car in the rental fleet",
-    id_pattern="^VH[0-9]{4}$",
-    attrs=(
-        Attr("branch_id", "home branch", ref="branch"),
-        Attr("plate", "license plate"),
-        Attr("model", "model"),
-        Attr("car_class", "car class", answerable=False, enum=CLASSES),
-        Attr("fuel", "fuel type", answerable=False, enum=FUELS),
-        Attr("mileage_km", "mileage in kilometres", type="integer"),
-    ),
+CAR = kit.entity(
+    "car",
+    "a car in the rental fleet",
+    "^VH[0-9]{4}$",
+    Attr("branch_id", "home branch", ref="branch"),
+    Attr("plate", "license plate"),
+    Attr("model", "model"),
+    Attr("car_class", "car class", answerable=False, enum=CLASSES),
+    Attr("fuel", "fuel type", answerable=False, enum=FUELS),
+    Attr("mileage_km", "mileage in kilometres", type="integer"),
 )
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered rental customer",
-    id_pattern="^CU[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("license_number", "driving license number"),
-        Attr("phone", "phone number"),
-        Attr("last_rental", "latest rental", ref="rental"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered rental customer",
+    "^CU[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("license_number", "driving license number"),
+    Attr("phone", "phone number"),
+    Attr("last_rental", "latest rental", ref="rental"),
 )
-RENTAL = Entity(
-    name="rental",
-    table="rentals",
-    key="rental_id",
-    label="rental {rental_id}",
-    description="a car rental agreement",
-    id_pattern="^RN[0-9]{4}$",
-    attrs=(
-        Attr("car_id", "car", ref="car"),
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("agreement_code", "agreement code"),
-        Attr("pickup_date", "pickup date", answerable=False),
-        Attr("car_class", "booked car class", answerable=False, enum=CLASSES),
-        Attr("status", "status", answerable=False, enum=RENTAL_STATUSES),
-        Attr("insurance", "insurance status", type="boolean", answerable=False),
-    ),
+RENTAL = kit.entity(
+    "rental",
+    "a car rental agreement",
+    "^RN[0-9]{4}$",
+    Attr("car_id", "car", ref="car"),
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("agreement_code", "agreement code"),
+    Attr("pickup_date", "pickup date", answerable=False),
+    Attr("car_class", "booked car class", answerable=False, enum=CLASSES),
+    Attr("status", "status", answerable=False, enum=RENTAL_STATUSES),
+    Attr("insurance", "insurance status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -134,15 +115,11 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """5 branches, 9 cars, 7 customers, 10 rentals; every customer has rented at least once.
-
-    One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo: numpy
-    calls cost tens of microseconds here, Python int arithmetic far less. Ids are bucketed (kit.bucket_id).
-    """
+    """5 branches, 9 cars, 7 customers, 10 rentals; every customer has rented at least once."""
     n_b, n_c, n_u, n_r = 5, 9, 7, 10
-    r = rng.integers(0, 1 << 62, size=2 + n_b + n_c + n_u + n_r).tolist()
+    r = kit.words(rng, 2 + n_b + n_c + n_u + n_r)
     g, c = r[0], r[1]
-    off, people = name_walk(g)
+    off, people = kit.name_walk(g)
     city0, loc0, mgr0, model0 = (g >> 10) % 8, (g >> 13) % 5, (g >> 16) % 8, (g >> 19) % 12
     branch_off, car_off, cust_off, status_off = (g >> 23) % n_b, (g >> 26) % n_c, (g >> 30) % n_u, (g >> 33) % 10
     ins_off, day0 = (g >> 37) % 3, (g >> 39) % 8
@@ -152,15 +129,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     branch_ids = []
     for i in range(n_b):
         d = r[2 + i]
-        bid = bucket_id("BR", i, d, width=1800)
+        bid = kit.bucket_id("BR", i, d, width=1800)
         city = CITIES[(city0 + i) % 8]
         branch_ids.append(bid)
         branches[bid] = {
             "branch_id": bid,
             "name": f"{city} {LOCATIONS[(loc0 + i) % 5]}",
             "city": city,
-            "phone": f"+1-800-{bucket(i, d >> 11, width=1800)}-{10 + (d >> 22) % 90}",
-            "manager": f"{STAFF_FIRST[(mgr0 + i) % 8]} {STAFF_LAST[(mgr0 + 3 * i) % 8]}",
+            "phone": f"+1-800-{kit.bucket(i, d >> 11, width=1800)}-{10 + (d >> 22) % 90}",
+            "manager": f"{kit.STAFF_FIRST[(mgr0 + i) % 8]} {kit.STAFF_LAST[(mgr0 + 3 * i) % 8]}",
             "opening_hours": HOURS[(d >> 29) % 4],
         }
 
@@ -169,14 +146,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     car_class = []
     for i in range(n_c):
         d = r[2 + n_b + i]
-        vid = bucket_id("VH", i, d)
+        vid = kit.bucket_id("VH", i, d)
         m = (model0 + i) % 12
         car_ids.append(vid)
         car_class.append(MODEL_CLASS[m])
         cars[vid] = {
             "car_id": vid,
             "branch_id": branch_ids[(branch_off + 2 * i) % n_b],
-            "plate": f"{letters(d, 10, 2, P)}-{100 + 100 * i + (d >> 20) % 100}-{letters(d, 27, 2, P)}",
+            "plate": f"{kit.letters(d, 10, 2, P)}-{100 + 100 * i + (d >> 20) % 100}-{kit.letters(d, 27, 2, P)}",
             "model": MODELS[m],
             "car_class": CLASSES[MODEL_CLASS[m]],
             "fuel": FUELS[3 if m == 6 else (d >> 35) % 3],
@@ -187,36 +164,36 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     cust_ids = []
     for i in range(n_u):
         d = r[2 + n_b + n_c + i]
-        uid = bucket_id("CU", i, d)
-        name, email = person((off + i * people) % 120)
+        uid = kit.bucket_id("CU", i, d)
+        name, email = kit.person((off + i * people) % 120)
         cust_ids.append(uid)
         customers[uid] = {
             "customer_id": uid,
             "name": name,
             "email": f"{email}@drivemail.example",
-            "license_number": f"DL-{letters(d, 10, 2)}{bucket(i, d >> 20)}",
-            "phone": f"+1-303-{bucket(i, d >> 30)}-{10 + (d >> 40) % 90}",
+            "license_number": f"DL-{kit.letters(d, 10, 2)}{kit.bucket(i, d >> 20)}",
+            "phone": f"+1-303-{kit.bucket(i, d >> 30)}-{10 + (d >> 40) % 90}",
             "last_rental": "",
         }
 
     rentals = {}
     for i in range(n_r):
         d = r[2 + n_b + n_c + n_u + i]
-        rid = bucket_id("RN", i, d)
+        rid = kit.bucket_id("RN", i, d)
         k = (car_off + 4 * i) % n_c
         uid = cust_ids[(cust_off + i) % n_u]
         rentals[rid] = {
             "rental_id": rid,
             "car_id": car_ids[k],
             "customer_id": uid,
-            "agreement_code": f"RA-{letters(d, 10, 4)}{i:02d}",
+            "agreement_code": f"RA-{kit.letters(d, 10, 4)}{i:02d}",
             "pickup_date": f"2025-08-{1 + day0 + 2 * i:02d}",
             "car_class": CLASSES[car_class[k]],
             "status": RENTAL_STATUSES[STATUS_CYCLE[(status_off + i) % 10]],
             "insurance": (i + ins_off) % 3 == 0,
         }
         customers[uid]["last_rental"] = rid
-    counters = word_counters(UPDATES, c)
+    counters = kit.word_counters(UPDATES, c)
     return {"branches": branches, "cars": cars, "customers": customers, "rentals": rentals, "counters": counters}
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import bucket, bucket_id, letters, name_walk, person, word_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 CITIES = ("Austin", "Leipzig", "Malmo", "Cork", "Nantes", "Porto", "Krakow")
 TIERS = ("standard", "plus", "vip")
@@ -41,68 +41,48 @@ CARRIERS = ("UPS", "DHL", "FedEx", "GLS")
 CARRIER_CODES = ("1Z", "JD", "FX", "GL")
 SHIPMENT_STATUSES = ("in_transit", "delivered")
 
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered shop customer",
-    id_pattern="^CS[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("phone", "phone number"),
-        Attr("city", "city", answerable=False),
-        Attr("tier", "membership tier", answerable=False, enum=TIERS),
-        Attr("last_order", "latest order", ref="order"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered shop customer",
+    "^CS[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("phone", "phone number"),
+    Attr("city", "city", answerable=False),
+    Attr("tier", "membership tier", answerable=False, enum=TIERS),
+    Attr("last_order", "latest order", ref="order"),
 )
-PRODUCT = Entity(
-    name="product",
-    table="products",
-    key="product_id",
-    label="product {product_id}",
-    description="a product in the catalogue",
-    id_pattern="^PR[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("sku", "SKU"),
-        Attr("price_cents", "price in cents", type="integer"),
-        Attr("category", "category", answerable=False, enum=CATEGORIES),
-        Attr("in_stock", "stock status", type="boolean", answerable=False),
-    ),
+PRODUCT = kit.entity(
+    "product",
+    "a product in the catalogue",
+    "^PR[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("sku", "SKU"),
+    Attr("price_cents", "price in cents", type="integer"),
+    Attr("category", "category", answerable=False, enum=CATEGORIES),
+    Attr("in_stock", "stock status", type="boolean", answerable=False),
 )
-ORDER = Entity(
-    name="order",
-    table="orders",
-    key="order_id",
-    label="order {order_id}",
-    description="a customer's order of one product",
-    id_pattern="^OD[0-9]{4}$",
-    attrs=(
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("product_id", "product", ref="product"),
-        Attr("quantity", "quantity", type="integer", answerable=False),
-        Attr("invoice_number", "invoice number"),
-        Attr("placed_on", "order date", answerable=False),
-        Attr("shipping_speed", "shipping speed", answerable=False, enum=SPEEDS),
-        Attr("status", "status", answerable=False, enum=ORDER_STATUSES),
-    ),
+ORDER = kit.entity(
+    "order",
+    "a customer's order of one product",
+    "^OD[0-9]{4}$",
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("product_id", "product", ref="product"),
+    Attr("quantity", "quantity", type="integer", answerable=False),
+    Attr("invoice_number", "invoice number"),
+    Attr("placed_on", "order date", answerable=False),
+    Attr("shipping_speed", "shipping speed", answerable=False, enum=SPEEDS),
+    Attr("status", "status", answerable=False, enum=ORDER_STATUSES),
 )
-SHIPMENT = Entity(
-    name="shipment",
-    table="shipments",
-    key="shipment_id",
-    label="shipment {shipment_id}",
-    description="the parcel shipment of a dispatched order",
-    id_pattern="^SH[0-9]{4}$",
-    attrs=(
-        Attr("order_id", "order", ref="order"),
-        Attr("carrier", "carrier", answerable=False, enum=CARRIERS),
-        Attr("tracking_number", "tracking number"),
-        Attr("eta", "estimated delivery date", answerable=False),
-        Attr("status", "status", answerable=False, enum=SHIPMENT_STATUSES),
-    ),
+SHIPMENT = kit.entity(
+    "shipment",
+    "the parcel shipment of a dispatched order",
+    "^SH[0-9]{4}$",
+    Attr("order_id", "order", ref="order"),
+    Attr("carrier", "carrier", answerable=False, enum=CARRIERS),
+    Attr("tracking_number", "tracking number"),
+    Attr("eta", "estimated delivery date", answerable=False),
+    Attr("status", "status", answerable=False, enum=SHIPMENT_STATUSES),
 )
 UPDATES = (
     Update(
@@ -136,15 +116,11 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """7 customers, 8 products, 10 orders, one shipment per dispatched order (6); every customer has ordered.
-
-    One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo: numpy
-    calls cost tens of microseconds here, Python int arithmetic far less. Ids are bucketed (kit.bucket_id).
-    """
+    """7 customers, 8 products, 10 orders, one shipment per dispatched order (6); every customer has ordered."""
     n_c, n_p, n_o = 7, 8, 10
-    r = rng.integers(0, 1 << 62, size=2 + n_c + n_p + 2 * n_o).tolist()
+    r = kit.words(rng, 2 + n_c + n_p + 2 * n_o)
     g, c = r[0], r[1]
-    off, people = name_walk(g)
+    off, people = kit.name_walk(g)
     city0, tier0, brand0, item0 = (g >> 10) % 7, (g >> 13) % 3, (g >> 15) % 10, (g >> 19) % 11
     cust_off, prod_off, status_off, day0 = (g >> 23) % n_c, (g >> 26) % n_p, (g >> 29) % 10, (g >> 33) % 11
 
@@ -152,14 +128,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     cust_ids = []
     for i in range(n_c):
         d = r[2 + i]
-        cid = bucket_id("CS", i, d)
-        name, email = person((off + i * people) % 120)
+        cid = kit.bucket_id("CS", i, d)
+        name, email = kit.person((off + i * people) % 120)
         cust_ids.append(cid)
         customers[cid] = {
             "customer_id": cid,
             "name": name,
             "email": f"{email}@shopmail.example",
-            "phone": f"+1-415-{bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
+            "phone": f"+1-415-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
             "city": CITIES[(city0 + i) % 7],
             "tier": TIERS[(tier0 + i) % 3],
             "last_order": "",
@@ -169,13 +145,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     prod_ids = []
     for i in range(n_p):
         d = r[2 + n_c + i]
-        pid = bucket_id("PR", i, d)
+        pid = kit.bucket_id("PR", i, d)
         item = (item0 + i) % 11
         prod_ids.append(pid)
         products[pid] = {
             "product_id": pid,
             "name": f"{BRANDS[(brand0 + i) % 10]} {ITEMS[item]}",
-            "sku": f"SKU-{letters(d, 10, 3)}-{i:02d}",
+            "sku": f"SKU-{kit.letters(d, 10, 3)}-{i:02d}",
             "price_cents": 10000 + 4000 * i + (d >> 25) % 4000,
             "category": CATEGORIES[ITEM_CATEGORY[item]],
             "in_stock": bool((d >> 40) % 4),
@@ -185,7 +161,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     shipments = {}
     for i in range(n_o):
         d = r[2 + n_c + n_p + i]
-        oid = bucket_id("OD", i, d)
+        oid = kit.bucket_id("OD", i, d)
         cid = cust_ids[(cust_off + i) % n_c]
         status = STATUS_CYCLE[(status_off + i) % 10]
         day = 1 + day0 + i
@@ -194,7 +170,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "customer_id": cid,
             "product_id": prod_ids[(prod_off + 3 * i) % n_p],
             "quantity": 1 + (d >> 10) % 3,
-            "invoice_number": f"INV-{letters(d, 12, 3)}{i:02d}",
+            "invoice_number": f"INV-{kit.letters(d, 12, 3)}{i:02d}",
             "placed_on": f"2025-05-{day:02d}",
             "shipping_speed": SPEEDS[(d >> 27) % 3],
             "status": ORDER_STATUSES[status],
@@ -202,17 +178,18 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         customers[cid]["last_order"] = oid
         if status in (1, 2, 4):  # dispatched: shipped, delivered or being returned
             e = r[2 + n_c + n_p + n_o + i]
-            sid = bucket_id("SH", i, e)
+            sid = kit.bucket_id("SH", i, e)
             k = (e >> 10) % 4
             shipments[sid] = {
                 "shipment_id": sid,
                 "order_id": oid,
                 "carrier": CARRIERS[k],
-                "tracking_number": f"{CARRIER_CODES[k]}{letters(e, 12, 2)}{bucket(i, e >> 22)}{letters(e, 32, 2)}",
+                "tracking_number": f"{CARRIER_CODES[k]}{kit.letters(e, 12, 2)}"
+                f"{kit.bucket(i, e >> 22)}{kit.letters(e, 32, 2)}",
                 "eta": f"2025-05-{day + 3 + (e >> 42) % 3:02d}",
                 "status": SHIPMENT_STATUSES[status != 1],
             }
-    counters = word_counters(UPDATES, c)
+    counters = kit.word_counters(UPDATES, c)
     tables = {"customers": customers, "products": products, "orders": orders, "shipments": shipments}
     return {**tables, "counters": counters}
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import DATES, FIRST, LAST, Uniforms, full_names, strided_ids, uniform_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (clinic name, city, street): clinic names share no words with streets or people.
 CLINICS = (
@@ -29,70 +29,50 @@ CITIES = tuple(sorted({c[1] for c in CLINICS}))
 SPECIALTIES = ("general practice", "cardiology", "dermatology", "paediatrics", "orthopaedics", "neurology")
 DOCTOR_FIRST = ("Adaeze", "Benedikt", "Camille", "Dariusz", "Elif", "Fiona", "Gustavo", "Hana", "Ivan", "Jia")
 DOCTOR_LAST = ("Achterberg", "Bellamy", "Castellanos", "Dlamini", "Eriksen", "Fitzgerald", "Gallo", "Horvath")
-PATIENT_FIRST, PATIENT_LAST = FIRST[:11], LAST
+PATIENT_FIRST, PATIENT_LAST = kit.FIRST[:11], kit.LAST
 SLOTS = ("08:30", "09:15", "10:00", "11:30", "13:45", "14:30", "15:15", "16:00")
 APPOINTMENT_STATUSES = ("scheduled", "cancelled", "completed")
 
-CLINIC = Entity(
-    name="clinic",
-    table="clinics",
-    key="clinic_id",
-    label="clinic {clinic_id}",
-    description="a clinic where doctors see patients",
-    id_pattern="^CL[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("address", "street address"),
-        Attr("phone", "phone number"),
-        Attr("accepts_walk_ins", "walk-in policy", type="boolean", answerable=False),
-    ),
+CLINIC = kit.entity(
+    "clinic",
+    "a clinic where doctors see patients",
+    "^CL[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("address", "street address"),
+    Attr("phone", "phone number"),
+    Attr("accepts_walk_ins", "walk-in policy", type="boolean", answerable=False),
 )
-DOCTOR = Entity(
-    name="doctor",
-    table="doctors",
-    key="doctor_id",
-    label="doctor {doctor_id}",
-    description="a doctor working at a clinic",
-    id_pattern="^DR[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("specialty", "specialty", answerable=False, enum=SPECIALTIES),
-        Attr("clinic_id", "clinic", ref="clinic"),
-        Attr("license_number", "medical license number"),
-        Attr("email", "email address"),
-    ),
+DOCTOR = kit.entity(
+    "doctor",
+    "a doctor working at a clinic",
+    "^DR[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("specialty", "specialty", answerable=False, enum=SPECIALTIES),
+    Attr("clinic_id", "clinic", ref="clinic"),
+    Attr("license_number", "medical license number"),
+    Attr("email", "email address"),
 )
-PATIENT = Entity(
-    name="patient",
-    table="patients",
-    key="patient_id",
-    label="patient {patient_id}",
-    description="a registered patient",
-    id_pattern="^PT[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("date_of_birth", "date of birth", answerable=False),
-        Attr("insurance_number", "insurance number"),
-        Attr("phone", "phone number"),
-        Attr("next_appointment", "next appointment", ref="appointment"),
-    ),
+PATIENT = kit.entity(
+    "patient",
+    "a registered patient",
+    "^PT[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("date_of_birth", "date of birth", answerable=False),
+    Attr("insurance_number", "insurance number"),
+    Attr("phone", "phone number"),
+    Attr("next_appointment", "next appointment", ref="appointment"),
 )
-APPOINTMENT = Entity(
-    name="appointment",
-    table="appointments",
-    key="appointment_id",
-    label="appointment {appointment_id}",
-    description="a patient's appointment with a doctor",
-    id_pattern="^AP[0-9]{5}$",
-    attrs=(
-        Attr("patient_id", "patient", ref="patient"),
-        Attr("doctor_id", "doctor", ref="doctor"),
-        Attr("date", "date", answerable=False),
-        Attr("slot", "time slot", answerable=False, enum=SLOTS),
-        Attr("status", "status", answerable=False, enum=APPOINTMENT_STATUSES),
-        Attr("checked_in", "check-in status", type="boolean", answerable=False),
-    ),
+APPOINTMENT = kit.entity(
+    "appointment",
+    "a patient's appointment with a doctor",
+    "^AP[0-9]{5}$",
+    Attr("patient_id", "patient", ref="patient"),
+    Attr("doctor_id", "doctor", ref="doctor"),
+    Attr("date", "date", answerable=False),
+    Attr("slot", "time slot", answerable=False, enum=SLOTS),
+    Attr("status", "status", answerable=False, enum=APPOINTMENT_STATUSES),
+    Attr("checked_in", "check-in status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -129,9 +109,9 @@ _N_CLINICS, _N_DOCTOR_FIRST, _N_PATIENT_FIRST = len(CLINICS), len(DOCTOR_FIRST),
 _N_DRAWS = _N_CLINICS + _N_DOCTOR_FIRST + _N_PATIENT_FIRST + 16 + 2 * N_DOCTOR + 3 * N_PATIENT + 3 * N_APPOINTMENT
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
 BIRTHDAYS = tuple(f"{y}-{m:02d}-{d:02d}" for y in range(1940, 2020, 3) for m in range(1, 13) for d in range(1, 29, 3))
-DOCTORS = full_names(DOCTOR_FIRST, DOCTOR_LAST)
+DOCTORS = kit.full_names(DOCTOR_FIRST, DOCTOR_LAST)
 DOCTOR_EMAILS = tuple(f"{f[0].lower()}.{last.lower()}" for f in DOCTOR_FIRST for last in DOCTOR_LAST)
-PATIENTS = full_names(PATIENT_FIRST, PATIENT_LAST)
+PATIENTS = kit.full_names(PATIENT_FIRST, PATIENT_LAST)
 _N_BIRTHDAYS = len(BIRTHDAYS)
 
 
@@ -142,16 +122,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     offsets, and each patient's next appointment is the last one booked for them, so every ref column holds
     unique and repeated values.
     """
-    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    u = kit.Uniforms(rng, _N_DRAWS)
     clinics = u.order(_N_CLINICS)
     dfirst = u.order(_N_DOCTOR_FIRST)
     pfirst = u.order(_N_PATIENT_FIRST)
     g = u.take(16)
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
-    clinic_ids = strided_ids("CL", N_CLINIC, g[0], g[1])
-    doctor_ids = strided_ids("DR", N_DOCTOR, g[0], g[1], offset=41017)
-    patient_ids = strided_ids("PT", N_PATIENT, g[2], g[3])
-    appointment_ids = strided_ids("AP", N_APPOINTMENT, g[4], g[5])
+    clinic_ids = kit.strided_ids("CL", N_CLINIC, g[0], g[1])
+    doctor_ids = kit.strided_ids("DR", N_DOCTOR, g[0], g[1], offset=41017)
+    patient_ids = kit.strided_ids("PT", N_PATIENT, g[2], g[3])
+    appointment_ids = kit.strided_ids("AP", N_APPOINTMENT, g[4], g[5])
 
     clinic_table, doctors, patients, appointments = {}, {}, {}, {}
     b = int(g[6] * 9000)
@@ -201,13 +180,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "appointment_id": aid,
             "patient_id": pid,
             "doctor_id": doctor_ids[(off_d + 3 * i) % N_DOCTOR],
-            "date": DATES[int(x * 336)],
+            "date": kit.DATES[int(x * 336)],
             "slot": SLOTS[int(y * 8)],
             "status": status,
             "checked_in": status == "completed" or i % 4 == 2,
         }
         patients[pid]["next_appointment"] = aid
-    counters = uniform_counters(UPDATES, g[11:14])
+    counters = kit.uniform_counters(UPDATES, g[11:14])
     tables = {"clinics": clinic_table, "doctors": doctors, "patients": patients, "appointments": appointments}
     return {**tables, "counters": counters}
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import STRIDES_10, bucket_id, letters, name_walk, person, word_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 CITIES = ("Lisbon", "Osaka", "Denver", "Nairobi", "Tallinn", "Hobart", "Cusco", "Bergen", "Quebec", "Porto")
 HOTEL_WORDS = ("Harbor", "Summit", "Linden", "Aurora", "Cedar", "Marlow", "Juniper", "Beacon", "Willow", "Onyx")
@@ -19,52 +19,37 @@ LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
 MANAGER_FIRST = ("Odile", "Rafael", "Signe", "Tomas", "Ulla", "Viktor", "Wanda", "Xavier")
 MANAGER_LAST = ("Achterberg", "Bianchi", "Castellanos", "Dubois", "Eriksen", "Fonseca", "Gallagher", "Holm")
 
-HOTEL = Entity(
-    name="hotel",
-    table="hotels",
-    key="hotel_id",
-    label="hotel {hotel_id}",
-    description="a hotel in the catalogue",
-    id_pattern="^HT[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False),
-        Attr("phone", "phone number"),
-        Attr("manager", "manager"),
-        Attr("stars", "star rating", type="integer", answerable=False),
-        Attr("checkin_time", "check-in time", answerable=False),
-    ),
+HOTEL = kit.entity(
+    "hotel",
+    "a hotel in the catalogue",
+    "^HT[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False),
+    Attr("phone", "phone number"),
+    Attr("manager", "manager"),
+    Attr("stars", "star rating", type="integer", answerable=False),
+    Attr("checkin_time", "check-in time", answerable=False),
 )
-GUEST = Entity(
-    name="guest",
-    table="guests",
-    key="guest_id",
-    label="guest {guest_id}",
-    description="a registered guest",
-    id_pattern="^GU[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("loyalty_number", "loyalty number"),
-        Attr("last_reservation", "latest reservation", ref="reservation"),
-    ),
+GUEST = kit.entity(
+    "guest",
+    "a registered guest",
+    "^GU[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("loyalty_number", "loyalty number"),
+    Attr("last_reservation", "latest reservation", ref="reservation"),
 )
-RESERVATION = Entity(
-    name="reservation",
-    table="reservations",
-    key="reservation_id",
-    label="reservation {reservation_id}",
-    description="a room reservation",
-    id_pattern="^RS[A-Z0-9]{5}$",
-    attrs=(
-        Attr("hotel_id", "hotel", ref="hotel"),
-        Attr("guest_id", "guest", ref="guest"),
-        Attr("room_type", "room type", answerable=False, enum=ROOM_TYPES),
-        Attr("room_number", "room number"),
-        Attr("total_price", "total price", type="integer", answerable=False),  # 3-4 digits recur in other fields
-        Attr("status", "status", answerable=False, enum=STATUSES),
-        Attr("paid", "payment status", type="boolean", answerable=False),
-    ),
+RESERVATION = kit.entity(
+    "reservation",
+    "a room reservation",
+    "^RS[A-Z0-9]{5}$",
+    Attr("hotel_id", "hotel", ref="hotel"),
+    Attr("guest_id", "guest", ref="guest"),
+    Attr("room_type", "room type", answerable=False, enum=ROOM_TYPES),
+    Attr("room_number", "room number"),
+    Attr("total_price", "total price", type="integer", answerable=False),  # 3-4 digits recur in other fields
+    Attr("status", "status", answerable=False, enum=STATUSES),
+    Attr("paid", "payment status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -98,21 +83,17 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """8 hotels, 10 guests, 12 reservations; every guest's latest reservation is one of theirs.
-
-    One bulk draw (a 62-bit word per record plus one for the world), split with shifts and modulo: numpy calls
-    cost microseconds each, Python integer arithmetic far less. Ids are fixed-width and from disjoint ranges.
-    """
+    """8 hotels, 10 guests, 12 reservations; every guest's latest reservation is one of theirs."""
     n_h, n_g, n_r = 8, 10, 12
-    u = rng.integers(0, 1 << 62, size=n_h + n_g + n_r + 1).tolist()
+    u = kit.words(rng, n_h + n_g + n_r + 1)
     g = u[-1]
-    name0, name_step = g % 10, STRIDES_10[(g >> 4) % 4]
-    city0, city_step = (g >> 6) % 10, STRIDES_10[(g >> 10) % 4]
-    people0, people_step = name_walk(g >> 12)
+    name0, name_step = g % 10, kit.STRIDES_10[(g >> 4) % 4]
+    city0, city_step = (g >> 6) % 10, kit.STRIDES_10[(g >> 10) % 4]
+    people0, people_step = kit.name_walk(g >> 12)
     hotels = {}
     hotel_ids = []
     for i in range(n_h):
-        hid = bucket_id("HT", i, u[i], width=450)
+        hid = kit.bucket_id("HT", i, u[i], width=450)
         hotel_ids.append(hid)
         hotels[hid] = {
             "hotel_id": hid,
@@ -127,9 +108,9 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     guest_ids = []
     for i in range(n_g):
         d = u[n_h + i]
-        gid = bucket_id("GU", i, d, width=450, base=5000)
+        gid = kit.bucket_id("GU", i, d, width=450, base=5000)
         guest_ids.append(gid)
-        name, email = person((people0 + i * people_step) % 120)
+        name, email = kit.person((people0 + i * people_step) % 120)
         guests[gid] = {
             "guest_id": gid,
             "name": name,
@@ -140,7 +121,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     reservations = {}
     for i in range(n_r):
         d = u[n_h + n_g + i]
-        rid = "RS" + letters(d, 0, 3, LETTERS) + str(10 + i)
+        rid = "RS" + kit.letters(d, 0, 3, LETTERS) + str(10 + i)
         gid = guest_ids[i % n_g]
         reservations[rid] = {
             "reservation_id": rid,
@@ -153,7 +134,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "paid": bool(i % 2),
         }
         guests[gid]["last_reservation"] = rid
-    counters = word_counters(UPDATES, g, shift=30, step=10, span=8000)
+    counters = kit.word_counters(UPDATES, g, shift=30, step=10, span=8000)
     return {"hotels": hotels, "guests": guests, "reservations": reservations, "counters": counters}
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import DATES, PAIRS, Uniforms, email_names, full_names, strided_ids, uniform_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (title, genre): titles share no words with author names, so one never occurs inside another record.
 BOOKS = (
@@ -45,73 +45,54 @@ AUTHORS = (
     ("Anouk de Vries", "Dutch", 1969),
 )
 NATIONALITIES = tuple(sorted({a[1] for a in AUTHORS}))
+# Members' names: the kit's pools, but Yusuf for Ines (an author's first name).
 FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Jonas", "Keiko", "Lars", "Yusuf")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+LAST = kit.LAST
 MEMBERSHIPS = ("standard", "student", "senior")
 LOAN_STATUSES = ("active", "overdue", "returned")
 RENEWAL_PERIODS = ("one week", "two weeks", "three weeks")
 
-MEMBER = Entity(
-    name="member",
-    table="members",
-    key="member_id",
-    label="member {member_id}",
-    description="a registered library member",
-    id_pattern="^MB[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("card_number", "library card number"),
-        Attr("membership", "membership type", answerable=False, enum=MEMBERSHIPS),
-        Attr("has_unpaid_fine", "unpaid fine status", type="boolean", answerable=False),
-        Attr("last_loan", "latest loan", ref="loan"),
-    ),
+MEMBER = kit.entity(
+    "member",
+    "a registered library member",
+    "^MB[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("card_number", "library card number"),
+    Attr("membership", "membership type", answerable=False, enum=MEMBERSHIPS),
+    Attr("has_unpaid_fine", "unpaid fine status", type="boolean", answerable=False),
+    Attr("last_loan", "latest loan", ref="loan"),
 )
-BOOK = Entity(
-    name="book",
-    table="books",
-    key="book_id",
-    label="book {book_id}",
-    description="a book in the catalogue",
-    id_pattern="^BK[0-9]{5}$",
-    attrs=(
-        Attr("title", "title"),
-        Attr("isbn", "ISBN"),
-        Attr("author_id", "author", ref="author"),
-        Attr("genre", "genre", answerable=False, enum=GENRES),
-        Attr("pages", "page count", type="integer", answerable=False),
-        Attr("available", "availability", type="boolean", answerable=False),
-    ),
+BOOK = kit.entity(
+    "book",
+    "a book in the catalogue",
+    "^BK[0-9]{5}$",
+    Attr("title", "title"),
+    Attr("isbn", "ISBN"),
+    Attr("author_id", "author", ref="author"),
+    Attr("genre", "genre", answerable=False, enum=GENRES),
+    Attr("pages", "page count", type="integer", answerable=False),
+    Attr("available", "availability", type="boolean", answerable=False),
 )
-AUTHOR = Entity(
-    name="author",
-    table="authors",
-    key="author_id",
-    label="author {author_id}",
-    description="an author of books in the catalogue",
-    id_pattern="^AU[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("nationality", "nationality", answerable=False, enum=NATIONALITIES),
-        Attr("birth_year", "birth year", type="integer", answerable=False),
-        Attr("website", "website"),
-    ),
+AUTHOR = kit.entity(
+    "author",
+    "an author of books in the catalogue",
+    "^AU[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("nationality", "nationality", answerable=False, enum=NATIONALITIES),
+    Attr("birth_year", "birth year", type="integer", answerable=False),
+    Attr("website", "website"),
 )
-LOAN = Entity(
-    name="loan",
-    table="loans",
-    key="loan_id",
-    label="loan {loan_id}",
-    description="a book lent to a member",
-    id_pattern="^LN[0-9]{5}$",
-    attrs=(
-        Attr("book_id", "book", ref="book"),
-        Attr("member_id", "member", ref="member"),
-        Attr("due_date", "due date", answerable=False),
-        Attr("status", "status", answerable=False, enum=LOAN_STATUSES),
-        Attr("renewal_period", "renewal period", answerable=False, enum=RENEWAL_PERIODS),
-        Attr("receipt_code", "receipt code"),
-    ),
+LOAN = kit.entity(
+    "loan",
+    "a book lent to a member",
+    "^LN[0-9]{5}$",
+    Attr("book_id", "book", ref="book"),
+    Attr("member_id", "member", ref="member"),
+    Attr("due_date", "due date", answerable=False),
+    Attr("status", "status", answerable=False, enum=LOAN_STATUSES),
+    Attr("renewal_period", "renewal period", answerable=False, enum=RENEWAL_PERIODS),
+    Attr("receipt_code", "receipt code"),
 )
 UPDATES = (
     Update(
@@ -148,8 +129,8 @@ _N_BOOKS, _N_AUTHORS, _N_FIRST = len(BOOKS), len(AUTHORS), len(FIRST)
 _N_DRAWS = _N_BOOKS + _N_AUTHORS + _N_FIRST + 16 + 2 * N_MEMBER + 3 * N_BOOK + 3 * N_LOAN
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
 SITES = tuple("www." + a[0].lower().replace(" ", "") + ".example" for a in AUTHORS)
-EMAILS = email_names(FIRST, LAST)
-NAMES = full_names(FIRST, LAST)
+EMAILS = kit.email_names(FIRST, LAST)
+NAMES = kit.full_names(FIRST, LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -158,16 +139,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     Authors 0-2 write two books each, the others one; loans cycle over members and books from random offsets,
     and each member's latest loan is the last one lent to them, so ref columns hold unique and repeated values.
     """
-    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    u = kit.Uniforms(rng, _N_DRAWS)
     books = u.order(_N_BOOKS)
     authors = u.order(_N_AUTHORS)
     firsts = u.order(_N_FIRST)
     g = u.take(16)
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
-    member_ids = strided_ids("MB", N_MEMBER, g[0], g[1])
-    book_ids = strided_ids("BK", N_BOOK, g[2], g[3])
-    author_ids = strided_ids("AU", N_AUTHOR, g[2], g[3], offset=27011)
-    loan_ids = strided_ids("LN", N_LOAN, g[4], g[5])
+    member_ids = kit.strided_ids("MB", N_MEMBER, g[0], g[1])
+    book_ids = kit.strided_ids("BK", N_BOOK, g[2], g[3])
+    author_ids = kit.strided_ids("AU", N_AUTHOR, g[2], g[3], offset=27011)
+    loan_ids = kit.strided_ids("LN", N_LOAN, g[4], g[5])
 
     members, book_table, author_table, loans = {}, {}, {}, {}
     d = u.take(2 * N_MEMBER)
@@ -217,13 +197,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "loan_id": lid,
             "book_id": book_ids[(off_b + 2 * i) % N_BOOK],
             "member_id": mid,
-            "due_date": DATES[int(x * 336)],
+            "due_date": kit.DATES[int(x * 336)],
             "status": LOAN_STATUSES[i % 3],
             "renewal_period": RENEWAL_PERIODS[int(y * 3)],
-            "receipt_code": "RC-" + PAIRS[int(z * 400)] + str(i),
+            "receipt_code": "RC-" + kit.PAIRS[int(z * 400)] + str(i),
         }
         members[mid]["last_loan"] = lid
-    counters = uniform_counters(UPDATES, g[10:13])
+    counters = kit.uniform_counters(UPDATES, g[10:13])
     return {"members": members, "books": book_table, "authors": author_table, "loans": loans, "counters": counters}
 
 

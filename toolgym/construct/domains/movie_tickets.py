@@ -11,18 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import (
-    DATES,
-    FIRST,
-    LAST,
-    PAIRS,
-    Uniforms,
-    email_names,
-    full_names,
-    strided_ids,
-    uniform_counters,
-)
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (cinema name, city)
 CINEMAS = (
@@ -55,81 +45,56 @@ TIMES = ("12:30", "14:15", "16:40", "18:00", "19:30", "20:45", "22:10")
 ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")
 TICKET_STATUSES = ("valid", "cancelled", "used")
 
-CINEMA = Entity(
-    name="cinema",
-    table="cinemas",
-    key="cinema_id",
-    label="cinema {cinema_id}",
-    description="a cinema",
-    id_pattern="^CN[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("phone", "box office phone number"),
-        Attr("screens", "number of screens", type="integer", answerable=False),
-    ),
+CINEMA = kit.entity(
+    "cinema",
+    "a cinema",
+    "^CN[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("phone", "box office phone number"),
+    Attr("screens", "number of screens", type="integer", answerable=False),
 )
-MOVIE = Entity(
-    name="movie",
-    table="movies",
-    key="movie_id",
-    label="movie {movie_id}",
-    description="a movie in the programme",
-    id_pattern="^MV[0-9]{5}$",
-    attrs=(
-        Attr("title", "title"),
-        Attr("director", "director"),
-        Attr("runtime_min", "runtime in minutes", type="integer", answerable=False),
-        Attr("rating", "age rating", answerable=False, enum=RATINGS),
-        Attr("release_year", "release year", type="integer", answerable=False),
-    ),
+MOVIE = kit.entity(
+    "movie",
+    "a movie in the programme",
+    "^MV[0-9]{5}$",
+    Attr("title", "title"),
+    Attr("director", "director"),
+    Attr("runtime_min", "runtime in minutes", type="integer", answerable=False),
+    Attr("rating", "age rating", answerable=False, enum=RATINGS),
+    Attr("release_year", "release year", type="integer", answerable=False),
 )
-SCREENING = Entity(
-    name="screening",
-    table="screenings",
-    key="screening_id",
-    label="screening {screening_id}",
-    description="a showing of a movie at a cinema",
-    id_pattern="^SC[0-9]{5}$",
-    attrs=(
-        Attr("movie_id", "movie", ref="movie"),
-        Attr("cinema_id", "cinema", ref="cinema"),
-        Attr("date", "date", answerable=False),
-        Attr("start_time", "start time", answerable=False, enum=TIMES),
-        Attr("format", "format", answerable=False, enum=FORMATS),
-        Attr("auditorium", "auditorium"),
-    ),
+SCREENING = kit.entity(
+    "screening",
+    "a showing of a movie at a cinema",
+    "^SC[0-9]{5}$",
+    Attr("movie_id", "movie", ref="movie"),
+    Attr("cinema_id", "cinema", ref="cinema"),
+    Attr("date", "date", answerable=False),
+    Attr("start_time", "start time", answerable=False, enum=TIMES),
+    Attr("format", "format", answerable=False, enum=FORMATS),
+    Attr("auditorium", "auditorium"),
 )
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered customer",
-    id_pattern="^CU[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("member_number", "membership number"),
-        Attr("last_ticket", "latest ticket", ref="ticket"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered customer",
+    "^CU[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("member_number", "membership number"),
+    Attr("last_ticket", "latest ticket", ref="ticket"),
 )
-TICKET = Entity(
-    name="ticket",
-    table="tickets",
-    key="ticket_id",
-    label="ticket {ticket_id}",
-    description="a ticket for a screening",
-    id_pattern="^TK[0-9]{5}$",
-    attrs=(
-        Attr("screening_id", "screening", ref="screening"),
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("seat_row", "seat row", answerable=False, enum=ROWS),
-        Attr("seat_number", "seat number", type="integer", answerable=False),
-        Attr("status", "status", answerable=False, enum=TICKET_STATUSES),
-        Attr("voucher_code", "voucher code"),
-        Attr("voucher_redeemed", "voucher status", type="boolean", answerable=False),
-    ),
+TICKET = kit.entity(
+    "ticket",
+    "a ticket for a screening",
+    "^TK[0-9]{5}$",
+    Attr("screening_id", "screening", ref="screening"),
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("seat_row", "seat row", answerable=False, enum=ROWS),
+    Attr("seat_number", "seat number", type="integer", answerable=False),
+    Attr("status", "status", answerable=False, enum=TICKET_STATUSES),
+    Attr("voucher_code", "voucher code"),
+    Attr("voucher_redeemed", "voucher status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -162,11 +127,11 @@ UPDATES = (
 )
 
 N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 6, 6, 8, 7, 10
-_N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(FIRST)
+_N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(kit.FIRST)
 _N_DRAWS = _N_CINEMAS + _N_MOVIES + _N_FIRST + 16 + 4 * N_SCREENING + N_CUSTOMER + 3 * N_TICKET
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-NAMES = full_names(FIRST, LAST)
-EMAILS = email_names(FIRST, LAST)
+NAMES = kit.full_names(kit.FIRST, kit.LAST)
+EMAILS = kit.email_names(kit.FIRST, kit.LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -176,17 +141,16 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     each customer's latest ticket is the last one sold to them, so every ref column holds unique and repeated
     values.
     """
-    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    u = kit.Uniforms(rng, _N_DRAWS)
     cinemas = u.order(_N_CINEMAS)
     movies = u.order(_N_MOVIES)
     firsts = u.order(_N_FIRST)
     g = u.take(16)
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
-    cinema_ids = strided_ids("CN", N_CINEMA, g[0], g[1])
-    movie_ids = strided_ids("MV", N_MOVIE, g[0], g[1], offset=33013)
-    screening_ids = strided_ids("SC", N_SCREENING, g[2], g[3])
-    customer_ids = strided_ids("CU", N_CUSTOMER, g[2], g[3], offset=52027)
-    ticket_ids = strided_ids("TK", N_TICKET, g[4], g[5])
+    cinema_ids = kit.strided_ids("CN", N_CINEMA, g[0], g[1])
+    movie_ids = kit.strided_ids("MV", N_MOVIE, g[0], g[1], offset=33013)
+    screening_ids = kit.strided_ids("SC", N_SCREENING, g[2], g[3])
+    customer_ids = kit.strided_ids("CU", N_CUSTOMER, g[2], g[3], offset=52027)
+    ticket_ids = kit.strided_ids("TK", N_TICKET, g[4], g[5])
 
     cinema_table, movie_table, screenings, customers, tickets = {}, {}, {}, {}, {}
     b = int(g[6] * 9000)
@@ -219,10 +183,10 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "screening_id": sid,
             "movie_id": movie_ids[(off_m + i) % N_MOVIE],
             "cinema_id": cinema_ids[(off_c + 5 * i) % N_CINEMA],
-            "date": DATES[int(x * 336)],
+            "date": kit.DATES[int(x * 336)],
             "start_time": TIMES[int(y * 7)],
             "format": FORMATS[int(z * 3)],
-            "auditorium": "Auditorium " + PAIRS[int(w * 400)] + str(i),
+            "auditorium": "Auditorium " + kit.PAIRS[int(w * 400)] + str(i),
         }
     d = u.take(N_CUSTOMER)
     b = int(g[9] * 900000)
@@ -248,11 +212,11 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "seat_row": ROWS[int(x * 8)],
             "seat_number": 1 + int(y * 24),
             "status": TICKET_STATUSES[0 if i % 4 else 1 + int(z * 2)],
-            "voucher_code": "VC-" + PAIRS[int(z * 400)] + str(i) + str(10 + int(x * 90)),
+            "voucher_code": "VC-" + kit.PAIRS[int(z * 400)] + str(i) + str(10 + int(x * 90)),
             "voucher_redeemed": i % 4 == 2,
         }
         customers[cid]["last_ticket"] = tid
-    counters = uniform_counters(UPDATES, g[12:15])
+    counters = kit.uniform_counters(UPDATES, g[12:15])
     tables = {"cinemas": cinema_table, "movies": movie_table, "screenings": screenings}
     return {**tables, "customers": customers, "tickets": tickets, "counters": counters}
 

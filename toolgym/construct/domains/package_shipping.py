@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.kit import FIRST, LAST, PAIRS, Uniforms, email_names, full_names, strided_ids, uniform_counters
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (depot name, city)
 DEPOTS = (
@@ -26,7 +26,7 @@ DEPOTS = (
     ("Pengam Green Depot", "Cardiff"),
 )
 CITIES = tuple(sorted({d[1] for d in DEPOTS}))
-SENDER_FIRST, SENDER_LAST = FIRST[:11], LAST
+SENDER_FIRST, SENDER_LAST = kit.FIRST[:11], kit.LAST
 COURIER_FIRST = ("Aleksander", "Bianca", "Cormac", "Delphine", "Emeka", "Francesca", "Gideon", "Hyun", "Isolde")
 COURIER_LAST = ("Abernathy", "Baptiste", "Cojocaru", "Delacroix", "Ekwueme", "Falkenberg", "Grimaldi", "Hollis")
 MANAGERS = ("Rhiannon Pryce", "Oluwaseun Bakare", "Ewan MacLeod", "Priyanka Desai", "Stellan Ahlgren", "Tamsin Rowe")
@@ -35,66 +35,46 @@ DELIVERY_OPTIONS = ("standard", "express", "parcel_locker", "neighbour", "depot_
 SHIFTS = ("early", "day", "late")
 VEHICLE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXY"  # UK plate letters (no I, O, Q, Z)
 
-SENDER = Entity(
-    name="sender",
-    table="senders",
-    key="sender_id",
-    label="sender {sender_id}",
-    description="a customer who sends packages",
-    id_pattern="^SD[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("account_number", "account number"),
-        Attr("business", "business account status", type="boolean", answerable=False),
-        Attr("last_package", "latest package", ref="package"),
-    ),
+SENDER = kit.entity(
+    "sender",
+    "a customer who sends packages",
+    "^SD[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("account_number", "account number"),
+    Attr("business", "business account status", type="boolean", answerable=False),
+    Attr("last_package", "latest package", ref="package"),
 )
-DEPOT = Entity(
-    name="depot",
-    table="depots",
-    key="depot_id",
-    label="depot {depot_id}",
-    description="a depot that sorts and dispatches packages",
-    id_pattern="^DP[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("phone", "phone number"),
-        Attr("manager", "manager"),
-    ),
+DEPOT = kit.entity(
+    "depot",
+    "a depot that sorts and dispatches packages",
+    "^DP[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("phone", "phone number"),
+    Attr("manager", "manager"),
 )
-COURIER = Entity(
-    name="courier",
-    table="couriers",
-    key="courier_id",
-    label="courier {courier_id}",
-    description="a courier based at a depot",
-    id_pattern="^CR[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("depot_id", "depot", ref="depot"),
-        Attr("vehicle_plate", "vehicle registration plate"),
-        Attr("phone", "phone number"),
-        Attr("shift", "shift", answerable=False, enum=SHIFTS),
-    ),
+COURIER = kit.entity(
+    "courier",
+    "a courier based at a depot",
+    "^CR[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("depot_id", "depot", ref="depot"),
+    Attr("vehicle_plate", "vehicle registration plate"),
+    Attr("phone", "phone number"),
+    Attr("shift", "shift", answerable=False, enum=SHIFTS),
 )
-PACKAGE = Entity(
-    name="package",
-    table="packages",
-    key="package_id",
-    label="package {package_id}",
-    description="a package in the delivery network",
-    id_pattern="^PK[0-9]{5}$",
-    attrs=(
-        Attr("sender_id", "sender", ref="sender"),
-        Attr("depot_id", "handling depot", ref="depot"),
-        Attr("courier_id", "courier", ref="courier"),
-        Attr("tracking_number", "tracking number"),
-        Attr("weight_g", "weight in grams", type="integer", answerable=False),
-        Attr("status", "status", answerable=False, enum=PACKAGE_STATUSES),
-        Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
-    ),
+PACKAGE = kit.entity(
+    "package",
+    "a package in the delivery network",
+    "^PK[0-9]{5}$",
+    Attr("sender_id", "sender", ref="sender"),
+    Attr("depot_id", "handling depot", ref="depot"),
+    Attr("courier_id", "courier", ref="courier"),
+    Attr("tracking_number", "tracking number"),
+    Attr("weight_g", "weight in grams", type="integer", answerable=False),
+    Attr("status", "status", answerable=False, enum=PACKAGE_STATUSES),
+    Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
 )
 UPDATES = (
     Update(
@@ -131,9 +111,9 @@ _N_DEPOTS, _N_SENDER_FIRST, _N_COURIER_FIRST = len(DEPOTS), len(SENDER_FIRST), l
 _N_DRAWS = _N_DEPOTS + _N_SENDER_FIRST + _N_COURIER_FIRST + 16 + 2 * N_SENDER + 4 * N_COURIER + 3 * N_PACKAGE
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
 PLATE_PAIRS = tuple(a + b for a in VEHICLE_LETTERS for b in VEHICLE_LETTERS)
-SENDERS = full_names(SENDER_FIRST, SENDER_LAST)
-SENDER_EMAILS = email_names(SENDER_FIRST, SENDER_LAST)
-COURIERS = full_names(COURIER_FIRST, COURIER_LAST)
+SENDERS = kit.full_names(SENDER_FIRST, SENDER_LAST)
+SENDER_EMAILS = kit.email_names(SENDER_FIRST, SENDER_LAST)
+COURIERS = kit.full_names(COURIER_FIRST, COURIER_LAST)
 # Package statuses by position mod 6: at least two in transit, one out for delivery, one delivered.
 STATUS_CYCLE = ("in_transit", "out_for_delivery", "in_transit", "delivered", "on_hold", "out_for_delivery")
 
@@ -145,16 +125,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     (a package is handled by its courier's depot), and each sender's latest package is the last one they sent,
     so every ref column holds unique and repeated values.
     """
-    u = Uniforms(rng, _N_DRAWS)  # one bulk draw: numpy scalar indexing costs ~100 ns per access
+    u = kit.Uniforms(rng, _N_DRAWS)
     depots = u.order(_N_DEPOTS)
     sfirst = u.order(_N_SENDER_FIRST)
     cfirst = u.order(_N_COURIER_FIRST)
     g = u.take(16)
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (kit.strided_ids).
-    sender_ids = strided_ids("SD", N_SENDER, g[0], g[1])
-    depot_ids = strided_ids("DP", N_DEPOT, g[0], g[1], offset=36013)
-    courier_ids = strided_ids("CR", N_COURIER, g[2], g[3])
-    package_ids = strided_ids("PK", N_PACKAGE, g[4], g[5])
+    sender_ids = kit.strided_ids("SD", N_SENDER, g[0], g[1])
+    depot_ids = kit.strided_ids("DP", N_DEPOT, g[0], g[1], offset=36013)
+    courier_ids = kit.strided_ids("CR", N_COURIER, g[2], g[3])
+    package_ids = kit.strided_ids("PK", N_PACKAGE, g[4], g[5])
 
     senders, depot_table, couriers, packages = {}, {}, {}, {}
     d = u.take(2 * N_SENDER)
@@ -169,7 +148,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "account_number": "ACC-"
             + str(10000 + (b + i * 7919) % 90000)
             + "-"
-            + PAIRS[int(d[2 * i + 1] * 400)]
+            + kit.PAIRS[int(d[2 * i + 1] * 400)]
             + str(i),
             "business": i % 3 == 0,
             "last_package": "",
@@ -193,7 +172,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "courier_id": cid,
             "name": COURIERS[cfirst[i] * 8 + int(x * 8)],
             "depot_id": depot_ids[i % N_DEPOT],
-            "vehicle_plate": PLATE_PAIRS[int(y * 484)] + str(10 + int(z * 90)) + " " + PAIRS[int(w * 400)] + str(i),
+            "vehicle_plate": PLATE_PAIRS[int(y * 484)] + str(10 + int(z * 90)) + " " + kit.PAIRS[int(w * 400)] + str(i),
             "phone": "+44 7700 " + str(100000 + (b * 97 + i * 30011) % 900000),
             "shift": SHIFTS[int(z * 3)],
         }
@@ -207,13 +186,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "sender_id": sid,
             "depot_id": depot_ids[c % N_DEPOT],  # the depot its courier is based at
             "courier_id": courier_ids[c],
-            "tracking_number": "TRK" + PAIRS[int(x * 400)] + str(i) + PAIRS[int(z * 400)],
+            "tracking_number": "TRK" + kit.PAIRS[int(x * 400)] + str(i) + kit.PAIRS[int(z * 400)],
             "weight_g": 150 + int(y * 9850),
             "status": STATUS_CYCLE[i % 6],
             "delivery_option": DELIVERY_OPTIONS[int(z * 5)],
         }
         senders[sid]["last_package"] = pid
-    counters = uniform_counters(UPDATES, g[13:16])
+    counters = kit.uniform_counters(UPDATES, g[13:16])
     return {"senders": senders, "depots": depot_table, "couriers": couriers, "packages": packages, "counters": counters}
 
 
