@@ -20,6 +20,7 @@ from toolgym.scenario import KINDS, Scenario, SubTask
 
 MANIFEST = "manifest.json"
 PACK_TYPES = ("procedural", "static", "mixture")
+ALL_PROCEDURAL = "*"  # a mixture's "members": every procedural pack beside it, resolved when it is registered
 STATIC_FORMATS = ("toolgym", "ftrl")
 
 
@@ -97,9 +98,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
             if ":" not in ref:
                 raise PackError(where, key, f"expected 'module:attribute', got {ref!r}")
     elif kind == "mixture":
-        members = _need(data, "members", list, where)
-        if not members or not all(isinstance(m, str) and "/" in m for m in members):
-            raise PackError(where, "members", "expected a non-empty list of env ids like 'ToolGym/HotelBooking-v0'")
+        members = data.get("members")
+        if members != ALL_PROCEDURAL and not (
+            isinstance(members, list) and members and all(isinstance(m, str) and "/" in m for m in members)
+        ):
+            raise PackError(
+                where,
+                "members",
+                f"expected {ALL_PROCEDURAL!r} or a non-empty list of env ids like 'ToolGym/HotelBooking-v0'",
+            )
     else:
         if "domain" in data:
             raise PackError(where, "domain", "only procedural packs name a domain")

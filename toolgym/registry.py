@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -17,20 +18,15 @@ import gymnasium as gym
 
 from toolgym.curriculum import Curriculum, CurriculumEnv
 from toolgym.env import ToolEnv
-from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
+from toolgym.packs import ALL_PROCEDURAL, MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
 from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
 
 NAMESPACE = "ToolGym"
-ENV_KWARGS = (
-    "max_turns",
-    "reward",
-    "system_prompt",
-    "tool_step_budget",
-    "tool_time_limit",
-    "max_output_chars",
-    "render_mode",
-    "isolation",
-    "scenario_cache",
+# gym.make kwargs that go to the env rather than the scenario source: ToolEnv's keyword-only parameters.
+ENV_KWARGS = tuple(
+    name
+    for name, p in inspect.signature(ToolEnv.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 _MANIFESTS: dict[str, dict[str, Any]] = {}
 
@@ -103,7 +99,10 @@ def env_id(manifest: dict[str, Any]) -> str:
 def register_pack(path: str | Path) -> str:
     """Register the pack whose manifest is at ``path`` (a file or its folder); returns its env id."""
     path = Path(path)
-    manifest = read_manifest(path / MANIFEST if path.is_dir() else path)
+    path = path / MANIFEST if path.is_dir() else path
+    manifest = read_manifest(path)
+    if manifest["type"] == "mixture" and manifest["members"] == ALL_PROCEDURAL:
+        manifest = {**manifest, "members": procedural_ids(path.parent.parent)}
     eid = env_id(manifest)
     _MANIFESTS[eid] = manifest
     if eid in gym.registry:
@@ -136,6 +135,15 @@ def _unknown_options(unknown: set[str], fields: set[str]) -> str:
         f"unknown option(s) {', '.join(sorted(hints))}; "
         f"env options are {list(ENV_KWARGS)}, generator options are {sorted(fields)}"
     )
+
+
+def procedural_ids(root: Path) -> list[str]:
+    """Env ids of the procedural packs under ``root``, sorted: what a mixture with ``"members": "*"`` draws from.
+
+    A new domain's pack joins such a mixture without an edit to the mixture's manifest.
+    """
+    manifests = (read_manifest(p) for p in root.glob(f"*/{MANIFEST}"))
+    return sorted(env_id(m) for m in manifests if m["type"] == "procedural")
 
 
 def register_all(root: Path | None = None) -> list[str]:

@@ -3,7 +3,8 @@
 A domain is a seeded world of entity tables plus the relations between them. From a :class:`Domain` the
 five pipeline stages derive everything else: sub-questions (a read of one attribute, or an update), their
 function documents, the merged toolset, its scaled variants and the deployed tool code. Adding a domain is
-writing one module that builds a ``Domain`` (reasoning-gym style): no other file changes.
+writing one module that builds a ``Domain`` (reasoning-gym style), with the helpers of ``toolgym.construct.kit``:
+no other file changes (discovery, the domain tests, the Mixed env, knobs and env options all follow the code).
 
 World layout (``Domain.world(rng)`` returns it): ``{entity.table: {id: record}, "counters": {...}}`` where each
 record is a flat JSON object holding its own id under ``entity.key`` and every attribute of the entity.

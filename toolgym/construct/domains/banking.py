@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
 CITIES = ("Leeds", "Utrecht", "Graz", "Turku", "Ghent", "Bilbao")
 SEGMENTS = ("retail", "premier", "business")
 ACCOUNT_TYPES = ("checking", "savings", "business")
@@ -54,72 +51,50 @@ MERCHANTS = (
     "Granite Gym",
 )
 TX_STATUSES = ("posted", "pending", "disputed")
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
 
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a bank customer",
-    id_pattern="^CU[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("phone", "phone number"),
-        Attr("city", "home city", answerable=False),
-        Attr("segment", "customer segment", answerable=False, enum=SEGMENTS),
-        Attr("primary_account", "primary account", ref="account"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a bank customer",
+    "^CU[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("phone", "phone number"),
+    Attr("city", "home city", answerable=False),
+    Attr("segment", "customer segment", answerable=False, enum=SEGMENTS),
+    Attr("primary_account", "primary account", ref="account"),
 )
-ACCOUNT = Entity(
-    name="account",
-    table="accounts",
-    key="account_id",
-    label="account {account_id}",
-    description="a bank account held by one customer",
-    id_pattern="^AC[0-9]{4}$",
-    attrs=(
-        Attr("customer_id", "account holder", ref="customer"),
-        Attr("iban", "IBAN"),
-        Attr("nickname", "nickname"),
-        Attr("account_type", "account type", answerable=False, enum=ACCOUNT_TYPES),
-        Attr("balance", "balance", type="integer"),
-        Attr("daily_limit", "daily transfer limit", answerable=False, enum=LIMITS),
-        Attr("status", "status", answerable=False, enum=ACCOUNT_STATUSES),
-    ),
+ACCOUNT = kit.entity(
+    "account",
+    "a bank account held by one customer",
+    "^AC[0-9]{4}$",
+    Attr("customer_id", "account holder", ref="customer"),
+    Attr("iban", "IBAN"),
+    Attr("nickname", "nickname"),
+    Attr("account_type", "account type", answerable=False, enum=ACCOUNT_TYPES),
+    Attr("balance", "balance", type="integer"),
+    Attr("daily_limit", "daily transfer limit", answerable=False, enum=LIMITS),
+    Attr("status", "status", answerable=False, enum=ACCOUNT_STATUSES),
 )
-CARD = Entity(
-    name="card",
-    table="cards",
-    key="card_id",
-    label="card {card_id}",
-    description="a payment card issued on an account",
-    id_pattern="^CD[0-9]{4}$",
-    attrs=(
-        Attr("account_id", "linked account", ref="account"),
-        Attr("masked_number", "masked card number"),
-        Attr("network", "card network", answerable=False, enum=NETWORKS),
-        Attr("expiry", "expiry date", answerable=False),
-        Attr("status", "status", answerable=False, enum=CARD_STATUSES),
-    ),
+CARD = kit.entity(
+    "card",
+    "a payment card issued on an account",
+    "^CD[0-9]{4}$",
+    Attr("account_id", "linked account", ref="account"),
+    Attr("masked_number", "masked card number"),
+    Attr("network", "card network", answerable=False, enum=NETWORKS),
+    Attr("expiry", "expiry date", answerable=False),
+    Attr("status", "status", answerable=False, enum=CARD_STATUSES),
 )
-TRANSACTION = Entity(
-    name="transaction",
-    table="transactions",
-    key="transaction_id",
-    label="transaction {transaction_id}",
-    description="a card payment booked on an account",
-    id_pattern="^TX[0-9]{4}$",
-    attrs=(
-        Attr("account_id", "account", ref="account"),
-        Attr("merchant", "merchant"),
-        Attr("amount_cents", "amount in cents", type="integer"),
-        Attr("reference", "payment reference"),
-        Attr("booked_on", "booking date", answerable=False),
-        Attr("status", "status", answerable=False, enum=TX_STATUSES),
-    ),
+TRANSACTION = kit.entity(
+    "transaction",
+    "a card payment booked on an account",
+    "^TX[0-9]{4}$",
+    Attr("account_id", "account", ref="account"),
+    Attr("merchant", "merchant"),
+    Attr("amount_cents", "amount in cents", type="integer"),
+    Attr("reference", "payment reference"),
+    Attr("booked_on", "booking date", answerable=False),
+    Attr("status", "status", answerable=False, enum=TX_STATUSES),
 )
 UPDATES = (
     Update(
@@ -153,34 +128,27 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """6 customers, 9 accounts, 7 cards, 10 transactions; every customer holds at least one account.
-
-    Ids and other unique numbers are bucketed (``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
-    """
+    """6 customers, 9 accounts, 7 cards, 10 transactions; every customer holds at least one account."""
     n_c, n_a, n_d, n_t = 6, 9, 7, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
-    r = rng.integers(0, 1 << 62, size=2 + n_c + n_a + n_d + n_t).tolist()
-    g = r[0]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    r = kit.words(rng, 2 + n_c + n_a + n_d + n_t)
+    g, c = r[0], r[-1]
+    off, people = kit.name_walk(g)
     city0, seg0, acct_off, nick_off = (g >> 10) % 6, (g >> 13) % 3, (g >> 15) % n_c, (g >> 18) % len(NICKNAMES)
     frozen_off, card_off, status_off = (g >> 22) % 4, (g >> 24) % n_a, (g >> 28) % 3
     tx_off, merch_off, net_off = (g >> 30) % n_a, (g >> 34) % len(MERCHANTS), (g >> 38) % 2
-    c = r[-1]
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
 
     customers = {}
     cust_ids = []
     for i in range(n_c):
         d = r[1 + i]
-        cid = f"CU{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        cid = kit.bucket_id("CU", i, d)
+        name, email = kit.person((off + i * people) % 120)
         cust_ids.append(cid)
         customers[cid] = {
             "customer_id": cid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@postbank.example",
-            "phone": f"+44-20-{1000 + 750 * i + (d >> 10) % 750}-{10 + (d >> 20) % 90}",
+            "name": name,
+            "email": f"{email}@postbank.example",
+            "phone": f"+44-20-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
             "city": CITIES[(city0 + i) % 6],
             "segment": SEGMENTS[(seg0 + i) % 3],
             "primary_account": "",
@@ -190,13 +158,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     acct_ids = []
     for i in range(n_a):
         d = r[1 + n_c + i]
-        aid = f"AC{1000 + 750 * i + d % 750}"
+        aid = kit.bucket_id("AC", i, d)
         owner = cust_ids[(acct_off + i) % n_c]
         acct_ids.append(aid)
         accounts[aid] = {
             "account_id": aid,
             "customer_id": owner,
-            "iban": f"DE{10 + (d >> 10) % 90} {1000 + (d >> 17) % 9000} {1000 + 750 * i + (d >> 31) % 750} "
+            "iban": f"DE{10 + (d >> 10) % 90} {1000 + (d >> 17) % 9000} {kit.bucket(i, d >> 31)} "
             f"{1000 + (d >> 41) % 9000} {1000 + (c >> (40 + i)) % 9000} {10 + (d >> 55) % 90}",
             "nickname": NICKNAMES[(nick_off + i) % len(NICKNAMES)],
             "account_type": ACCOUNT_TYPES[(d >> 20) % 3],
@@ -210,45 +178,34 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     cards = {}
     for i in range(n_d):
         d = r[1 + n_c + n_a + i]
-        kid = f"CD{1000 + 750 * i + d % 750}"
+        kid = kit.bucket_id("CD", i, d)
         network = (net_off + i) % 2
         cards[kid] = {
             "card_id": kid,
             "account_id": acct_ids[(card_off + i) % n_a],
-            "masked_number": f"{network + 4}{100 + (d >> 10) % 900} **** **** {1000 + 750 * i + (d >> 20) % 750}",
+            "masked_number": f"{network + 4}{100 + (d >> 10) % 900} **** **** {kit.bucket(i, d >> 20)}",
             "network": NETWORKS[network],
             "expiry": f"{1 + (d >> 30) % 12:02d}/{27 + (d >> 34) % 4}",
             "status": "frozen" if (i + status_off) % 3 == 0 else "active",
         }
 
     transactions = {}
-    C = CODE_CHARS
     for i in range(n_t):
         d = r[1 + n_c + n_a + n_d + i]
-        tid = f"TX{1000 + 750 * i + d % 750}"
+        tid = kit.bucket_id("TX", i, d)
         transactions[tid] = {
             "transaction_id": tid,
             "account_id": acct_ids[(tx_off + i) % n_a],
             "merchant": MERCHANTS[(merch_off + i) % len(MERCHANTS)],
             "amount_cents": 60000 + 3000 * i + (d >> 10) % 3000,
-            "reference": f"RF-{C[(d >> 22) % 20]}{C[(d >> 27) % 20]}{C[(d >> 32) % 20]}{C[(d >> 37) % 20]}{i:02d}",
+            "reference": f"RF-{kit.letters(d, 22, 4)}{i:02d}",
             "booked_on": f"2025-{1 + (d >> 42) % 12:02d}-{1 + (d >> 46) % 28:02d}",
             "status": TX_STATUSES[(i + status_off) % 3] if i % 2 else "posted",
         }
-    return {
-        "customers": customers,
-        "accounts": accounts,
-        "cards": cards,
-        "transactions": transactions,
-        "counters": counters,
-    }
+    counters = kit.word_counters(UPDATES, c)
+    tables = {"customers": customers, "accounts": accounts, "cards": cards, "transactions": transactions}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="Banking",
-    version=0,
-    description="Customers, accounts, cards and transactions; look up, freeze cards, set limits, dispute.",
-    entities=(CUSTOMER, ACCOUNT, CARD, TRANSACTION),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Customers, accounts, cards and transactions; look up, freeze cards, set limits, dispute."
+DOMAIN = Domain("Banking", 0, DESCRIPTION, (CUSTOMER, ACCOUNT, CARD, TRANSACTION), UPDATES, world)

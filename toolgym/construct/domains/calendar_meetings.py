@@ -11,13 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
 JOB_TITLES = ("engineer", "designer", "analyst", "product manager", "researcher")
 TIMEZONES = ("UTC", "Europe/Berlin", "America/Chicago", "Asia/Tokyo")
 TEAM_NAMES = ("Falcon", "Granite", "Harbor", "Juniper", "Meridian", "Polaris", "Saffron", "Tundra")
@@ -43,68 +39,48 @@ SLOTS = ("09:00", "10:30", "13:00", "14:30", "16:00")
 MEETING_STATUSES = ("tentative", "confirmed", "cancelled")
 # Status of meeting i is STATUS_CYCLE[(i + offset) % 10]: 3 tentative, 5 confirmed, 2 cancelled.
 STATUS_CYCLE = (1, 0, 1, 2, 1, 0, 1, 0, 2, 1)
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
 
-PERSON = Entity(
-    name="person",
+PERSON = kit.entity(
+    "person",
+    "an employee with a calendar",
+    "^PE[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("job_title", "job title", answerable=False),
+    Attr("team_id", "team", ref="team"),
+    Attr("timezone", "time zone", answerable=False),
     table="people",
-    key="person_id",
-    label="person {person_id}",
-    description="an employee with a calendar",
-    id_pattern="^PE[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("job_title", "job title", answerable=False),
-        Attr("team_id", "team", ref="team"),
-        Attr("timezone", "time zone", answerable=False),
-    ),
 )
-TEAM = Entity(
-    name="team",
-    table="teams",
-    key="team_id",
-    label="team {team_id}",
-    description="a team of employees",
-    id_pattern="^TM[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("manager_id", "manager", ref="person"),
-        Attr("channel", "chat channel"),
-        Attr("cost_center", "cost center"),
-    ),
+TEAM = kit.entity(
+    "team",
+    "a team of employees",
+    "^TM[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("manager_id", "manager", ref="person"),
+    Attr("channel", "chat channel"),
+    Attr("cost_center", "cost center"),
 )
-ROOM = Entity(
-    name="room",
-    table="rooms",
-    key="room_id",
-    label="room {room_id}",
-    description="a bookable meeting room",
-    id_pattern="^RM[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("building", "building", answerable=False),
-        Attr("floor", "floor", type="integer", answerable=False),
-        Attr("capacity", "seating capacity", type="integer", answerable=False),
-        Attr("video_code", "video conference code"),
-    ),
+ROOM = kit.entity(
+    "room",
+    "a bookable meeting room",
+    "^RM[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("building", "building", answerable=False),
+    Attr("floor", "floor", type="integer", answerable=False),
+    Attr("capacity", "seating capacity", type="integer", answerable=False),
+    Attr("video_code", "video conference code"),
 )
-MEETING = Entity(
-    name="meeting",
-    table="meetings",
-    key="meeting_id",
-    label="meeting {meeting_id}",
-    description="a meeting on the shared calendar",
-    id_pattern="^MT[0-9]{4}$",
-    attrs=(
-        Attr("title", "title"),
-        Attr("organizer_id", "organizer", ref="person"),
-        Attr("room_id", "room", ref="room"),
-        Attr("date", "date"),
-        Attr("time_slot", "start time", answerable=False, enum=SLOTS),
-        Attr("duration_min", "duration in minutes", type="integer", answerable=False),
-        Attr("status", "status", answerable=False, enum=MEETING_STATUSES),
-    ),
+MEETING = kit.entity(
+    "meeting",
+    "a meeting on the shared calendar",
+    "^MT[0-9]{4}$",
+    Attr("title", "title"),
+    Attr("organizer_id", "organizer", ref="person"),
+    Attr("room_id", "room", ref="room"),
+    Attr("date", "date"),
+    Attr("time_slot", "start time", answerable=False, enum=SLOTS),
+    Attr("duration_min", "duration in minutes", type="integer", answerable=False),
+    Attr("status", "status", answerable=False, enum=MEETING_STATUSES),
 )
 UPDATES = (
     Update(
@@ -138,37 +114,30 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """10 people in 4 teams, 6 rooms, 10 meetings in June 2025 (one per day-bucket, so dates are unique).
-
-    Ids and other unique numbers are bucketed (e.g. ``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
-    """
+    """10 people in 4 teams, 6 rooms, 10 meetings in June 2025 (one per day-bucket, so dates are unique)."""
     n_p, n_t, n_r, n_m = 10, 4, 6, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
-    r = rng.integers(0, 1 << 62, size=2 + n_p + n_t + n_r + n_m).tolist()
+    r = kit.words(rng, 2 + n_p + n_t + n_r + n_m)
     g, c = r[0], r[1]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    off, people = kit.name_walk(g)
     team_off, team0, room0, topic0 = (g >> 10) % 10, (g >> 14) % 8, (g >> 17) % 8, (g >> 20) % 12
     org_off, room_off, status_off, bld0 = (g >> 24) % n_p, (g >> 28) % n_r, (g >> 31) % 10, (g >> 35) % 3
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
-    C = CODE_CHARS
 
-    team_ids = [f"TM{1000 + 2250 * k + r[2 + n_p + k] % 2250}" for k in range(n_t)]
+    team_ids = [kit.bucket_id("TM", k, r[2 + n_p + k], width=2250) for k in range(n_t)]
     people_tab = {}
     person_ids = []
     first_member = [""] * n_t
     for i in range(n_p):
         d = r[2 + i]
-        pid = f"PE{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        pid = kit.bucket_id("PE", i, d)
+        name, email = kit.person((off + i * people) % 120)
         team = TEAM_OF[(team_off + i) % 10]
         person_ids.append(pid)
         if not first_member[team]:
             first_member[team] = pid
         people_tab[pid] = {
             "person_id": pid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@corp.example",
+            "name": name,
+            "email": f"{email}@corp.example",
             "job_title": JOB_TITLES[(d >> 10) % 5],
             "team_id": team_ids[team],
             "timezone": TIMEZONES[(d >> 13) % 4],
@@ -184,14 +153,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "name": name,
             "manager_id": first_member[(k + 1) % n_t],  # managed from outside: a member of the next team
             "channel": f"#team-{name.lower()}",
-            "cost_center": f"CC-{C[(d >> 12) % 20]}{C[(d >> 17) % 20]}{C[(d >> 22) % 20]}{k}",
+            "cost_center": f"CC-{kit.letters(d, 12, 3)}{k}",
         }
 
     rooms = {}
     room_ids = []
     for i in range(n_r):
         d = r[2 + n_p + n_t + i]
-        rid = f"RM{1000 + 750 * i + d % 750}"
+        rid = kit.bucket_id("RM", i, d)
         room_ids.append(rid)
         rooms[rid] = {
             "room_id": rid,
@@ -199,13 +168,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "building": BUILDINGS[(bld0 + i) % 3],
             "floor": 1 + (d >> 10) % 6,
             "capacity": (4, 6, 8, 12, 20)[(d >> 13) % 5],
-            "video_code": f"VC-{C[(d >> 16) % 20]}{C[(d >> 21) % 20]}{C[(d >> 26) % 20]}{C[(d >> 31) % 20]}{i}",
+            "video_code": f"VC-{kit.letters(d, 16, 4)}{i}",
         }
 
     meetings = {}
     for i in range(n_m):
         d = r[2 + n_p + n_t + n_r + i]
-        mid = f"MT{1000 + 750 * i + d % 750}"
+        mid = kit.bucket_id("MT", i, d)
         meetings[mid] = {
             "meeting_id": mid,
             "title": TOPICS[(topic0 + i) % 12],
@@ -216,20 +185,9 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "duration_min": (30, 45, 60, 90)[(d >> 15) % 4],
             "status": MEETING_STATUSES[STATUS_CYCLE[(status_off + i) % 10]],
         }
-    return {
-        "people": people_tab,
-        "teams": teams,
-        "rooms": rooms,
-        "meetings": meetings,
-        "counters": counters,
-    }
+    counters = kit.word_counters(UPDATES, c)
+    return {"people": people_tab, "teams": teams, "rooms": rooms, "meetings": meetings, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="CalendarMeetings",
-    version=0,
-    description="People, teams, rooms and meetings; look up, confirm, cancel, move to another time slot.",
-    entities=(PERSON, TEAM, ROOM, MEETING),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "People, teams, rooms and meetings; look up, confirm, cancel, move to another time slot."
+DOMAIN = Domain("CalendarMeetings", 0, DESCRIPTION, (PERSON, TEAM, ROOM, MEETING), UPDATES, world)

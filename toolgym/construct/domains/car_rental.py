@@ -11,15 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
-MANAGER_FIRST = ("Marco", "Yuki", "Sofia", "Rafael", "Noor", "Pierre", "Lucia", "Tomas")
-MANAGER_LAST = ("Bellini", "Ishikawa", "Duarte", "Kowalski", "Rahman", "Laurent", "Castillo", "Eriksen")
 CITIES = ("Denver", "Phoenix", "Seattle", "Boston", "Atlanta", "Chicago", "Portland", "Dallas")
 LOCATIONS = ("Airport", "Downtown", "Central Station", "Convention Center", "Midtown")
 HOURS = ("06:00-22:00", "07:00-21:00", "08:00-20:00", "00:00-24:00")
@@ -44,70 +38,50 @@ RENTAL_STATUSES = ("reserved", "active", "returned", "cancelled")
 # Status of rental i is STATUS_CYCLE[(i + offset) % 10]: 5 reserved, 2 active, 2 returned, 1 cancelled.
 STATUS_CYCLE = (0, 1, 0, 2, 0, 3, 0, 1, 2, 0)
 PLATE_CHARS = "BCDFGHJKLMNPRSTVWXZ"
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
 
-BRANCH = Entity(
-    name="branch",
+BRANCH = kit.entity(
+    "branch",
+    "a rental branch",
+    "^BR[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False),
+    Attr("phone", "phone number"),
+    Attr("manager", "branch manager"),
+    Attr("opening_hours", "opening hours", answerable=False),
     table="branches",
-    key="branch_id",
-    label="branch {branch_id}",
-    description="a rental branch",
-    id_pattern="^BR[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False),
-        Attr("phone", "phone number"),
-        Attr("manager", "branch manager"),
-        Attr("opening_hours", "opening hours", answerable=False),
-    ),
 )
-CAR = Entity(
-    name="car",
-    table="cars",
-    key="car_id",
-    label="car {car_id}",
-    description="a car in the rental fleet",
-    id_pattern="^VH[0-9]{4}$",
-    attrs=(
-        Attr("branch_id", "home branch", ref="branch"),
-        Attr("plate", "license plate"),
-        Attr("model", "model"),
-        Attr("car_class", "car class", answerable=False, enum=CLASSES),
-        Attr("fuel", "fuel type", answerable=False, enum=FUELS),
-        Attr("mileage_km", "mileage in kilometres", type="integer"),
-    ),
+CAR = kit.entity(
+    "car",
+    "a car in the rental fleet",
+    "^VH[0-9]{4}$",
+    Attr("branch_id", "home branch", ref="branch"),
+    Attr("plate", "license plate"),
+    Attr("model", "model"),
+    Attr("car_class", "car class", answerable=False, enum=CLASSES),
+    Attr("fuel", "fuel type", answerable=False, enum=FUELS),
+    Attr("mileage_km", "mileage in kilometres", type="integer"),
 )
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered rental customer",
-    id_pattern="^CU[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("license_number", "driving license number"),
-        Attr("phone", "phone number"),
-        Attr("last_rental", "latest rental", ref="rental"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered rental customer",
+    "^CU[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("license_number", "driving license number"),
+    Attr("phone", "phone number"),
+    Attr("last_rental", "latest rental", ref="rental"),
 )
-RENTAL = Entity(
-    name="rental",
-    table="rentals",
-    key="rental_id",
-    label="rental {rental_id}",
-    description="a car rental agreement",
-    id_pattern="^RN[0-9]{4}$",
-    attrs=(
-        Attr("car_id", "car", ref="car"),
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("agreement_code", "agreement code"),
-        Attr("pickup_date", "pickup date", answerable=False),
-        Attr("car_class", "booked car class", answerable=False, enum=CLASSES),
-        Attr("status", "status", answerable=False, enum=RENTAL_STATUSES),
-        Attr("insurance", "insurance status", type="boolean", answerable=False),
-    ),
+RENTAL = kit.entity(
+    "rental",
+    "a car rental agreement",
+    "^RN[0-9]{4}$",
+    Attr("car_id", "car", ref="car"),
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("agreement_code", "agreement code"),
+    Attr("pickup_date", "pickup date", answerable=False),
+    Attr("car_class", "booked car class", answerable=False, enum=CLASSES),
+    Attr("status", "status", answerable=False, enum=RENTAL_STATUSES),
+    Attr("insurance", "insurance status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -141,35 +115,29 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """5 branches, 9 cars, 7 customers, 10 rentals; every customer has rented at least once.
-
-    Ids and other unique numbers are bucketed (e.g. ``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
-    """
+    """5 branches, 9 cars, 7 customers, 10 rentals; every customer has rented at least once."""
     n_b, n_c, n_u, n_r = 5, 9, 7, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
-    r = rng.integers(0, 1 << 62, size=2 + n_b + n_c + n_u + n_r).tolist()
+    r = kit.words(rng, 2 + n_b + n_c + n_u + n_r)
     g, c = r[0], r[1]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    off, people = kit.name_walk(g)
     city0, loc0, mgr0, model0 = (g >> 10) % 8, (g >> 13) % 5, (g >> 16) % 8, (g >> 19) % 12
     branch_off, car_off, cust_off, status_off = (g >> 23) % n_b, (g >> 26) % n_c, (g >> 30) % n_u, (g >> 33) % 10
     ins_off, day0 = (g >> 37) % 3, (g >> 39) % 8
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
-    P, C = PLATE_CHARS, CODE_CHARS
+    P = PLATE_CHARS
 
     branches = {}
     branch_ids = []
     for i in range(n_b):
         d = r[2 + i]
-        bid = f"BR{1000 + 1800 * i + d % 1800}"
+        bid = kit.bucket_id("BR", i, d, width=1800)
         city = CITIES[(city0 + i) % 8]
         branch_ids.append(bid)
         branches[bid] = {
             "branch_id": bid,
             "name": f"{city} {LOCATIONS[(loc0 + i) % 5]}",
             "city": city,
-            "phone": f"+1-800-{1000 + 1800 * i + (d >> 11) % 1800}-{10 + (d >> 22) % 90}",
-            "manager": f"{MANAGER_FIRST[(mgr0 + i) % 8]} {MANAGER_LAST[(mgr0 + 3 * i) % 8]}",
+            "phone": f"+1-800-{kit.bucket(i, d >> 11, width=1800)}-{10 + (d >> 22) % 90}",
+            "manager": f"{kit.STAFF_FIRST[(mgr0 + i) % 8]} {kit.STAFF_LAST[(mgr0 + 3 * i) % 8]}",
             "opening_hours": HOURS[(d >> 29) % 4],
         }
 
@@ -178,15 +146,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     car_class = []
     for i in range(n_c):
         d = r[2 + n_b + i]
-        vid = f"VH{1000 + 750 * i + d % 750}"
+        vid = kit.bucket_id("VH", i, d)
         m = (model0 + i) % 12
         car_ids.append(vid)
         car_class.append(MODEL_CLASS[m])
         cars[vid] = {
             "car_id": vid,
             "branch_id": branch_ids[(branch_off + 2 * i) % n_b],
-            "plate": f"{P[(d >> 10) % 19]}{P[(d >> 15) % 19]}-{100 + 100 * i + (d >> 20) % 100}-"
-            f"{P[(d >> 27) % 19]}{P[(d >> 32) % 19]}",
+            "plate": f"{kit.letters(d, 10, 2, P)}-{100 + 100 * i + (d >> 20) % 100}-{kit.letters(d, 27, 2, P)}",
             "model": MODELS[m],
             "car_class": CLASSES[MODEL_CLASS[m]],
             "fuel": FUELS[3 if m == 6 else (d >> 35) % 3],
@@ -197,49 +164,38 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     cust_ids = []
     for i in range(n_u):
         d = r[2 + n_b + n_c + i]
-        uid = f"CU{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        uid = kit.bucket_id("CU", i, d)
+        name, email = kit.person((off + i * people) % 120)
         cust_ids.append(uid)
         customers[uid] = {
             "customer_id": uid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@drivemail.example",
-            "license_number": f"DL-{C[(d >> 10) % 20]}{C[(d >> 15) % 20]}{1000 + 750 * i + (d >> 20) % 750}",
-            "phone": f"+1-303-{1000 + 750 * i + (d >> 30) % 750}-{10 + (d >> 40) % 90}",
+            "name": name,
+            "email": f"{email}@drivemail.example",
+            "license_number": f"DL-{kit.letters(d, 10, 2)}{kit.bucket(i, d >> 20)}",
+            "phone": f"+1-303-{kit.bucket(i, d >> 30)}-{10 + (d >> 40) % 90}",
             "last_rental": "",
         }
 
     rentals = {}
     for i in range(n_r):
         d = r[2 + n_b + n_c + n_u + i]
-        rid = f"RN{1000 + 750 * i + d % 750}"
+        rid = kit.bucket_id("RN", i, d)
         k = (car_off + 4 * i) % n_c
         uid = cust_ids[(cust_off + i) % n_u]
         rentals[rid] = {
             "rental_id": rid,
             "car_id": car_ids[k],
             "customer_id": uid,
-            "agreement_code": f"RA-{C[(d >> 10) % 20]}{C[(d >> 15) % 20]}{C[(d >> 20) % 20]}{C[(d >> 25) % 20]}{i:02d}",
+            "agreement_code": f"RA-{kit.letters(d, 10, 4)}{i:02d}",
             "pickup_date": f"2025-08-{1 + day0 + 2 * i:02d}",
             "car_class": CLASSES[car_class[k]],
             "status": RENTAL_STATUSES[STATUS_CYCLE[(status_off + i) % 10]],
             "insurance": (i + ins_off) % 3 == 0,
         }
         customers[uid]["last_rental"] = rid
-    return {
-        "branches": branches,
-        "cars": cars,
-        "customers": customers,
-        "rentals": rentals,
-        "counters": counters,
-    }
+    counters = kit.word_counters(UPDATES, c)
+    return {"branches": branches, "cars": cars, "customers": customers, "rentals": rentals, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="CarRental",
-    version=0,
-    description="Branches, cars, customers and rentals; look up, cancel, upgrade the car class, add insurance.",
-    entities=(BRANCH, CAR, CUSTOMER, RENTAL),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Branches, cars, customers and rentals; look up, cancel, upgrade the car class, add insurance."
+DOMAIN = Domain("CarRental", 0, DESCRIPTION, (BRANCH, CAR, CUSTOMER, RENTAL), UPDATES, world)

@@ -12,13 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
 CITIES = ("Austin", "Leipzig", "Malmo", "Cork", "Nantes", "Porto", "Krakow")
 TIERS = ("standard", "plus", "vip")
 BRANDS = ("Nimbus", "Halcyon", "Ferro", "Kestrel", "Lumina", "Brisa", "Talon", "Umbra", "Vireo", "Zephyr")
@@ -44,70 +40,49 @@ STATUS_CYCLE = (0, 1, 2, 0, 2, 3, 1, 2, 0, 4)
 CARRIERS = ("UPS", "DHL", "FedEx", "GLS")
 CARRIER_CODES = ("1Z", "JD", "FX", "GL")
 SHIPMENT_STATUSES = ("in_transit", "delivered")
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
 
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered shop customer",
-    id_pattern="^CS[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("phone", "phone number"),
-        Attr("city", "city", answerable=False),
-        Attr("tier", "membership tier", answerable=False, enum=TIERS),
-        Attr("last_order", "latest order", ref="order"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered shop customer",
+    "^CS[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("phone", "phone number"),
+    Attr("city", "city", answerable=False),
+    Attr("tier", "membership tier", answerable=False, enum=TIERS),
+    Attr("last_order", "latest order", ref="order"),
 )
-PRODUCT = Entity(
-    name="product",
-    table="products",
-    key="product_id",
-    label="product {product_id}",
-    description="a product in the catalogue",
-    id_pattern="^PR[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("sku", "SKU"),
-        Attr("price_cents", "price in cents", type="integer"),
-        Attr("category", "category", answerable=False, enum=CATEGORIES),
-        Attr("in_stock", "stock status", type="boolean", answerable=False),
-    ),
+PRODUCT = kit.entity(
+    "product",
+    "a product in the catalogue",
+    "^PR[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("sku", "SKU"),
+    Attr("price_cents", "price in cents", type="integer"),
+    Attr("category", "category", answerable=False, enum=CATEGORIES),
+    Attr("in_stock", "stock status", type="boolean", answerable=False),
 )
-ORDER = Entity(
-    name="order",
-    table="orders",
-    key="order_id",
-    label="order {order_id}",
-    description="a customer's order of one product",
-    id_pattern="^OD[0-9]{4}$",
-    attrs=(
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("product_id", "product", ref="product"),
-        Attr("quantity", "quantity", type="integer", answerable=False),
-        Attr("invoice_number", "invoice number"),
-        Attr("placed_on", "order date", answerable=False),
-        Attr("shipping_speed", "shipping speed", answerable=False, enum=SPEEDS),
-        Attr("status", "status", answerable=False, enum=ORDER_STATUSES),
-    ),
+ORDER = kit.entity(
+    "order",
+    "a customer's order of one product",
+    "^OD[0-9]{4}$",
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("product_id", "product", ref="product"),
+    Attr("quantity", "quantity", type="integer", answerable=False),
+    Attr("invoice_number", "invoice number"),
+    Attr("placed_on", "order date", answerable=False),
+    Attr("shipping_speed", "shipping speed", answerable=False, enum=SPEEDS),
+    Attr("status", "status", answerable=False, enum=ORDER_STATUSES),
 )
-SHIPMENT = Entity(
-    name="shipment",
-    table="shipments",
-    key="shipment_id",
-    label="shipment {shipment_id}",
-    description="the parcel shipment of a dispatched order",
-    id_pattern="^SH[0-9]{4}$",
-    attrs=(
-        Attr("order_id", "order", ref="order"),
-        Attr("carrier", "carrier", answerable=False, enum=CARRIERS),
-        Attr("tracking_number", "tracking number"),
-        Attr("eta", "estimated delivery date", answerable=False),
-        Attr("status", "status", answerable=False, enum=SHIPMENT_STATUSES),
-    ),
+SHIPMENT = kit.entity(
+    "shipment",
+    "the parcel shipment of a dispatched order",
+    "^SH[0-9]{4}$",
+    Attr("order_id", "order", ref="order"),
+    Attr("carrier", "carrier", answerable=False, enum=CARRIERS),
+    Attr("tracking_number", "tracking number"),
+    Attr("eta", "estimated delivery date", answerable=False),
+    Attr("status", "status", answerable=False, enum=SHIPMENT_STATUSES),
 )
 UPDATES = (
     Update(
@@ -141,33 +116,26 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """7 customers, 8 products, 10 orders, one shipment per dispatched order (6); every customer has ordered.
-
-    Ids and other unique numbers are bucketed (``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
-    """
+    """7 customers, 8 products, 10 orders, one shipment per dispatched order (6); every customer has ordered."""
     n_c, n_p, n_o = 7, 8, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
-    r = rng.integers(0, 1 << 62, size=2 + n_c + n_p + 2 * n_o).tolist()
+    r = kit.words(rng, 2 + n_c + n_p + 2 * n_o)
     g, c = r[0], r[1]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    off, people = kit.name_walk(g)
     city0, tier0, brand0, item0 = (g >> 10) % 7, (g >> 13) % 3, (g >> 15) % 10, (g >> 19) % 11
     cust_off, prod_off, status_off, day0 = (g >> 23) % n_c, (g >> 26) % n_p, (g >> 29) % 10, (g >> 33) % 11
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
-    C = CODE_CHARS
 
     customers = {}
     cust_ids = []
     for i in range(n_c):
         d = r[2 + i]
-        cid = f"CS{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        cid = kit.bucket_id("CS", i, d)
+        name, email = kit.person((off + i * people) % 120)
         cust_ids.append(cid)
         customers[cid] = {
             "customer_id": cid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@shopmail.example",
-            "phone": f"+1-415-{1000 + 750 * i + (d >> 10) % 750}-{10 + (d >> 20) % 90}",
+            "name": name,
+            "email": f"{email}@shopmail.example",
+            "phone": f"+1-415-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
             "city": CITIES[(city0 + i) % 7],
             "tier": TIERS[(tier0 + i) % 3],
             "last_order": "",
@@ -177,13 +145,13 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     prod_ids = []
     for i in range(n_p):
         d = r[2 + n_c + i]
-        pid = f"PR{1000 + 750 * i + d % 750}"
+        pid = kit.bucket_id("PR", i, d)
         item = (item0 + i) % 11
         prod_ids.append(pid)
         products[pid] = {
             "product_id": pid,
             "name": f"{BRANDS[(brand0 + i) % 10]} {ITEMS[item]}",
-            "sku": f"SKU-{C[(d >> 10) % 20]}{C[(d >> 15) % 20]}{C[(d >> 20) % 20]}-{i:02d}",
+            "sku": f"SKU-{kit.letters(d, 10, 3)}-{i:02d}",
             "price_cents": 10000 + 4000 * i + (d >> 25) % 4000,
             "category": CATEGORIES[ITEM_CATEGORY[item]],
             "in_stock": bool((d >> 40) % 4),
@@ -193,7 +161,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     shipments = {}
     for i in range(n_o):
         d = r[2 + n_c + n_p + i]
-        oid = f"OD{1000 + 750 * i + d % 750}"
+        oid = kit.bucket_id("OD", i, d)
         cid = cust_ids[(cust_off + i) % n_c]
         status = STATUS_CYCLE[(status_off + i) % 10]
         day = 1 + day0 + i
@@ -202,7 +170,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "customer_id": cid,
             "product_id": prod_ids[(prod_off + 3 * i) % n_p],
             "quantity": 1 + (d >> 10) % 3,
-            "invoice_number": f"INV-{C[(d >> 12) % 20]}{C[(d >> 17) % 20]}{C[(d >> 22) % 20]}{i:02d}",
+            "invoice_number": f"INV-{kit.letters(d, 12, 3)}{i:02d}",
             "placed_on": f"2025-05-{day:02d}",
             "shipping_speed": SPEEDS[(d >> 27) % 3],
             "status": ORDER_STATUSES[status],
@@ -210,31 +178,21 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         customers[cid]["last_order"] = oid
         if status in (1, 2, 4):  # dispatched: shipped, delivered or being returned
             e = r[2 + n_c + n_p + n_o + i]
-            sid = f"SH{1000 + 750 * i + e % 750}"
+            sid = kit.bucket_id("SH", i, e)
             k = (e >> 10) % 4
             shipments[sid] = {
                 "shipment_id": sid,
                 "order_id": oid,
                 "carrier": CARRIERS[k],
-                "tracking_number": f"{CARRIER_CODES[k]}{C[(e >> 12) % 20]}{C[(e >> 17) % 20]}"
-                f"{1000 + 750 * i + (e >> 22) % 750}{C[(e >> 32) % 20]}{C[(e >> 37) % 20]}",
+                "tracking_number": f"{CARRIER_CODES[k]}{kit.letters(e, 12, 2)}"
+                f"{kit.bucket(i, e >> 22)}{kit.letters(e, 32, 2)}",
                 "eta": f"2025-05-{day + 3 + (e >> 42) % 3:02d}",
                 "status": SHIPMENT_STATUSES[status != 1],
             }
-    return {
-        "customers": customers,
-        "products": products,
-        "orders": orders,
-        "shipments": shipments,
-        "counters": counters,
-    }
+    counters = kit.word_counters(UPDATES, c)
+    tables = {"customers": customers, "products": products, "orders": orders, "shipments": shipments}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="ECommerceOrders",
-    version=0,
-    description="Customers, products, orders and shipments; look up, cancel, change shipping speed, return.",
-    entities=(CUSTOMER, PRODUCT, ORDER, SHIPMENT),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Customers, products, orders and shipments; look up, cancel, change shipping speed, return."
+DOMAIN = Domain("ECommerceOrders", 0, DESCRIPTION, (CUSTOMER, PRODUCT, ORDER, SHIPMENT), UPDATES, world)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (clinic name, city, street): clinic names share no words with streets or people.
 CLINICS = (
@@ -28,72 +29,50 @@ CITIES = tuple(sorted({c[1] for c in CLINICS}))
 SPECIALTIES = ("general practice", "cardiology", "dermatology", "paediatrics", "orthopaedics", "neurology")
 DOCTOR_FIRST = ("Adaeze", "Benedikt", "Camille", "Dariusz", "Elif", "Fiona", "Gustavo", "Hana", "Ivan", "Jia")
 DOCTOR_LAST = ("Achterberg", "Bellamy", "Castellanos", "Dlamini", "Eriksen", "Fitzgerald", "Gallo", "Horvath")
-PATIENT_FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko")
-PATIENT_LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+PATIENT_FIRST, PATIENT_LAST = kit.FIRST[:11], kit.LAST
 SLOTS = ("08:30", "09:15", "10:00", "11:30", "13:45", "14:30", "15:15", "16:00")
 APPOINTMENT_STATUSES = ("scheduled", "cancelled", "completed")
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
-CLINIC = Entity(
-    name="clinic",
-    table="clinics",
-    key="clinic_id",
-    label="clinic {clinic_id}",
-    description="a clinic where doctors see patients",
-    id_pattern="^CL[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("address", "street address"),
-        Attr("phone", "phone number"),
-        Attr("accepts_walk_ins", "walk-in policy", type="boolean", answerable=False),
-    ),
+CLINIC = kit.entity(
+    "clinic",
+    "a clinic where doctors see patients",
+    "^CL[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("address", "street address"),
+    Attr("phone", "phone number"),
+    Attr("accepts_walk_ins", "walk-in policy", type="boolean", answerable=False),
 )
-DOCTOR = Entity(
-    name="doctor",
-    table="doctors",
-    key="doctor_id",
-    label="doctor {doctor_id}",
-    description="a doctor working at a clinic",
-    id_pattern="^DR[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("specialty", "specialty", answerable=False, enum=SPECIALTIES),
-        Attr("clinic_id", "clinic", ref="clinic"),
-        Attr("license_number", "medical license number"),
-        Attr("email", "email address"),
-    ),
+DOCTOR = kit.entity(
+    "doctor",
+    "a doctor working at a clinic",
+    "^DR[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("specialty", "specialty", answerable=False, enum=SPECIALTIES),
+    Attr("clinic_id", "clinic", ref="clinic"),
+    Attr("license_number", "medical license number"),
+    Attr("email", "email address"),
 )
-PATIENT = Entity(
-    name="patient",
-    table="patients",
-    key="patient_id",
-    label="patient {patient_id}",
-    description="a registered patient",
-    id_pattern="^PT[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("date_of_birth", "date of birth", answerable=False),
-        Attr("insurance_number", "insurance number"),
-        Attr("phone", "phone number"),
-        Attr("next_appointment", "next appointment", ref="appointment"),
-    ),
+PATIENT = kit.entity(
+    "patient",
+    "a registered patient",
+    "^PT[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("date_of_birth", "date of birth", answerable=False),
+    Attr("insurance_number", "insurance number"),
+    Attr("phone", "phone number"),
+    Attr("next_appointment", "next appointment", ref="appointment"),
 )
-APPOINTMENT = Entity(
-    name="appointment",
-    table="appointments",
-    key="appointment_id",
-    label="appointment {appointment_id}",
-    description="a patient's appointment with a doctor",
-    id_pattern="^AP[0-9]{5}$",
-    attrs=(
-        Attr("patient_id", "patient", ref="patient"),
-        Attr("doctor_id", "doctor", ref="doctor"),
-        Attr("date", "date", answerable=False),
-        Attr("slot", "time slot", answerable=False, enum=SLOTS),
-        Attr("status", "status", answerable=False, enum=APPOINTMENT_STATUSES),
-        Attr("checked_in", "check-in status", type="boolean", answerable=False),
-    ),
+APPOINTMENT = kit.entity(
+    "appointment",
+    "a patient's appointment with a doctor",
+    "^AP[0-9]{5}$",
+    Attr("patient_id", "patient", ref="patient"),
+    Attr("doctor_id", "doctor", ref="doctor"),
+    Attr("date", "date", answerable=False),
+    Attr("slot", "time slot", answerable=False, enum=SLOTS),
+    Attr("status", "status", answerable=False, enum=APPOINTMENT_STATUSES),
+    Attr("checked_in", "check-in status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -129,11 +108,10 @@ N_CLINIC, N_DOCTOR, N_PATIENT, N_APPOINTMENT = 6, 7, 8, 11
 _N_CLINICS, _N_DOCTOR_FIRST, _N_PATIENT_FIRST = len(CLINICS), len(DOCTOR_FIRST), len(PATIENT_FIRST)
 _N_DRAWS = _N_CLINICS + _N_DOCTOR_FIRST + _N_PATIENT_FIRST + 16 + 2 * N_DOCTOR + 3 * N_PATIENT + 3 * N_APPOINTMENT
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
 BIRTHDAYS = tuple(f"{y}-{m:02d}-{d:02d}" for y in range(1940, 2020, 3) for m in range(1, 13) for d in range(1, 29, 3))
-DOCTORS = tuple(f"{f} {last}" for f in DOCTOR_FIRST for last in DOCTOR_LAST)
+DOCTORS = kit.full_names(DOCTOR_FIRST, DOCTOR_LAST)
 DOCTOR_EMAILS = tuple(f"{f[0].lower()}.{last.lower()}" for f in DOCTOR_FIRST for last in DOCTOR_LAST)
-PATIENTS = tuple(f"{f} {last}" for f in PATIENT_FIRST for last in PATIENT_LAST)
+PATIENTS = kit.full_names(PATIENT_FIRST, PATIENT_LAST)
 _N_BIRTHDAYS = len(BIRTHDAYS)
 
 
@@ -144,24 +122,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     offsets, and each patient's next appointment is the last one booked for them, so every ref column holds
     unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    clinics = sorted(range(_N_CLINICS), key=u.__getitem__)
-    k = _N_CLINICS
-    dfirst = sorted(range(_N_DOCTOR_FIRST), key=u[k : k + _N_DOCTOR_FIRST].__getitem__)
-    k += _N_DOCTOR_FIRST
-    pfirst = sorted(range(_N_PATIENT_FIRST), key=u[k : k + _N_PATIENT_FIRST].__getitem__)
-    k += _N_PATIENT_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    clinic_ids = ["CL" + str(10000 + (b + i * s) % 90000) for i in range(N_CLINIC)]
-    doctor_ids = ["DR" + str(10000 + (b + i * s + 41017) % 90000) for i in range(N_DOCTOR)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    patient_ids = ["PT" + str(10000 + (b + i * s) % 90000) for i in range(N_PATIENT)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    appointment_ids = ["AP" + str(10000 + (b + i * s) % 90000) for i in range(N_APPOINTMENT)]
+    u = kit.Uniforms(rng, _N_DRAWS)
+    clinics = u.order(_N_CLINICS)
+    dfirst = u.order(_N_DOCTOR_FIRST)
+    pfirst = u.order(_N_PATIENT_FIRST)
+    g = u.take(16)
+    clinic_ids = kit.strided_ids("CL", N_CLINIC, g[0], g[1])
+    doctor_ids = kit.strided_ids("DR", N_DOCTOR, g[0], g[1], offset=41017)
+    patient_ids = kit.strided_ids("PT", N_PATIENT, g[2], g[3])
+    appointment_ids = kit.strided_ids("AP", N_APPOINTMENT, g[4], g[5])
 
     clinic_table, doctors, patients, appointments = {}, {}, {}, {}
     b = int(g[6] * 9000)
@@ -176,8 +145,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "phone": "+44 20 " + str(1000 + (b + i * 2713) % 9000) + " " + str(2000 + (b * 3 + i * 1171) % 8000),
             "accepts_walk_ins": i % 2 == 0,
         }
-    d = u[k : k + 2 * N_DOCTOR]
-    k += 2 * N_DOCTOR
+    d = u.take(2 * N_DOCTOR)
     b = int(g[7] * 900000)
     for i in range(N_DOCTOR):
         did, x, y = doctor_ids[i], d[2 * i], d[2 * i + 1]
@@ -190,8 +158,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "license_number": "GMC-" + str(100000 + (b + i * 30011) % 900000),
             "email": DOCTOR_EMAILS[person] + "@clinic.example",
         }
-    d = u[k : k + 3 * N_PATIENT]
-    k += 3 * N_PATIENT
+    d = u.take(3 * N_PATIENT)
     b = int(g[8] * 9000)
     for i in range(N_PATIENT):
         pid, x, y, z = patient_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -203,7 +170,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "phone": "+44 7" + str(100 + (b + i * 139) % 900) + " " + str(100000 + (b * 11 + i * 45673) % 900000),
             "next_appointment": "",
         }
-    d = u[k : k + 3 * N_APPOINTMENT]
+    d = u.take(3 * N_APPOINTMENT)
     off_p, off_d = int(g[9] * N_PATIENT), int(g[10] * N_DOCTOR)
     for i in range(N_APPOINTMENT):
         aid, x, y, z = appointment_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -213,30 +180,16 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "appointment_id": aid,
             "patient_id": pid,
             "doctor_id": doctor_ids[(off_d + 3 * i) % N_DOCTOR],
-            "date": DATES[int(x * 336)],
+            "date": kit.DATES[int(x * 336)],
             "slot": SLOTS[int(y * 8)],
             "status": status,
             "checked_in": status == "completed" or i % 4 == 2,
         }
         patients[pid]["next_appointment"] = aid
-    return {
-        "clinics": clinic_table,
-        "doctors": doctors,
-        "patients": patients,
-        "appointments": appointments,
-        "counters": {
-            "cancel_appointment": 1000 + int(g[11] * 8000),
-            "reschedule_slot": 1000 + int(g[12] * 8000),
-            "check_in": 1000 + int(g[13] * 8000),
-        },
-    }
+    counters = kit.uniform_counters(UPDATES, g[11:14])
+    tables = {"clinics": clinic_table, "doctors": doctors, "patients": patients, "appointments": appointments}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="HealthcareAppointments",
-    version=0,
-    description="Clinics, doctors, patients and appointments; look up, cancel, reschedule, check in.",
-    entities=(CLINIC, DOCTOR, PATIENT, APPOINTMENT),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Clinics, doctors, patients and appointments; look up, cancel, reschedule, check in."
+DOMAIN = Domain("HealthcareAppointments", 0, DESCRIPTION, (CLINIC, DOCTOR, PATIENT, APPOINTMENT), UPDATES, world)

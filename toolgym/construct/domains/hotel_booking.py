@@ -6,13 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 CITIES = ("Lisbon", "Osaka", "Denver", "Nairobi", "Tallinn", "Hobart", "Cusco", "Bergen", "Quebec", "Porto")
 HOTEL_WORDS = ("Harbor", "Summit", "Linden", "Aurora", "Cedar", "Marlow", "Juniper", "Beacon", "Willow", "Onyx")
 HOTEL_KINDS = ("Inn", "Suites", "Lodge", "Hotel", "Residences")
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
 ROOM_TYPES = ("single", "double", "twin", "suite")
 STATUSES = ("confirmed", "cancelled")
 LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -20,52 +19,37 @@ LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
 MANAGER_FIRST = ("Odile", "Rafael", "Signe", "Tomas", "Ulla", "Viktor", "Wanda", "Xavier")
 MANAGER_LAST = ("Achterberg", "Bianchi", "Castellanos", "Dubois", "Eriksen", "Fonseca", "Gallagher", "Holm")
 
-HOTEL = Entity(
-    name="hotel",
-    table="hotels",
-    key="hotel_id",
-    label="hotel {hotel_id}",
-    description="a hotel in the catalogue",
-    id_pattern="^HT[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False),
-        Attr("phone", "phone number"),
-        Attr("manager", "manager"),
-        Attr("stars", "star rating", type="integer", answerable=False),
-        Attr("checkin_time", "check-in time", answerable=False),
-    ),
+HOTEL = kit.entity(
+    "hotel",
+    "a hotel in the catalogue",
+    "^HT[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False),
+    Attr("phone", "phone number"),
+    Attr("manager", "manager"),
+    Attr("stars", "star rating", type="integer", answerable=False),
+    Attr("checkin_time", "check-in time", answerable=False),
 )
-GUEST = Entity(
-    name="guest",
-    table="guests",
-    key="guest_id",
-    label="guest {guest_id}",
-    description="a registered guest",
-    id_pattern="^GU[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("loyalty_number", "loyalty number"),
-        Attr("last_reservation", "latest reservation", ref="reservation"),
-    ),
+GUEST = kit.entity(
+    "guest",
+    "a registered guest",
+    "^GU[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("loyalty_number", "loyalty number"),
+    Attr("last_reservation", "latest reservation", ref="reservation"),
 )
-RESERVATION = Entity(
-    name="reservation",
-    table="reservations",
-    key="reservation_id",
-    label="reservation {reservation_id}",
-    description="a room reservation",
-    id_pattern="^RS[A-Z0-9]{5}$",
-    attrs=(
-        Attr("hotel_id", "hotel", ref="hotel"),
-        Attr("guest_id", "guest", ref="guest"),
-        Attr("room_type", "room type", answerable=False, enum=ROOM_TYPES),
-        Attr("room_number", "room number"),
-        Attr("total_price", "total price", type="integer", answerable=False),  # 3-4 digits recur in other fields
-        Attr("status", "status", answerable=False, enum=STATUSES),
-        Attr("paid", "payment status", type="boolean", answerable=False),
-    ),
+RESERVATION = kit.entity(
+    "reservation",
+    "a room reservation",
+    "^RS[A-Z0-9]{5}$",
+    Attr("hotel_id", "hotel", ref="hotel"),
+    Attr("guest_id", "guest", ref="guest"),
+    Attr("room_type", "room type", answerable=False, enum=ROOM_TYPES),
+    Attr("room_number", "room number"),
+    Attr("total_price", "total price", type="integer", answerable=False),  # 3-4 digits recur in other fields
+    Attr("status", "status", answerable=False, enum=STATUSES),
+    Attr("paid", "payment status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -98,33 +82,24 @@ UPDATES = (
 )
 
 
-STRIDES_10 = (1, 3, 7, 9)  # coprime with 10: a stride walk over 10 items visits each once
-STRIDES_120 = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 120 = len(FIRST) * len(LAST)
-
-
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """8 hotels, 10 guests, 12 reservations; every guest's latest reservation is one of theirs.
-
-    One bulk draw (a 62-bit word per record plus one for the world), split with shifts and modulo: numpy calls
-    cost microseconds each, Python integer arithmetic far less. Ids are fixed-width and from disjoint ranges.
-    """
+    """8 hotels, 10 guests, 12 reservations; every guest's latest reservation is one of theirs."""
     n_h, n_g, n_r = 8, 10, 12
-    u = rng.integers(0, 1 << 62, size=n_h + n_g + n_r + 1).tolist()
+    u = kit.words(rng, n_h + n_g + n_r + 1)
     g = u[-1]
-    name0, name_step = g % 10, STRIDES_10[(g >> 4) % 4]
-    city0, city_step = (g >> 6) % 10, STRIDES_10[(g >> 10) % 4]
-    people0, people_step = (g >> 12) % 120, STRIDES_120[(g >> 19) % 8]
+    name0, name_step = g % 10, kit.STRIDES_10[(g >> 4) % 4]
+    city0, city_step = (g >> 6) % 10, kit.STRIDES_10[(g >> 10) % 4]
+    people0, people_step = kit.name_walk(g >> 12)
     hotels = {}
     hotel_ids = []
     for i in range(n_h):
-        num = 1000 + 450 * i + u[i] % 450
-        hid = "HT" + str(num)
+        hid = kit.bucket_id("HT", i, u[i], width=450)
         hotel_ids.append(hid)
         hotels[hid] = {
             "hotel_id": hid,
             "name": HOTEL_WORDS[(name0 + i * name_step) % 10] + " " + HOTEL_KINDS[i % len(HOTEL_KINDS)],
             "city": CITIES[(city0 + i * city_step) % 10],
-            "phone": "+1-555-" + str(num),
+            "phone": "+1-555-" + hid[2:],
             "manager": MANAGER_FIRST[(i * 5) % len(MANAGER_FIRST)] + " " + MANAGER_LAST[i],
             "stars": 2 + i % 4,
             "checkin_time": str(14 + i % 3) + ":00",
@@ -133,21 +108,20 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     guest_ids = []
     for i in range(n_g):
         d = u[n_h + i]
-        gid = "GU" + str(5000 + 450 * i + d % 450)
+        gid = kit.bucket_id("GU", i, d, width=450, base=5000)
         guest_ids.append(gid)
-        j = (people0 + i * people_step) % 120
-        first, last = FIRST[j % len(FIRST)], LAST[j // len(FIRST)]
+        name, email = kit.person((people0 + i * people_step) % 120)
         guests[gid] = {
             "guest_id": gid,
-            "name": first + " " + last,
-            "email": first.lower() + "." + last.lower() + str(i) + "@mail.example",
+            "name": name,
+            "email": email + str(i) + "@mail.example",
             "loyalty_number": "LY" + str(100000 + (d >> 12) % 900000),
             "last_reservation": "",
         }
     reservations = {}
     for i in range(n_r):
         d = u[n_h + n_g + i]
-        rid = "RS" + LETTERS[d % 23] + LETTERS[(d >> 5) % 23] + LETTERS[(d >> 10) % 23] + str(10 + i)
+        rid = "RS" + kit.letters(d, 0, 3, LETTERS) + str(10 + i)
         gid = guest_ids[i % n_g]
         reservations[rid] = {
             "reservation_id": rid,
@@ -160,15 +134,9 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "paid": bool(i % 2),
         }
         guests[gid]["last_reservation"] = rid
-    counters = {u_.name: 1000 + (g >> (30 + 10 * k)) % 8000 for k, u_ in enumerate(UPDATES)}
+    counters = kit.word_counters(UPDATES, g, shift=30, step=10, span=8000)
     return {"hotels": hotels, "guests": guests, "reservations": reservations, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="HotelBooking",
-    version=0,
-    description="Hotels, guests and reservations; look up, cancel, change room type, pay.",
-    entities=(HOTEL, GUEST, RESERVATION),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Hotels, guests and reservations; look up, cancel, change room type, pay."
+DOMAIN = Domain("HotelBooking", 0, DESCRIPTION, (HOTEL, GUEST, RESERVATION), UPDATES, world)

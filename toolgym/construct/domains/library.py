@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (title, genre): titles share no words with author names, so one never occurs inside another record.
 BOOKS = (
@@ -44,74 +45,54 @@ AUTHORS = (
     ("Anouk de Vries", "Dutch", 1969),
 )
 NATIONALITIES = tuple(sorted({a[1] for a in AUTHORS}))
+# Members' names: the kit's pools, but Yusuf for Ines (an author's first name).
 FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Jonas", "Keiko", "Lars", "Yusuf")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+LAST = kit.LAST
 MEMBERSHIPS = ("standard", "student", "senior")
 LOAN_STATUSES = ("active", "overdue", "returned")
 RENEWAL_PERIODS = ("one week", "two weeks", "three weeks")
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
-MEMBER = Entity(
-    name="member",
-    table="members",
-    key="member_id",
-    label="member {member_id}",
-    description="a registered library member",
-    id_pattern="^MB[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("card_number", "library card number"),
-        Attr("membership", "membership type", answerable=False, enum=MEMBERSHIPS),
-        Attr("has_unpaid_fine", "unpaid fine status", type="boolean", answerable=False),
-        Attr("last_loan", "latest loan", ref="loan"),
-    ),
+MEMBER = kit.entity(
+    "member",
+    "a registered library member",
+    "^MB[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("card_number", "library card number"),
+    Attr("membership", "membership type", answerable=False, enum=MEMBERSHIPS),
+    Attr("has_unpaid_fine", "unpaid fine status", type="boolean", answerable=False),
+    Attr("last_loan", "latest loan", ref="loan"),
 )
-BOOK = Entity(
-    name="book",
-    table="books",
-    key="book_id",
-    label="book {book_id}",
-    description="a book in the catalogue",
-    id_pattern="^BK[0-9]{5}$",
-    attrs=(
-        Attr("title", "title"),
-        Attr("isbn", "ISBN"),
-        Attr("author_id", "author", ref="author"),
-        Attr("genre", "genre", answerable=False, enum=GENRES),
-        Attr("pages", "page count", type="integer", answerable=False),
-        Attr("available", "availability", type="boolean", answerable=False),
-    ),
+BOOK = kit.entity(
+    "book",
+    "a book in the catalogue",
+    "^BK[0-9]{5}$",
+    Attr("title", "title"),
+    Attr("isbn", "ISBN"),
+    Attr("author_id", "author", ref="author"),
+    Attr("genre", "genre", answerable=False, enum=GENRES),
+    Attr("pages", "page count", type="integer", answerable=False),
+    Attr("available", "availability", type="boolean", answerable=False),
 )
-AUTHOR = Entity(
-    name="author",
-    table="authors",
-    key="author_id",
-    label="author {author_id}",
-    description="an author of books in the catalogue",
-    id_pattern="^AU[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("nationality", "nationality", answerable=False, enum=NATIONALITIES),
-        Attr("birth_year", "birth year", type="integer", answerable=False),
-        Attr("website", "website"),
-    ),
+AUTHOR = kit.entity(
+    "author",
+    "an author of books in the catalogue",
+    "^AU[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("nationality", "nationality", answerable=False, enum=NATIONALITIES),
+    Attr("birth_year", "birth year", type="integer", answerable=False),
+    Attr("website", "website"),
 )
-LOAN = Entity(
-    name="loan",
-    table="loans",
-    key="loan_id",
-    label="loan {loan_id}",
-    description="a book lent to a member",
-    id_pattern="^LN[0-9]{5}$",
-    attrs=(
-        Attr("book_id", "book", ref="book"),
-        Attr("member_id", "member", ref="member"),
-        Attr("due_date", "due date", answerable=False),
-        Attr("status", "status", answerable=False, enum=LOAN_STATUSES),
-        Attr("renewal_period", "renewal period", answerable=False, enum=RENEWAL_PERIODS),
-        Attr("receipt_code", "receipt code"),
-    ),
+LOAN = kit.entity(
+    "loan",
+    "a book lent to a member",
+    "^LN[0-9]{5}$",
+    Attr("book_id", "book", ref="book"),
+    Attr("member_id", "member", ref="member"),
+    Attr("due_date", "due date", answerable=False),
+    Attr("status", "status", answerable=False, enum=LOAN_STATUSES),
+    Attr("renewal_period", "renewal period", answerable=False, enum=RENEWAL_PERIODS),
+    Attr("receipt_code", "receipt code"),
 )
 UPDATES = (
     Update(
@@ -147,12 +128,9 @@ N_MEMBER, N_BOOK, N_AUTHOR, N_LOAN = 8, 9, 6, 11
 _N_BOOKS, _N_AUTHORS, _N_FIRST = len(BOOKS), len(AUTHORS), len(FIRST)
 _N_DRAWS = _N_BOOKS + _N_AUTHORS + _N_FIRST + 16 + 2 * N_MEMBER + 3 * N_BOOK + 3 * N_LOAN
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
 SITES = tuple("www." + a[0].lower().replace(" ", "") + ".example" for a in AUTHORS)
-EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+EMAILS = kit.email_names(FIRST, LAST)
+NAMES = kit.full_names(FIRST, LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -161,28 +139,18 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     Authors 0-2 write two books each, the others one; loans cycle over members and books from random offsets,
     and each member's latest loan is the last one lent to them, so ref columns hold unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    books = sorted(range(_N_BOOKS), key=u.__getitem__)
-    k = _N_BOOKS
-    authors = sorted(range(_N_AUTHORS), key=u[k : k + _N_AUTHORS].__getitem__)
-    k += _N_AUTHORS
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    member_ids = ["MB" + str(10000 + (b + i * s) % 90000) for i in range(N_MEMBER)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    book_ids = ["BK" + str(10000 + (b + i * s) % 90000) for i in range(N_BOOK)]
-    author_ids = ["AU" + str(10000 + (b + i * s + 27011) % 90000) for i in range(N_AUTHOR)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    loan_ids = ["LN" + str(10000 + (b + i * s) % 90000) for i in range(N_LOAN)]
+    u = kit.Uniforms(rng, _N_DRAWS)
+    books = u.order(_N_BOOKS)
+    authors = u.order(_N_AUTHORS)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    member_ids = kit.strided_ids("MB", N_MEMBER, g[0], g[1])
+    book_ids = kit.strided_ids("BK", N_BOOK, g[2], g[3])
+    author_ids = kit.strided_ids("AU", N_AUTHOR, g[2], g[3], offset=27011)
+    loan_ids = kit.strided_ids("LN", N_LOAN, g[4], g[5])
 
     members, book_table, author_table, loans = {}, {}, {}, {}
-    d = u[k : k + 2 * N_MEMBER]
-    k += 2 * N_MEMBER
+    d = u.take(2 * N_MEMBER)
     card0 = int(g[6] * 90000)
     for i in range(N_MEMBER):
         mid, x, y = member_ids[i], d[2 * i], d[2 * i + 1]
@@ -206,8 +174,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "birth_year": year,
             "website": SITES[a],
         }
-    d = u[k : k + 3 * N_BOOK]
-    k += 3 * N_BOOK
+    d = u.take(3 * N_BOOK)
     isbn0 = int(g[7] * 90000)
     for i in range(N_BOOK):
         bid, x, y, z = book_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -221,7 +188,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "pages": 120 + int(y * 500),
             "available": z < 0.5,
         }
-    d = u[k : k + 3 * N_LOAN]
+    d = u.take(3 * N_LOAN)
     off_m, off_b = int(g[8] * N_MEMBER), int(g[9] * N_BOOK)
     for i in range(N_LOAN):
         lid, x, y, z = loan_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -230,30 +197,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "loan_id": lid,
             "book_id": book_ids[(off_b + 2 * i) % N_BOOK],
             "member_id": mid,
-            "due_date": DATES[int(x * 336)],
+            "due_date": kit.DATES[int(x * 336)],
             "status": LOAN_STATUSES[i % 3],
             "renewal_period": RENEWAL_PERIODS[int(y * 3)],
-            "receipt_code": "RC-" + PAIRS[int(z * 400)] + str(i),
+            "receipt_code": "RC-" + kit.PAIRS[int(z * 400)] + str(i),
         }
         members[mid]["last_loan"] = lid
-    return {
-        "members": members,
-        "books": book_table,
-        "authors": author_table,
-        "loans": loans,
-        "counters": {
-            "renew_loan": 1000 + int(g[10] * 8000),
-            "return_book": 1000 + int(g[11] * 8000),
-            "pay_fine": 1000 + int(g[12] * 8000),
-        },
-    }
+    counters = kit.uniform_counters(UPDATES, g[10:13])
+    return {"members": members, "books": book_table, "authors": author_table, "loans": loans, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="Library",
-    version=0,
-    description="Library members, books, authors and loans; look up, renew, return, pay fines.",
-    entities=(MEMBER, BOOK, AUTHOR, LOAN),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Library members, books, authors and loans; look up, renew, return, pay fines."
+DOMAIN = Domain("Library", 0, DESCRIPTION, (MEMBER, BOOK, AUTHOR, LOAN), UPDATES, world)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (cinema name, city)
 CINEMAS = (
@@ -43,85 +44,57 @@ FORMATS = ("2D", "3D", "IMAX")
 TIMES = ("12:30", "14:15", "16:40", "18:00", "19:30", "20:45", "22:10")
 ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")
 TICKET_STATUSES = ("valid", "cancelled", "used")
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
-CINEMA = Entity(
-    name="cinema",
-    table="cinemas",
-    key="cinema_id",
-    label="cinema {cinema_id}",
-    description="a cinema",
-    id_pattern="^CN[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("phone", "box office phone number"),
-        Attr("screens", "number of screens", type="integer", answerable=False),
-    ),
+CINEMA = kit.entity(
+    "cinema",
+    "a cinema",
+    "^CN[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("phone", "box office phone number"),
+    Attr("screens", "number of screens", type="integer", answerable=False),
 )
-MOVIE = Entity(
-    name="movie",
-    table="movies",
-    key="movie_id",
-    label="movie {movie_id}",
-    description="a movie in the programme",
-    id_pattern="^MV[0-9]{5}$",
-    attrs=(
-        Attr("title", "title"),
-        Attr("director", "director"),
-        Attr("runtime_min", "runtime in minutes", type="integer", answerable=False),
-        Attr("rating", "age rating", answerable=False, enum=RATINGS),
-        Attr("release_year", "release year", type="integer", answerable=False),
-    ),
+MOVIE = kit.entity(
+    "movie",
+    "a movie in the programme",
+    "^MV[0-9]{5}$",
+    Attr("title", "title"),
+    Attr("director", "director"),
+    Attr("runtime_min", "runtime in minutes", type="integer", answerable=False),
+    Attr("rating", "age rating", answerable=False, enum=RATINGS),
+    Attr("release_year", "release year", type="integer", answerable=False),
 )
-SCREENING = Entity(
-    name="screening",
-    table="screenings",
-    key="screening_id",
-    label="screening {screening_id}",
-    description="a showing of a movie at a cinema",
-    id_pattern="^SC[0-9]{5}$",
-    attrs=(
-        Attr("movie_id", "movie", ref="movie"),
-        Attr("cinema_id", "cinema", ref="cinema"),
-        Attr("date", "date", answerable=False),
-        Attr("start_time", "start time", answerable=False, enum=TIMES),
-        Attr("format", "format", answerable=False, enum=FORMATS),
-        Attr("auditorium", "auditorium"),
-    ),
+SCREENING = kit.entity(
+    "screening",
+    "a showing of a movie at a cinema",
+    "^SC[0-9]{5}$",
+    Attr("movie_id", "movie", ref="movie"),
+    Attr("cinema_id", "cinema", ref="cinema"),
+    Attr("date", "date", answerable=False),
+    Attr("start_time", "start time", answerable=False, enum=TIMES),
+    Attr("format", "format", answerable=False, enum=FORMATS),
+    Attr("auditorium", "auditorium"),
 )
-CUSTOMER = Entity(
-    name="customer",
-    table="customers",
-    key="customer_id",
-    label="customer {customer_id}",
-    description="a registered customer",
-    id_pattern="^CU[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("member_number", "membership number"),
-        Attr("last_ticket", "latest ticket", ref="ticket"),
-    ),
+CUSTOMER = kit.entity(
+    "customer",
+    "a registered customer",
+    "^CU[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("member_number", "membership number"),
+    Attr("last_ticket", "latest ticket", ref="ticket"),
 )
-TICKET = Entity(
-    name="ticket",
-    table="tickets",
-    key="ticket_id",
-    label="ticket {ticket_id}",
-    description="a ticket for a screening",
-    id_pattern="^TK[0-9]{5}$",
-    attrs=(
-        Attr("screening_id", "screening", ref="screening"),
-        Attr("customer_id", "customer", ref="customer"),
-        Attr("seat_row", "seat row", answerable=False, enum=ROWS),
-        Attr("seat_number", "seat number", type="integer", answerable=False),
-        Attr("status", "status", answerable=False, enum=TICKET_STATUSES),
-        Attr("voucher_code", "voucher code"),
-        Attr("voucher_redeemed", "voucher status", type="boolean", answerable=False),
-    ),
+TICKET = kit.entity(
+    "ticket",
+    "a ticket for a screening",
+    "^TK[0-9]{5}$",
+    Attr("screening_id", "screening", ref="screening"),
+    Attr("customer_id", "customer", ref="customer"),
+    Attr("seat_row", "seat row", answerable=False, enum=ROWS),
+    Attr("seat_number", "seat number", type="integer", answerable=False),
+    Attr("status", "status", answerable=False, enum=TICKET_STATUSES),
+    Attr("voucher_code", "voucher code"),
+    Attr("voucher_redeemed", "voucher status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -154,14 +127,11 @@ UPDATES = (
 )
 
 N_CINEMA, N_MOVIE, N_SCREENING, N_CUSTOMER, N_TICKET = 6, 6, 8, 7, 10
-_N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(FIRST)
+_N_CINEMAS, _N_MOVIES, _N_FIRST = len(CINEMAS), len(MOVIES), len(kit.FIRST)
 _N_DRAWS = _N_CINEMAS + _N_MOVIES + _N_FIRST + 16 + 4 * N_SCREENING + N_CUSTOMER + 3 * N_TICKET
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
-EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in FIRST for last in LAST)
+NAMES = kit.full_names(kit.FIRST, kit.LAST)
+EMAILS = kit.email_names(kit.FIRST, kit.LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -171,25 +141,16 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     each customer's latest ticket is the last one sold to them, so every ref column holds unique and repeated
     values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    cinemas = sorted(range(_N_CINEMAS), key=u.__getitem__)
-    k = _N_CINEMAS
-    movies = sorted(range(_N_MOVIES), key=u[k : k + _N_MOVIES].__getitem__)
-    k += _N_MOVIES
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    cinema_ids = ["CN" + str(10000 + (b + i * s) % 90000) for i in range(N_CINEMA)]
-    movie_ids = ["MV" + str(10000 + (b + i * s + 33013) % 90000) for i in range(N_MOVIE)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    screening_ids = ["SC" + str(10000 + (b + i * s) % 90000) for i in range(N_SCREENING)]
-    customer_ids = ["CU" + str(10000 + (b + i * s + 52027) % 90000) for i in range(N_CUSTOMER)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    ticket_ids = ["TK" + str(10000 + (b + i * s) % 90000) for i in range(N_TICKET)]
+    u = kit.Uniforms(rng, _N_DRAWS)
+    cinemas = u.order(_N_CINEMAS)
+    movies = u.order(_N_MOVIES)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    cinema_ids = kit.strided_ids("CN", N_CINEMA, g[0], g[1])
+    movie_ids = kit.strided_ids("MV", N_MOVIE, g[0], g[1], offset=33013)
+    screening_ids = kit.strided_ids("SC", N_SCREENING, g[2], g[3])
+    customer_ids = kit.strided_ids("CU", N_CUSTOMER, g[2], g[3], offset=52027)
+    ticket_ids = kit.strided_ids("TK", N_TICKET, g[4], g[5])
 
     cinema_table, movie_table, screenings, customers, tickets = {}, {}, {}, {}, {}
     b = int(g[6] * 9000)
@@ -214,8 +175,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "rating": rating,
             "release_year": year,
         }
-    d = u[k : k + 4 * N_SCREENING]
-    k += 4 * N_SCREENING
+    d = u.take(4 * N_SCREENING)
     off_m, off_c = int(g[7] * N_MOVIE), int(g[8] * N_CINEMA)
     for i in range(N_SCREENING):
         sid, x, y, z, w = screening_ids[i], d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
@@ -223,13 +183,12 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "screening_id": sid,
             "movie_id": movie_ids[(off_m + i) % N_MOVIE],
             "cinema_id": cinema_ids[(off_c + 5 * i) % N_CINEMA],
-            "date": DATES[int(x * 336)],
+            "date": kit.DATES[int(x * 336)],
             "start_time": TIMES[int(y * 7)],
             "format": FORMATS[int(z * 3)],
-            "auditorium": "Auditorium " + PAIRS[int(w * 400)] + str(i),
+            "auditorium": "Auditorium " + kit.PAIRS[int(w * 400)] + str(i),
         }
-    d = u[k : k + N_CUSTOMER]
-    k += N_CUSTOMER
+    d = u.take(N_CUSTOMER)
     b = int(g[9] * 900000)
     for i in range(N_CUSTOMER):
         cid = customer_ids[i]
@@ -241,7 +200,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "member_number": "CC-" + str(100000 + (b + i * 45673) % 900000),
             "last_ticket": "",
         }
-    d = u[k : k + 3 * N_TICKET]
+    d = u.take(3 * N_TICKET)
     off_s, off_u = int(g[10] * N_SCREENING), int(g[11] * N_CUSTOMER)
     for i in range(N_TICKET):
         tid, x, y, z = ticket_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -253,29 +212,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "seat_row": ROWS[int(x * 8)],
             "seat_number": 1 + int(y * 24),
             "status": TICKET_STATUSES[0 if i % 4 else 1 + int(z * 2)],
-            "voucher_code": "VC-" + PAIRS[int(z * 400)] + str(i) + str(10 + int(x * 90)),
+            "voucher_code": "VC-" + kit.PAIRS[int(z * 400)] + str(i) + str(10 + int(x * 90)),
             "voucher_redeemed": i % 4 == 2,
         }
         customers[cid]["last_ticket"] = tid
-    return {
-        "cinemas": cinema_table,
-        "movies": movie_table,
-        "screenings": screenings,
-        "customers": customers,
-        "tickets": tickets,
-        "counters": {
-            "cancel_ticket": 1000 + int(g[12] * 8000),
-            "change_seat_row": 1000 + int(g[13] * 8000),
-            "redeem_voucher": 1000 + int(g[14] * 8000),
-        },
-    }
+    counters = kit.uniform_counters(UPDATES, g[12:15])
+    tables = {"cinemas": cinema_table, "movies": movie_table, "screenings": screenings}
+    return {**tables, "customers": customers, "tickets": tickets, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="MovieTickets",
-    version=0,
-    description="Cinemas, movies, screenings, customers and tickets; look up, cancel, change seat row, redeem.",
-    entities=(CINEMA, MOVIE, SCREENING, CUSTOMER, TICKET),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Cinemas, movies, screenings, customers and tickets; look up, cancel, change seat row, redeem."
+DOMAIN = Domain("MovieTickets", 0, DESCRIPTION, (CINEMA, MOVIE, SCREENING, CUSTOMER, TICKET), UPDATES, world)

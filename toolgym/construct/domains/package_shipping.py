@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (depot name, city)
 DEPOTS = (
@@ -25,8 +26,7 @@ DEPOTS = (
     ("Pengam Green Depot", "Cardiff"),
 )
 CITIES = tuple(sorted({d[1] for d in DEPOTS}))
-SENDER_FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko")
-SENDER_LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
+SENDER_FIRST, SENDER_LAST = kit.FIRST[:11], kit.LAST
 COURIER_FIRST = ("Aleksander", "Bianca", "Cormac", "Delphine", "Emeka", "Francesca", "Gideon", "Hyun", "Isolde")
 COURIER_LAST = ("Abernathy", "Baptiste", "Cojocaru", "Delacroix", "Ekwueme", "Falkenberg", "Grimaldi", "Hollis")
 MANAGERS = ("Rhiannon Pryce", "Oluwaseun Bakare", "Ewan MacLeod", "Priyanka Desai", "Stellan Ahlgren", "Tamsin Rowe")
@@ -34,68 +34,47 @@ PACKAGE_STATUSES = ("in_transit", "on_hold", "out_for_delivery", "delivered")
 DELIVERY_OPTIONS = ("standard", "express", "parcel_locker", "neighbour", "depot_pickup")
 SHIFTS = ("early", "day", "late")
 VEHICLE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXY"  # UK plate letters (no I, O, Q, Z)
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000: strided ids never repeat
 
-SENDER = Entity(
-    name="sender",
-    table="senders",
-    key="sender_id",
-    label="sender {sender_id}",
-    description="a customer who sends packages",
-    id_pattern="^SD[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("email", "email address"),
-        Attr("account_number", "account number"),
-        Attr("business", "business account status", type="boolean", answerable=False),
-        Attr("last_package", "latest package", ref="package"),
-    ),
+SENDER = kit.entity(
+    "sender",
+    "a customer who sends packages",
+    "^SD[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("email", "email address"),
+    Attr("account_number", "account number"),
+    Attr("business", "business account status", type="boolean", answerable=False),
+    Attr("last_package", "latest package", ref="package"),
 )
-DEPOT = Entity(
-    name="depot",
-    table="depots",
-    key="depot_id",
-    label="depot {depot_id}",
-    description="a depot that sorts and dispatches packages",
-    id_pattern="^DP[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("city", "city", answerable=False, enum=CITIES),
-        Attr("phone", "phone number"),
-        Attr("manager", "manager"),
-    ),
+DEPOT = kit.entity(
+    "depot",
+    "a depot that sorts and dispatches packages",
+    "^DP[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("city", "city", answerable=False, enum=CITIES),
+    Attr("phone", "phone number"),
+    Attr("manager", "manager"),
 )
-COURIER = Entity(
-    name="courier",
-    table="couriers",
-    key="courier_id",
-    label="courier {courier_id}",
-    description="a courier based at a depot",
-    id_pattern="^CR[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("depot_id", "depot", ref="depot"),
-        Attr("vehicle_plate", "vehicle registration plate"),
-        Attr("phone", "phone number"),
-        Attr("shift", "shift", answerable=False, enum=SHIFTS),
-    ),
+COURIER = kit.entity(
+    "courier",
+    "a courier based at a depot",
+    "^CR[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("depot_id", "depot", ref="depot"),
+    Attr("vehicle_plate", "vehicle registration plate"),
+    Attr("phone", "phone number"),
+    Attr("shift", "shift", answerable=False, enum=SHIFTS),
 )
-PACKAGE = Entity(
-    name="package",
-    table="packages",
-    key="package_id",
-    label="package {package_id}",
-    description="a package in the delivery network",
-    id_pattern="^PK[0-9]{5}$",
-    attrs=(
-        Attr("sender_id", "sender", ref="sender"),
-        Attr("depot_id", "handling depot", ref="depot"),
-        Attr("courier_id", "courier", ref="courier"),
-        Attr("tracking_number", "tracking number"),
-        Attr("weight_g", "weight in grams", type="integer", answerable=False),
-        Attr("status", "status", answerable=False, enum=PACKAGE_STATUSES),
-        Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
-    ),
+PACKAGE = kit.entity(
+    "package",
+    "a package in the delivery network",
+    "^PK[0-9]{5}$",
+    Attr("sender_id", "sender", ref="sender"),
+    Attr("depot_id", "handling depot", ref="depot"),
+    Attr("courier_id", "courier", ref="courier"),
+    Attr("tracking_number", "tracking number"),
+    Attr("weight_g", "weight in grams", type="integer", answerable=False),
+    Attr("status", "status", answerable=False, enum=PACKAGE_STATUSES),
+    Attr("delivery_option", "delivery option", answerable=False, enum=DELIVERY_OPTIONS),
 )
 UPDATES = (
     Update(
@@ -131,12 +110,10 @@ N_SENDER, N_DEPOT, N_COURIER, N_PACKAGE = 8, 6, 7, 11
 _N_DEPOTS, _N_SENDER_FIRST, _N_COURIER_FIRST = len(DEPOTS), len(SENDER_FIRST), len(COURIER_FIRST)
 _N_DRAWS = _N_DEPOTS + _N_SENDER_FIRST + _N_COURIER_FIRST + 16 + 2 * N_SENDER + 4 * N_COURIER + 3 * N_PACKAGE
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
 PLATE_PAIRS = tuple(a + b for a in VEHICLE_LETTERS for b in VEHICLE_LETTERS)
-SENDERS = tuple(f"{f} {last}" for f in SENDER_FIRST for last in SENDER_LAST)
-SENDER_EMAILS = tuple(f"{f.lower()}.{last.lower()}" for f in SENDER_FIRST for last in SENDER_LAST)
-COURIERS = tuple(f"{f} {last}" for f in COURIER_FIRST for last in COURIER_LAST)
+SENDERS = kit.full_names(SENDER_FIRST, SENDER_LAST)
+SENDER_EMAILS = kit.email_names(SENDER_FIRST, SENDER_LAST)
+COURIERS = kit.full_names(COURIER_FIRST, COURIER_LAST)
 # Package statuses by position mod 6: at least two in transit, one out for delivery, one delivered.
 STATUS_CYCLE = ("in_transit", "out_for_delivery", "in_transit", "delivered", "on_hold", "out_for_delivery")
 
@@ -148,28 +125,18 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     (a package is handled by its courier's depot), and each sender's latest package is the last one they sent,
     so every ref column holds unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    depots = sorted(range(_N_DEPOTS), key=u.__getitem__)
-    k = _N_DEPOTS
-    sfirst = sorted(range(_N_SENDER_FIRST), key=u[k : k + _N_SENDER_FIRST].__getitem__)
-    k += _N_SENDER_FIRST
-    cfirst = sorted(range(_N_COURIER_FIRST), key=u[k : k + _N_COURIER_FIRST].__getitem__)
-    k += _N_COURIER_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    sender_ids = ["SD" + str(10000 + (b + i * s) % 90000) for i in range(N_SENDER)]
-    depot_ids = ["DP" + str(10000 + (b + i * s + 36013) % 90000) for i in range(N_DEPOT)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    courier_ids = ["CR" + str(10000 + (b + i * s) % 90000) for i in range(N_COURIER)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    package_ids = ["PK" + str(10000 + (b + i * s) % 90000) for i in range(N_PACKAGE)]
+    u = kit.Uniforms(rng, _N_DRAWS)
+    depots = u.order(_N_DEPOTS)
+    sfirst = u.order(_N_SENDER_FIRST)
+    cfirst = u.order(_N_COURIER_FIRST)
+    g = u.take(16)
+    sender_ids = kit.strided_ids("SD", N_SENDER, g[0], g[1])
+    depot_ids = kit.strided_ids("DP", N_DEPOT, g[0], g[1], offset=36013)
+    courier_ids = kit.strided_ids("CR", N_COURIER, g[2], g[3])
+    package_ids = kit.strided_ids("PK", N_PACKAGE, g[4], g[5])
 
     senders, depot_table, couriers, packages = {}, {}, {}, {}
-    d = u[k : k + 2 * N_SENDER]
-    k += 2 * N_SENDER
+    d = u.take(2 * N_SENDER)
     b = int(g[6] * 90000)
     for i in range(N_SENDER):
         sid, x = sender_ids[i], d[2 * i]
@@ -181,7 +148,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "account_number": "ACC-"
             + str(10000 + (b + i * 7919) % 90000)
             + "-"
-            + PAIRS[int(d[2 * i + 1] * 400)]
+            + kit.PAIRS[int(d[2 * i + 1] * 400)]
             + str(i),
             "business": i % 3 == 0,
             "last_package": "",
@@ -197,8 +164,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "phone": "+44 300 " + str(100 + (b + i * 137) % 900) + " " + str(1000 + (b * 7 + i * 2713) % 9000),
             "manager": MANAGERS[(m + i) % len(MANAGERS)],
         }
-    d = u[k : k + 4 * N_COURIER]
-    k += 4 * N_COURIER
+    d = u.take(4 * N_COURIER)
     b = int(g[9] * 9000)
     for i in range(N_COURIER):
         cid, x, y, z, w = courier_ids[i], d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
@@ -206,11 +172,11 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "courier_id": cid,
             "name": COURIERS[cfirst[i] * 8 + int(x * 8)],
             "depot_id": depot_ids[i % N_DEPOT],
-            "vehicle_plate": PLATE_PAIRS[int(y * 484)] + str(10 + int(z * 90)) + " " + PAIRS[int(w * 400)] + str(i),
+            "vehicle_plate": PLATE_PAIRS[int(y * 484)] + str(10 + int(z * 90)) + " " + kit.PAIRS[int(w * 400)] + str(i),
             "phone": "+44 7700 " + str(100000 + (b * 97 + i * 30011) % 900000),
             "shift": SHIFTS[int(z * 3)],
         }
-    d = u[k : k + 3 * N_PACKAGE]
+    d = u.take(3 * N_PACKAGE)
     off_s, off_c = int(g[10] * N_SENDER), int(g[12] * N_COURIER)
     for i in range(N_PACKAGE):
         pid, x, y, z = package_ids[i], d[3 * i], d[3 * i + 1], d[3 * i + 2]
@@ -220,30 +186,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "sender_id": sid,
             "depot_id": depot_ids[c % N_DEPOT],  # the depot its courier is based at
             "courier_id": courier_ids[c],
-            "tracking_number": "TRK" + PAIRS[int(x * 400)] + str(i) + PAIRS[int(z * 400)],
+            "tracking_number": "TRK" + kit.PAIRS[int(x * 400)] + str(i) + kit.PAIRS[int(z * 400)],
             "weight_g": 150 + int(y * 9850),
             "status": STATUS_CYCLE[i % 6],
             "delivery_option": DELIVERY_OPTIONS[int(z * 5)],
         }
         senders[sid]["last_package"] = pid
-    return {
-        "senders": senders,
-        "depots": depot_table,
-        "couriers": couriers,
-        "packages": packages,
-        "counters": {
-            "hold_package": 1000 + int(g[13] * 8000),
-            "change_delivery_option": 1000 + int(g[14] * 8000),
-            "confirm_delivery": 1000 + int(g[15] * 8000),
-        },
-    }
+    counters = kit.uniform_counters(UPDATES, g[13:16])
+    return {"senders": senders, "depots": depot_table, "couriers": couriers, "packages": packages, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="PackageShipping",
-    version=0,
-    description="Senders, depots, couriers and packages; look up, hold, change delivery option, confirm delivery.",
-    entities=(SENDER, DEPOT, COURIER, PACKAGE),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Senders, depots, couriers and packages; look up, hold, change delivery option, confirm delivery."
+DOMAIN = Domain("PackageShipping", 0, DESCRIPTION, (SENDER, DEPOT, COURIER, PACKAGE), UPDATES, world)

@@ -11,15 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-FIRST_LOWER = tuple(n.lower() for n in FIRST)
-LAST_LOWER = tuple(n.lower() for n in LAST)
-PEOPLE_STRIDES = (7, 29, 31, 41, 43, 53, 67, 77)  # coprime with 12 * 10: a stride walk gives distinct names
-CHEF_FIRST = ("Marco", "Yuki", "Sofia", "Rafael", "Noor", "Pierre", "Lucia", "Tomas")
-CHEF_LAST = ("Bellini", "Ishikawa", "Duarte", "Kowalski", "Rahman", "Laurent", "Castillo", "Eriksen")
 RESTAURANT_WORDS = ("Olive", "Copper", "Lotus", "Ember", "Sable", "Thistle", "Marigold", "Basalt")
 RESTAURANT_KINDS = ("Bistro", "Kitchen", "Table", "Trattoria", "Brasserie", "Canteen")
 CUISINES = ("italian", "japanese", "french", "mexican", "indian", "nordic")
@@ -47,70 +41,50 @@ TIMES = ("18:00", "18:30", "19:00", "19:30", "20:00", "20:30", "21:00")
 RES_STATUSES = ("booked", "cancelled", "completed")
 # Status of reservation i is STATUS_CYCLE[(i + offset) % 10]: 6 booked, 2 cancelled, 2 completed.
 STATUS_CYCLE = (0, 0, 1, 0, 2, 0, 0, 1, 0, 2)
-CODE_CHARS = "BCDFGHJKMNPQRSTVWXYZ"
 
-RESTAURANT = Entity(
-    name="restaurant",
-    table="restaurants",
-    key="restaurant_id",
-    label="restaurant {restaurant_id}",
-    description="a restaurant taking table reservations",
-    id_pattern="^RE[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("cuisine", "cuisine", answerable=False, enum=CUISINES),
-        Attr("city", "city", answerable=False),
-        Attr("phone", "phone number"),
-        Attr("head_chef", "head chef"),
-        Attr("signature_dish", "signature dish", ref="dish"),
-    ),
+RESTAURANT = kit.entity(
+    "restaurant",
+    "a restaurant taking table reservations",
+    "^RE[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("cuisine", "cuisine", answerable=False, enum=CUISINES),
+    Attr("city", "city", answerable=False),
+    Attr("phone", "phone number"),
+    Attr("head_chef", "head chef"),
+    Attr("signature_dish", "signature dish", ref="dish"),
 )
-DISH = Entity(
-    name="dish",
+DISH = kit.entity(
+    "dish",
+    "a dish on a restaurant's menu",
+    "^DS[0-9]{4}$",
+    Attr("name", "name"),
+    Attr("restaurant_id", "restaurant", ref="restaurant"),
+    Attr("course", "course", answerable=False, enum=COURSES),
+    Attr("price_cents", "price in cents", type="integer", answerable=False),
+    Attr("vegetarian", "vegetarian flag", type="boolean", answerable=False),
     table="dishes",
-    key="dish_id",
-    label="dish {dish_id}",
-    description="a dish on a restaurant's menu",
-    id_pattern="^DS[0-9]{4}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("restaurant_id", "restaurant", ref="restaurant"),
-        Attr("course", "course", answerable=False, enum=COURSES),
-        Attr("price_cents", "price in cents", type="integer", answerable=False),
-        Attr("vegetarian", "vegetarian flag", type="boolean", answerable=False),
-    ),
 )
-DINER = Entity(
-    name="diner",
-    table="diners",
-    key="diner_id",
-    label="diner {diner_id}",
-    description="a diner with an account on the booking service",
-    id_pattern="^DN[0-9]{4}$",
-    attrs=(
-        Attr("name", "full name"),
-        Attr("email", "email address"),
-        Attr("phone", "phone number"),
-        Attr("dietary_preference", "dietary preference", answerable=False, enum=DIETS),
-        Attr("last_reservation", "latest reservation", ref="reservation"),
-    ),
+DINER = kit.entity(
+    "diner",
+    "a diner with an account on the booking service",
+    "^DN[0-9]{4}$",
+    Attr("name", "full name"),
+    Attr("email", "email address"),
+    Attr("phone", "phone number"),
+    Attr("dietary_preference", "dietary preference", answerable=False, enum=DIETS),
+    Attr("last_reservation", "latest reservation", ref="reservation"),
 )
-RESERVATION = Entity(
-    name="reservation",
-    table="reservations",
-    key="reservation_id",
-    label="reservation {reservation_id}",
-    description="a table reservation",
-    id_pattern="^RV[0-9]{4}$",
-    attrs=(
-        Attr("restaurant_id", "restaurant", ref="restaurant"),
-        Attr("diner_id", "diner", ref="diner"),
-        Attr("booking_code", "booking code"),
-        Attr("starts_at", "date and time", answerable=False),
-        Attr("party_size", "party size", answerable=False, enum=PARTY_SIZES),
-        Attr("status", "status", answerable=False, enum=RES_STATUSES),
-        Attr("deposit_paid", "deposit status", type="boolean", answerable=False),
-    ),
+RESERVATION = kit.entity(
+    "reservation",
+    "a table reservation",
+    "^RV[0-9]{4}$",
+    Attr("restaurant_id", "restaurant", ref="restaurant"),
+    Attr("diner_id", "diner", ref="diner"),
+    Attr("booking_code", "booking code"),
+    Attr("starts_at", "date and time", answerable=False),
+    Attr("party_size", "party size", answerable=False, enum=PARTY_SIZES),
+    Attr("status", "status", answerable=False, enum=RES_STATUSES),
+    Attr("deposit_paid", "deposit status", type="boolean", answerable=False),
 )
 UPDATES = (
     Update(
@@ -144,29 +118,22 @@ UPDATES = (
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
-    """6 restaurants, 10 dishes (each restaurant has one or two), 8 diners, 10 reservations.
-
-    Ids and other unique numbers are bucketed (``1000 + 750 * i + draw % 750``): distinct, fixed width, random.
-    """
+    """6 restaurants, 10 dishes (each restaurant has one or two), 8 diners, 10 reservations."""
     n_r, n_s, n_d, n_v = 6, 10, 8, 10
-    # One bulk draw (one 62-bit word per record plus two for the world), split with shifts and modulo:
-    # numpy calls cost tens of microseconds here, Python int arithmetic far less.
-    r = rng.integers(0, 1 << 62, size=2 + n_r + n_s + n_d + n_v).tolist()
+    r = kit.words(rng, 2 + n_r + n_s + n_d + n_v)
     g, c = r[0], r[1]
-    off, people = g % 120, PEOPLE_STRIDES[(g >> 7) % 8]
+    off, people = kit.name_walk(g)
     word0, kind0, city0, chef0 = (g >> 10) % 8, (g >> 13) % 6, (g >> 16) % 6, (g >> 19) % 8
     dish0, dish_off, res_off, status_off = (g >> 22) % 12, (g >> 26) % n_r, (g >> 29) % n_r, (g >> 32) % 10
     diner_off, deposit_off, day0 = (g >> 36) % n_d, (g >> 39) % 2, (g >> 40) % 8
-    counters = {u.name: 1000 + (c >> (13 * k)) % 9000 for k, u in enumerate(UPDATES)}
-    C = CODE_CHARS
 
-    rest_ids = [f"RE{1000 + 750 * i + r[2 + i] % 750}" for i in range(n_r)]
+    rest_ids = [kit.bucket_id("RE", i, r[2 + i]) for i in range(n_r)]
     dishes = {}
     signature = [""] * n_r
     cuisine = [0] * n_r
     for i in range(n_s):
         d = r[2 + n_r + i]
-        did = f"DS{1000 + 750 * i + d % 750}"
+        did = kit.bucket_id("DS", i, d)
         k = (dish0 + i) % 12
         owner = (dish_off + i) % n_r
         if not signature[owner]:
@@ -189,8 +156,8 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "name": f"{RESTAURANT_WORDS[(word0 + i) % 8]} {RESTAURANT_KINDS[(kind0 + i) % 6]}",
             "cuisine": CUISINES[cuisine[i]],
             "city": CITIES[(city0 + i + (d >> 10) % 2) % 6],
-            "phone": f"+33-4-{1000 + 750 * i + (d >> 12) % 750}-{10 + (d >> 22) % 90}",
-            "head_chef": f"{CHEF_FIRST[(chef0 + i) % 8]} {CHEF_LAST[(chef0 + 3 * i) % 8]}",
+            "phone": f"+33-4-{kit.bucket(i, d >> 12)}-{10 + (d >> 22) % 90}",
+            "head_chef": f"{kit.STAFF_FIRST[(chef0 + i) % 8]} {kit.STAFF_LAST[(chef0 + 3 * i) % 8]}",
             "signature_dish": signature[i],
         }
 
@@ -198,14 +165,14 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     diner_ids = []
     for i in range(n_d):
         d = r[2 + n_r + n_s + i]
-        nid = f"DN{1000 + 750 * i + d % 750}"
-        j = (off + i * people) % 120
+        nid = kit.bucket_id("DN", i, d)
+        name, email = kit.person((off + i * people) % 120)
         diner_ids.append(nid)
         diners[nid] = {
             "diner_id": nid,
-            "name": f"{FIRST[j % 12]} {LAST[j // 12]}",
-            "email": f"{FIRST_LOWER[j % 12]}.{LAST_LOWER[j // 12]}@dinemail.example",
-            "phone": f"+33-6-{1000 + 750 * i + (d >> 10) % 750}-{10 + (d >> 20) % 90}",
+            "name": name,
+            "email": f"{email}@dinemail.example",
+            "phone": f"+33-6-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
             "dietary_preference": DIETS[(d >> 27) % 4],
             "last_reservation": "",
         }
@@ -213,33 +180,23 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     reservations = {}
     for i in range(n_v):
         d = r[2 + n_r + n_s + n_d + i]
-        vid = f"RV{1000 + 750 * i + d % 750}"
+        vid = kit.bucket_id("RV", i, d)
         nid = diner_ids[(diner_off + i) % n_d]
         reservations[vid] = {
             "reservation_id": vid,
             "restaurant_id": rest_ids[(res_off + 5 * i) % n_r],
             "diner_id": nid,
-            "booking_code": f"BK-{C[(d >> 10) % 20]}{C[(d >> 15) % 20]}{C[(d >> 20) % 20]}{C[(d >> 25) % 20]}{i:02d}",
+            "booking_code": f"BK-{kit.letters(d, 10, 4)}{i:02d}",
             "starts_at": f"2025-07-{1 + day0 + 2 * i:02d} {TIMES[(d >> 30) % 7]}",
             "party_size": PARTY_SIZES[1 + (d >> 33) % 5],
             "status": RES_STATUSES[STATUS_CYCLE[(status_off + i) % 10]],
             "deposit_paid": (i + deposit_off) % 2 == 0,
         }
         diners[nid]["last_reservation"] = vid
-    return {
-        "restaurants": restaurants,
-        "dishes": dishes,
-        "diners": diners,
-        "reservations": reservations,
-        "counters": counters,
-    }
+    counters = kit.word_counters(UPDATES, c)
+    tables = {"restaurants": restaurants, "dishes": dishes, "diners": diners, "reservations": reservations}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="RestaurantBooking",
-    version=0,
-    description="Restaurants, dishes, diners and reservations; look up, cancel, change party size, pay deposit.",
-    entities=(RESTAURANT, DISH, DINER, RESERVATION),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Restaurants, dishes, diners and reservations; look up, cancel, change party size, pay deposit."
+DOMAIN = Domain("RestaurantBooking", 0, DESCRIPTION, (RESTAURANT, DISH, DINER, RESERVATION), UPDATES, world)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.spec import Attr, Domain, Entity, Update
+from toolgym.construct import kit
+from toolgym.construct.spec import Attr, Domain, Update
 
 # (country, region, currency, calling code, (two cities with their UTC offsets))
 COUNTRIES = (
@@ -34,88 +35,63 @@ CONDITIONS = ("sunny", "cloudy", "rain", "snow", "thunderstorm", "fog", "windy")
 HAZARDS = ("flooding", "wildfire", "civil unrest", "heatwave", "volcanic ash", "tropical storm", "landslides")
 TRIP_STATUSES = ("booked", "cancelled")
 CHANNELS = ("none", "email", "sms", "push")
-FIRST = ("Amara", "Bruno", "Chloe", "Dmitri", "Esme", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Lars")
-LAST = ("Okafor", "Lindqvist", "Moreau", "Tanaka", "Varga", "Quispe", "Haddad", "Novak", "Ferreira", "Brandt")
-LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
-STEPS = (7919, 12347, 30011, 45673, 69313, 81619)  # primes > 5, coprime with 90000 and 900000: strides never repeat
 
-COUNTRY = Entity(
-    name="country",
+COUNTRY = kit.entity(
+    "country",
+    "a destination country",
+    "^CY[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("region", "region", answerable=False, enum=REGIONS),
+    Attr("currency", "currency", answerable=False, enum=CURRENCIES),
+    Attr("embassy_phone", "embassy phone number"),
+    Attr("current_advisory", "current travel advisory", ref="advisory"),
     table="countries",
-    key="country_id",
-    label="country {country_id}",
-    description="a destination country",
-    id_pattern="^CY[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("region", "region", answerable=False, enum=REGIONS),
-        Attr("currency", "currency", answerable=False, enum=CURRENCIES),
-        Attr("embassy_phone", "embassy phone number"),
-        Attr("current_advisory", "current travel advisory", ref="advisory"),
-    ),
 )
-CITY = Entity(
-    name="city",
+CITY = kit.entity(
+    "city",
+    "a destination city",
+    "^CT[0-9]{5}$",
+    Attr("name", "name"),
+    Attr("country_id", "country", ref="country"),
+    Attr("population", "population", type="integer"),
+    Attr("timezone", "time zone", answerable=False),
+    Attr("main_station", "main weather station", ref="station"),
     table="cities",
-    key="city_id",
-    label="city {city_id}",
-    description="a destination city",
-    id_pattern="^CT[0-9]{5}$",
-    attrs=(
-        Attr("name", "name"),
-        Attr("country_id", "country", ref="country"),
-        Attr("population", "population", type="integer"),
-        Attr("timezone", "time zone", answerable=False),
-        Attr("main_station", "main weather station", ref="station"),
-    ),
 )
-STATION = Entity(
-    name="station",
-    table="stations",
-    key="station_id",
+STATION = kit.entity(
+    "station",
+    "a weather station and its latest report",
+    "^WS[0-9]{5}$",
+    Attr("city_id", "city", ref="city"),
+    Attr("call_sign", "call sign"),
+    Attr("condition", "current condition", answerable=False, enum=CONDITIONS),
+    Attr("temperature_c", "temperature in degrees Celsius", type="integer", answerable=False),
+    Attr("wind_kph", "wind speed in km/h", type="integer", answerable=False),
+    Attr("humidity_pct", "relative humidity in percent", type="integer", answerable=False),
     label="weather station {station_id}",
-    description="a weather station and its latest report",
-    id_pattern="^WS[0-9]{5}$",
-    attrs=(
-        Attr("city_id", "city", ref="city"),
-        Attr("call_sign", "call sign"),
-        Attr("condition", "current condition", answerable=False, enum=CONDITIONS),
-        Attr("temperature_c", "temperature in degrees Celsius", type="integer", answerable=False),
-        Attr("wind_kph", "wind speed in km/h", type="integer", answerable=False),
-        Attr("humidity_pct", "relative humidity in percent", type="integer", answerable=False),
-    ),
 )
-ADVISORY = Entity(
-    name="advisory",
+ADVISORY = kit.entity(
+    "advisory",
+    "a travel advisory issued for a country",
+    "^AV[0-9]{5}$",
+    Attr("country_id", "country", ref="country"),
+    Attr("reference_code", "reference code"),
+    Attr("hazard", "hazard", answerable=False, enum=HAZARDS),
+    Attr("level", "advisory level", type="integer", answerable=False),
+    Attr("issued_on", "issue date", answerable=False),
+    Attr("acknowledged", "acknowledgement status", type="boolean", answerable=False),
     table="advisories",
-    key="advisory_id",
-    label="advisory {advisory_id}",
-    description="a travel advisory issued for a country",
-    id_pattern="^AV[0-9]{5}$",
-    attrs=(
-        Attr("country_id", "country", ref="country"),
-        Attr("reference_code", "reference code"),
-        Attr("hazard", "hazard", answerable=False, enum=HAZARDS),
-        Attr("level", "advisory level", type="integer", answerable=False),
-        Attr("issued_on", "issue date", answerable=False),
-        Attr("acknowledged", "acknowledgement status", type="boolean", answerable=False),
-    ),
 )
-TRIP = Entity(
-    name="trip",
-    table="trips",
-    key="trip_id",
-    label="trip {trip_id}",
-    description="a traveller's booked trip to a city",
-    id_pattern="^TP[0-9]{5}$",
-    attrs=(
-        Attr("traveller", "traveller"),
-        Attr("city_id", "destination city", ref="city"),
-        Attr("departure_date", "departure date", answerable=False),
-        Attr("booking_code", "booking code"),
-        Attr("status", "status", answerable=False, enum=TRIP_STATUSES),
-        Attr("alert_channel", "weather alert channel", answerable=False, enum=CHANNELS),
-    ),
+TRIP = kit.entity(
+    "trip",
+    "a traveller's booked trip to a city",
+    "^TP[0-9]{5}$",
+    Attr("traveller", "traveller"),
+    Attr("city_id", "destination city", ref="city"),
+    Attr("departure_date", "departure date", answerable=False),
+    Attr("booking_code", "booking code"),
+    Attr("status", "status", answerable=False, enum=TRIP_STATUSES),
+    Attr("alert_channel", "weather alert channel", answerable=False, enum=CHANNELS),
 )
 UPDATES = (
     Update(
@@ -148,12 +124,10 @@ UPDATES = (
 )
 
 N_COUNTRY, N_CITY, N_ADVISORY, N_TRIP = 6, 8, 8, 10
-_N_COUNTRIES, _N_FIRST = len(COUNTRIES), len(FIRST)
+_N_COUNTRIES, _N_FIRST = len(COUNTRIES), len(kit.FIRST)
 _N_DRAWS = _N_COUNTRIES + _N_FIRST + 16 + 4 * N_CITY + 3 * N_ADVISORY + 4 * N_TRIP
 # Precomputed strings: f-strings with format specs cost ~1 us each here, a table lookup ~0.1 us.
-PAIRS = tuple(a + b for a in LETTERS for b in LETTERS)  # consonants only, so codes never spell words
-DATES = tuple(f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
-NAMES = tuple(f"{f} {last}" for f in FIRST for last in LAST)
+NAMES = kit.full_names(kit.FIRST, kit.LAST)
 
 
 def world(rng: np.random.Generator) -> dict[str, Any]:
@@ -162,24 +136,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     Countries 0 and 1 have two cities and two advisories (the later one is current), the others one of each,
     and trips cycle over the cities from a random offset, so every ref column has unique and repeated values.
     """
-    # One bulk draw converted to a list: numpy scalar indexing costs ~100 ns per access.
-    u = rng.random(_N_DRAWS).tolist()
-    pick = sorted(range(_N_COUNTRIES), key=u.__getitem__)
-    k = _N_COUNTRIES
-    firsts = sorted(range(_N_FIRST), key=u[k : k + _N_FIRST].__getitem__)
-    k += _N_FIRST
-    g = u[k : k + 16]
-    k += 16
-    # Ids are a random base plus a stride coprime with 90000: distinct, fixed width (10000..99999).
-    b, s = int(g[0] * 90000), STEPS[int(g[1] * 6)]
-    country_ids = ["CY" + str(10000 + (b + i * s) % 90000) for i in range(N_COUNTRY)]
-    b, s = int(g[2] * 90000), STEPS[int(g[3] * 6)]
-    city_ids = ["CT" + str(10000 + (b + i * s) % 90000) for i in range(N_CITY)]
-    station_ids = ["WS" + str(10000 + (b + i * s + 4409) % 90000) for i in range(N_CITY)]
-    b, s = int(g[4] * 90000), STEPS[int(g[5] * 6)]
-    advisory_ids = ["AV" + str(10000 + (b + i * s) % 90000) for i in range(N_ADVISORY)]
-    b, s = int(g[6] * 90000), STEPS[int(g[7] * 6)]
-    trip_ids = ["TP" + str(10000 + (b + i * s) % 90000) for i in range(N_TRIP)]
+    u = kit.Uniforms(rng, _N_DRAWS)
+    pick = u.order(_N_COUNTRIES)
+    firsts = u.order(_N_FIRST)
+    g = u.take(16)
+    country_ids = kit.strided_ids("CY", N_COUNTRY, g[0], g[1])
+    city_ids = kit.strided_ids("CT", N_CITY, g[2], g[3])
+    station_ids = kit.strided_ids("WS", N_CITY, g[2], g[3], offset=4409)
+    advisory_ids = kit.strided_ids("AV", N_ADVISORY, g[4], g[5])
+    trip_ids = kit.strided_ids("TP", N_TRIP, g[6], g[7])
 
     countries, cities, stations, advisories, trips = {}, {}, {}, {}, {}
     b = int(g[8] * 1000)
@@ -199,8 +164,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             + str(4100 + (b * 7 + i * 2713) % 5900),
             "current_advisory": "",
         }
-    d = u[k : k + 4 * N_CITY]
-    k += 4 * N_CITY
+    d = u.take(4 * N_CITY)
     for i in range(N_CITY):
         c = i % N_COUNTRY
         city, tz = COUNTRIES[pick[c]][4][i // N_COUNTRY]
@@ -217,28 +181,27 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         stations[sid] = {
             "station_id": sid,
             "city_id": cid,
-            "call_sign": "WX-" + PAIRS[int(y * 400)] + str(i),
+            "call_sign": "WX-" + kit.PAIRS[int(y * 400)] + str(i),
             "condition": CONDITIONS[int(w * 7)],
             "temperature_c": int(y * 40) - 8,
             "wind_kph": int(z * 60),
             "humidity_pct": 20 + int(x * 7919) % 80,
         }
-    d = u[k : k + 3 * N_ADVISORY]
-    k += 3 * N_ADVISORY
+    d = u.take(3 * N_ADVISORY)
     for i in range(N_ADVISORY):
         aid, cid = advisory_ids[i], country_ids[i % N_COUNTRY]
         x, y, z = d[3 * i], d[3 * i + 1], d[3 * i + 2]
         advisories[aid] = {
             "advisory_id": aid,
             "country_id": cid,
-            "reference_code": "TA-" + PAIRS[int(x * 400)] + str(i) + str(10 + int(z * 90)),
+            "reference_code": "TA-" + kit.PAIRS[int(x * 400)] + str(i) + str(10 + int(z * 90)),
             "hazard": HAZARDS[int(y * 7)],
             "level": 1 + int(z * 4),
-            "issued_on": DATES[int(x * 336)],
+            "issued_on": kit.DATES[int(x * 336)],
             "acknowledged": i % 3 == 0,
         }
         countries[cid]["current_advisory"] = aid
-    d = u[k : k + 4 * N_TRIP]
+    d = u.take(4 * N_TRIP)
     off = int(g[11] * N_CITY)
     for i in range(N_TRIP):
         tid = trip_ids[i]
@@ -247,30 +210,15 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "trip_id": tid,
             "traveller": NAMES[firsts[i] * 10 + int(x * 10)],
             "city_id": city_ids[(off + i) % N_CITY],
-            "departure_date": DATES[int(y * 336)],
-            "booking_code": "BK-" + PAIRS[int(z * 400)] + str(i),
+            "departure_date": kit.DATES[int(y * 336)],
+            "booking_code": "BK-" + kit.PAIRS[int(z * 400)] + str(i),
             "status": "cancelled" if i % 4 == 3 else "booked",
             "alert_channel": CHANNELS[int(w * 4)],
         }
-    return {
-        "countries": countries,
-        "cities": cities,
-        "stations": stations,
-        "advisories": advisories,
-        "trips": trips,
-        "counters": {
-            "subscribe_alerts": 1000 + int(g[12] * 8000),
-            "cancel_trip": 1000 + int(g[13] * 8000),
-            "acknowledge_advisory": 1000 + int(g[14] * 8000),
-        },
-    }
+    counters = kit.uniform_counters(UPDATES, g[12:15])
+    tables = {"countries": countries, "cities": cities, "stations": stations, "advisories": advisories, "trips": trips}
+    return {**tables, "counters": counters}
 
 
-DOMAIN = Domain(
-    name="WeatherTravel",
-    version=0,
-    description="Countries, cities, weather stations, travel advisories and trips; subscribe, cancel, acknowledge.",
-    entities=(COUNTRY, CITY, STATION, ADVISORY, TRIP),
-    updates=UPDATES,
-    world=world,
-)
+DESCRIPTION = "Countries, cities, weather stations, travel advisories and trips; subscribe, cancel, acknowledge."
+DOMAIN = Domain("WeatherTravel", 0, DESCRIPTION, (COUNTRY, CITY, STATION, ADVISORY, TRIP), UPDATES, world)
