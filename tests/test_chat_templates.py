@@ -23,7 +23,7 @@ from toolgym.export import export, read_rows
 TEMPLATES = os.path.join(os.path.dirname(trl.__file__), "chat_templates")
 MULTI_CALL = ("qwen2_5", "qwen3", "qwen3_5_nothink", "glm4moe")  # render several calls per turn
 ONE_CALL = ("llama3_1", "llama3_2", "gptoss")
-EPISODES = [("ToolGym/FlightBooking-v0", "parallel_multi_hop"), ("ToolGym/Mixed-v0", None)]
+EPISODES = [("ToolGym/FlightBooking-v0", "parallel_multi_hop"), ("ToolGym/Mixed-v1", None)]
 
 
 def _template(name: str) -> str:

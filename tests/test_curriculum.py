@@ -7,7 +7,7 @@ import pytest
 import toolgym
 from toolgym import Curriculum, CurriculumEnv, CurriculumState
 
-HOTEL = "ToolGym/HotelBooking-v0"
+HOTEL = "ToolGym/HotelBooking-v1"
 
 
 def play(env, seed, good):

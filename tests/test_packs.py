@@ -138,7 +138,7 @@ def test_manifests_and_records_with_the_old_package_name_still_load(tmp_path):
     eid = register_pack(tmp_path)
     old_env = gym.make(eid, kind="multi_hop")
     obs, _ = old_env.reset(seed=3)
-    new_env = gym.make("ToolGym/HotelBooking-v0", kind="multi_hop")
+    new_env = gym.make("ToolGym/HotelBooking-v1", kind="multi_hop")
     new_obs, _ = new_env.reset(seed=3)
     assert obs["tools"] == new_obs["tools"] and obs["messages"][1:] == new_obs["messages"][1:]
     scenario = new_env.unwrapped.scenario

@@ -32,7 +32,7 @@ from toolgym.registry import make_source
 from toolgym.sandbox import Toolbox
 from toolgym.scenario import KINDS, Scenario
 
-ENV_ID = "ToolGym/HotelBooking-v0"
+ENV_ID = "ToolGym/HotelBooking-v1"
 DOMAIN_REF = "toolgym.construct.domains.hotel_booking:DOMAIN"
 DOMAIN = resolve_domain(DOMAIN_REF)
 SETTINGS = [
@@ -146,7 +146,7 @@ def test_same_seed_same_scenario_and_seeds_vary():
 def test_rebuild_from_metadata():
     for sc in scenarios(6, seed=5, generalize=2, expand=1):
         meta = sc.metadata
-        assert meta["domain"] == "HotelBooking" and meta["version"] == 0 and meta["kind"] == sc.kind
+        assert meta["domain"] == "HotelBooking" and meta["version"] == 1 and meta["kind"] == sc.kind
         assert meta["config"]["generalize"] == 2 and meta["domain_ref"] == DOMAIN_REF
         assert rebuild(meta).digest() == sc.digest()
 

@@ -22,7 +22,7 @@ from toolgym.harness import read_episodes, run_eval
 
 pytestmark = pytest.mark.slow
 
-ENVS = ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v0"]
+ENVS = ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v1"]
 
 # the helpers below run inside Ray workers, which cannot import this test module: ship them by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

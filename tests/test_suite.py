@@ -43,7 +43,7 @@ def test_kind_mix_by_default(env_id):
 
 
 def test_mixed_samples_across_domains_with_shared_knobs():
-    env = gym.make("ToolGym/Mixed-v0", kind="parallel_multi_hop", hops=2, split="test")
+    env = gym.make("ToolGym/Mixed-v1", kind="parallel_multi_hop", hops=2, split="test")
     domains = set()
     for seed in range(60):
         _, info = env.reset(seed=seed)

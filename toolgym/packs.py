@@ -105,7 +105,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raise PackError(
                 where,
                 "members",
-                f"expected {ALL_PROCEDURAL!r} or a non-empty list of env ids like 'ToolGym/HotelBooking-v0'",
+                f"expected {ALL_PROCEDURAL!r} or a non-empty list of env ids like 'ToolGym/HotelBooking-v1'",
             )
     else:
         if "domain" in data:

@@ -18,7 +18,7 @@ MIN_GAIN = 0.10  # the full demo (30+ steps, 100 episodes) is measured at well o
 
 @pytest.mark.slow
 def test_demo_raises_held_out_solve_f1(tmp_path):
-    cmd = [sys.executable, "-m", "toolgym_rl.demo", "--env-ids", "ToolGym/HotelBooking-v0", "--rl-steps", "15"]
+    cmd = [sys.executable, "-m", "toolgym_rl.demo", "--env-ids", "ToolGym/HotelBooking-v1", "--rl-steps", "15"]
     cmd += ["--eval-episodes", "60", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

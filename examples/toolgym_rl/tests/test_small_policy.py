@@ -8,7 +8,7 @@ from toolgym_rl.small_policy import SmallConfig, SmallPolicy
 
 from toolgym.calls import parse_action
 
-ENV_IDS = ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v0"]
+ENV_IDS = ["ToolGym/FlightBooking-v0", "ToolGym/HotelBooking-v1"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_gold_turns_are_reachable_and_render_back(policy, env_id):
 
 
 def test_rendered_turns_are_what_the_env_parses(policy):
-    env = gym.make("ToolGym/HotelBooking-v0", split="train")
+    env = gym.make("ToolGym/HotelBooking-v1", split="train")
     obs, _ = env.reset(seed=3)
     texts, _, _ = policy.act([obs])
     _, _, _, _, info = env.step(texts[0])

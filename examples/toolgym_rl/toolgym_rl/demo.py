@@ -29,7 +29,7 @@ from toolgym_rl import common, grpo, reinforce_pp, sft
 
 @dataclass
 class Args:
-    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/HotelBooking-v0", "ToolGym/Banking-v0"])
+    env_ids: list[str] = field(default_factory=lambda: ["ToolGym/HotelBooking-v1", "ToolGym/Banking-v0"])
     """envs to train and evaluate on"""
     sft_env_id: str = "ToolGym/FlightBooking-v0"
     """env whose train-split gold turns give the warm start"""

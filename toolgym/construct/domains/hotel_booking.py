@@ -118,6 +118,9 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "loyalty_number": "LY" + str(100000 + (d >> 12) % 900000),
             "last_reservation": "",
         }
+    # reservation i stays at hotel (hotel0 + i * stride) mod 8 with an odd stride: the first 8 reservations
+    # visit every hotel once, so 4 hotels have exactly one reservation (a hotel then names its reservation)
+    hotel0, hotel_step = (g >> 22) % n_h, (1, 3, 5, 7)[(g >> 25) % 4]
     reservations = {}
     for i in range(n_r):
         d = u[n_h + n_g + i]
@@ -125,10 +128,11 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         gid = guest_ids[i % n_g]
         reservations[rid] = {
             "reservation_id": rid,
-            "hotel_id": hotel_ids[(d >> 15) % n_h],
+            "hotel_id": hotel_ids[(hotel0 + i * hotel_step) % n_h],
             "guest_id": gid,
             "room_type": ROOM_TYPES[(d >> 20) % len(ROOM_TYPES)],
-            "room_number": str(1 + (d >> 23) % 9) + str(10 + (d >> 27) % 90) + "-" + str(i),
+            # the index is two digits: '477-1' would occur inside '477-11', and tool outputs are matched by substring
+            "room_number": f"{1 + (d >> 23) % 9}{10 + (d >> 27) % 90}-{i:02d}",
             "total_price": 180 + (d >> 34) % 2400,
             "status": "confirmed" if i % 5 else "cancelled",
             "paid": bool(i % 2),
@@ -139,4 +143,4 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
 
 
 DESCRIPTION = "Hotels, guests and reservations; look up, cancel, change room type, pay."
-DOMAIN = Domain("HotelBooking", 0, DESCRIPTION, (HOTEL, GUEST, RESERVATION), UPDATES, world)
+DOMAIN = Domain("HotelBooking", 1, DESCRIPTION, (HOTEL, GUEST, RESERVATION), UPDATES, world)
