@@ -1,14 +1,16 @@
 """Wiring packs to Gymnasium ids: every manifest in ``envs_generated/`` becomes ``ToolGym/<Name>-v<N>``.
 
 This is the one place that connects the env (which knows only scenario sources) to the generators of the
-build pipeline and the static scenario files. Registration happens on ``import toolgym``; the generator
-module of a procedural pack is imported only when its env is made.
+build pipeline, the static scenario files and the external suites (:mod:`toolgym.suites`). Registration happens
+on ``import toolgym``; the generator module of a procedural pack, and a suite's data, are read only when its env
+is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import gymnasium as gym
 from toolgym.env import ToolEnv
 from toolgym.packs import MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
 from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
+from toolgym.suites import manifests as suite_manifests
 
 NAMESPACE = "ToolGym"
 ENV_KWARGS = (
@@ -37,6 +40,11 @@ _MANIFESTS: dict[str, dict[str, Any]] = {}
 @lru_cache(maxsize=64)
 def _static_scenarios(path: str, fmt: str) -> tuple:
     return tuple(load_scenarios(path, fmt))
+
+
+@lru_cache(maxsize=64)
+def _suite_scenarios(loader: str, args_json: str) -> tuple:
+    return tuple(resolve_ref(loader)(**json.loads(args_json)))
 
 
 def make_source(manifest: dict[str, Any], **config_kwargs: Any):
@@ -62,6 +70,9 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
         return MixtureSource(manifest["name"], members)
     if config_kwargs:
         raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
+    if manifest["type"] == "suite":  # an external suite's items, read from its installed data on first make
+        args = json.dumps(manifest.get("loader_args", {}), sort_keys=True)
+        return StaticSource(manifest["name"], _suite_scenarios(manifest["loader"], args))
     path = str(Path(manifest["_dir"]) / manifest["data"])
     return StaticSource(manifest["name"], _static_scenarios(path, manifest.get("format", "toolgym")))
 
@@ -71,6 +82,8 @@ def make_env(pack: str, **kwargs: Any) -> ToolEnv:
     manifest = _MANIFESTS[pack]
     env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
     env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
+    if "turn_scorer" in manifest:  # a suite's own score of each turn, added to the reward components
+        env_kwargs["turn_scorer"] = resolve_ref(manifest["turn_scorer"])
     return ToolEnv(make_source(manifest, **kwargs), **env_kwargs)
 
 
@@ -81,7 +94,11 @@ def env_id(manifest: dict[str, Any]) -> str:
 def register_pack(path: str | Path) -> str:
     """Register the pack whose manifest is at ``path`` (a file or its folder); returns its env id."""
     path = Path(path)
-    manifest = read_manifest(path / MANIFEST if path.is_dir() else path)
+    return register_manifest(read_manifest(path / MANIFEST if path.is_dir() else path))
+
+
+def register_manifest(manifest: dict[str, Any]) -> str:
+    """Register an already checked manifest (a pack's, or a suite's from :mod:`toolgym.suites`); returns its id."""
     eid = env_id(manifest)
     _MANIFESTS[eid] = manifest
     if eid in gym.registry:
@@ -118,10 +135,13 @@ def _unknown_options(unknown: set[str], fields: set[str]) -> str:
 
 def register_all(root: Path | None = None) -> list[str]:
     """Register every pack under ``root`` (default: the shipped ``envs_generated``)."""
+    default = root is None
     root = root or packs_dir()
     ids = []
     for manifest in sorted(root.glob(f"*/{MANIFEST}")):
         ids.append(register_pack(manifest))
+    if default:  # external suites whose data is installed (file checks only; their data loads on gym.make)
+        ids.extend(register_manifest(m) for m in suite_manifests())
     return ids
 
 
