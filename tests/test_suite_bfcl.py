@@ -34,7 +34,15 @@ AST_CATEGORIES = [c for c in bfcl.CATEGORIES if c not in bfcl.NO_CALL_CATEGORIES
 
 # Disagreements by design: (category, output kind) -> why toolgym's verdict differs from BFCL's checker's.
 # The differential test fails on any disagreement not listed here, and on any listed one that no longer occurs.
-KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {}
+_UNREADABLE = (
+    "a turn holding an unreadable call block: BFCL cannot decode the output, which its eval_runner counts as no "
+    "call (an irrelevance pass); toolgym counts an attempted call as a call, so a policy cannot pass irrelevance "
+    "items by emitting broken calls"
+)
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
+    ("irrelevance", "unreadable_call"): _UNREADABLE,
+    ("live_irrelevance", "unreadable_call"): _UNREADABLE,
+}
 # Items whose possible answer contradicts their function doc: BFCL's own checker fails every gold turn built
 # from it (both checkers agree; listed so that the gold-passes assertion names every exception).
 UNSATISFIABLE = {
@@ -212,9 +220,13 @@ def test_ast_rule_agrees_with_bfcl_checker(bfcl_checker):
         for scenario in bfcl.load_category(category):
             n_items += 1
             cases = outputs(scenario) if category in AST_CATEGORIES else _no_answer_outputs(scenario)
-            for kind, calls in cases:
-                ours = bfcl.score_calls(scenario, calls) == 1.0
-                theirs = _bfcl_verdict(bfcl_checker, scenario, calls)
+            for kind, calls in [*cases, ("unreadable_call", None)]:
+                if calls is None:  # BFCL's eval_runner: undecodable output fails an AST item, passes irrelevance
+                    ours = bfcl.score_calls(scenario, [], malformed=True) == 1.0
+                    theirs = category in bfcl.NO_CALL_CATEGORIES
+                else:
+                    ours = bfcl.score_calls(scenario, calls) == 1.0
+                    theirs = _bfcl_verdict(bfcl_checker, scenario, calls)
                 verdicts[(kind, ours)] += 1
                 if kind == "gold" and not theirs:
                     gold_failures.add((scenario.id, kind))
@@ -239,7 +251,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=600, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_arguments_agree_with_bfcl_checker(bfcl_checker, data):
     """Gold turns with random values (random JSON, or a neighbour of an allowed value) in random parameters."""
@@ -264,14 +276,14 @@ def test_smollm2_outputs_agree_with_bfcl_checker(bfcl_checker, llm_server):
     import openai
 
     client = openai.OpenAI(base_url=llm_server.base_url, api_key="unused", timeout=120)
-    scenarios = [sc for c in bfcl.CATEGORIES for sc in bfcl.load_category(c)[:6]]
+    scenarios = [sc for c in bfcl.CATEGORIES for sc in bfcl.load_category(c)[:4]]  # ~10 s a turn on 1 CPU thread
     verdicts: Counter = Counter()
     unexplained = []
     for scenario in scenarios:
         reply = client.chat.completions.create(
             model=llm_server.model,
             messages=text_prompt(scenario.messages, scenario.tools),
-            max_tokens=96,
+            max_tokens=80,
             temperature=0.0,
         )
         text = reply.choices[0].message.content or ""
@@ -285,10 +297,11 @@ def test_smollm2_outputs_agree_with_bfcl_checker(bfcl_checker, llm_server):
             theirs = category in bfcl.NO_CALL_CATEGORIES
         else:
             theirs = _bfcl_verdict(bfcl_checker, scenario, calls)
-        verdicts[(category, ours)] += 1
-        if ours != theirs and not (parsed.malformed and category in bfcl.NO_CALL_CATEGORIES):
+        verdicts[("calls" if calls else "malformed" if parsed.malformed else "no call", ours)] += 1
+        if ours != theirs and (category, "unreadable_call" if parsed.malformed else "model") not in KNOWN_DISAGREEMENTS:
             unexplained.append(f"{scenario.id}: toolgym {ours}, BFCL {theirs}: {text!r}")
-    assert sum(verdicts.values()) == len(scenarios) >= 60
+    print(f"SmolLM2 turns (what the turn held, bfcl_ast passed): {dict(verdicts)}")
+    assert sum(verdicts.values()) == len(scenarios) >= 40
     assert not unexplained, "\n".join(unexplained)
 
 
@@ -425,3 +438,33 @@ def test_tools_are_openai_schemas():
             assert "." not in fn["name"] and fn["parameters"]["type"] == "object"
             for prop in fn["parameters"]["properties"].values():
                 assert prop["type"] in ("string", "integer", "number", "boolean", "array", "object")
+
+
+def test_reward_callable_sees_bfcl_ast():
+    env = gym.make("ToolGym/BFCL-simple-v0", reward=lambda components, env: components["bfcl_ast"])
+    env.reset(seed=0, options={"index": 0})
+    assert env.step(format_hermes([("calculate_triangle_area", {"base": 10, "height": 5})]))[1] == 1.0
+    env.reset(seed=0, options={"index": 0})
+    assert env.step(format_hermes([("calculate_triangle_area", {"base": "10", "height": 5})]))[1] == 0.0
+
+
+def test_gold_turn_of_every_item_in_the_env():
+    """Every item's gold plan, played as one Hermes turn: bfcl_ast 1, and FTRL's maximum 2p/(p+1) unless the item's
+    own tool schema rejects a value BFCL's answers allow (an enum or type the answer breaks, e.g. a variable name
+    written as a string for an array): then the call fails validation, as any call breaking its schema does."""
+    n = schema_rejects = 0
+    for category in AST_CATEGORIES:
+        env = gym.make(f"ToolGym/BFCL-{category}-v0").unwrapped
+        for index in range(len(env.source)):
+            env.reset(seed=0, options={"index": index})
+            scenario = env.scenario
+            if scenario.id in UNSATISFIABLE:
+                continue
+            p = len(scenario.subtasks)
+            _, reward, _, truncated, info = env.step(format_hermes([(s.tool, s.arguments) for s in scenario.subtasks]))
+            assert truncated and info["reward_components"]["bfcl_ast"] == 1.0, scenario.id
+            n += 1
+            if reward != pytest.approx(2 * p / (p + 1)):
+                assert any(f.startswith("Error: invalid arguments") for f in info["feedback"]), scenario.id
+                schema_rejects += 1
+    assert n >= 2300 and schema_rejects <= 0.04 * n, schema_rejects

@@ -161,7 +161,7 @@ def _openapi_properties(properties: dict[str, Any]) -> dict[str, Any]:
                 if items["type"] == "object" and "properties" in items:
                     items["properties"] = _openapi_properties(items["properties"])
                 elif items["type"] == "array" and "items" in items:
-                    items["items"] = {**items["items"], "type": OPENAPI_TYPES.get(items["items"].get("type"))}
+                    items["items"] = {**items["items"], "type": OPENAPI_TYPES.get(items["items"].get("type"), "string")}
         out[key] = doc
     return out
 
@@ -191,13 +191,14 @@ def gold_arguments(
 ) -> dict[str, Any]:
     """A correct argument dict from a possible answer: the ``pick``-th allowed value of each parameter (cycling).
 
-    A parameter whose only allowed value is ``""`` (may be left out) is left out, and so is every optional one
-    when ``omit_optional``. A dict value (and each dict in a list) holds allowed values per key in turn, as BFCL's
-    ``dict_checker`` reads it, so one of those is picked too (one level deep, as BFCL checks).
+    A parameter whose only allowed values are ``""`` (may be left out) and ``None`` is left out, and so is every
+    optional one when ``omit_optional``. A dict value (and each dict in a list) holds allowed values per key in
+    turn, as BFCL's ``dict_checker`` reads it, so one of those is picked too (one level deep, as BFCL checks).
     """
     out = {}
     for key, allowed in params.items():
-        values = [v for v in allowed if v != ""]
+        # null where omission is allowed too is left out: a tool schema types the parameter, and null fails it
+        values = [v for v in allowed if v != "" and (v is not None or "" not in allowed)]
         if not values or (omit_optional and "" in allowed):
             continue
         value = values[pick % len(values)]
