@@ -70,7 +70,7 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
         return MixtureSource(manifest["name"], members)
     if config_kwargs:
         raise TypeError(f"{manifest['name']} is a static pack; it takes no generator options {sorted(config_kwargs)}")
-    if manifest["type"] == "suite":  # an external suite's items, read from its installed data on first make
+    if "loader" in manifest:  # an external suite's items, read from its installed data on first make
         args = json.dumps(manifest.get("loader_args", {}), sort_keys=True)
         return StaticSource(manifest["name"], _suite_scenarios(manifest["loader"], args))
     path = str(Path(manifest["_dir"]) / manifest["data"])

@@ -121,7 +121,7 @@ def manifests() -> list[dict[str, Any]]:
             {
                 "name": f"BFCL-{category}",
                 "version": VERSION,
-                "type": "suite",
+                "type": "static",  # a finite list, like a pack's file; its loader reads the installed data
                 "loader": "toolgym.suites.bfcl:load_category",
                 "loader_args": {"category": category},
                 "turn_scorer": "toolgym.suites.bfcl:score_turn",
