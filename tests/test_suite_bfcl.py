@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 import toolgym
 from toolgym.calls import format_hermes, parse_action
-from toolgym.prompts import text_prompt
 from toolgym.suites import bfcl
 
 MODEL = "toolgym-FC"  # the model name handed to BFCL's checker (its stand-in config says underscore_to_dot)
@@ -272,23 +271,38 @@ def test_random_arguments_agree_with_bfcl_checker(bfcl_checker, data):
 
 @pytest.mark.slow
 def test_smollm2_outputs_agree_with_bfcl_checker(bfcl_checker, llm_server):
-    """Real SmolLM2-135M turns (text mode, tools in the system prompt), parsed by toolgym, scored by both."""
+    """Real SmolLM2-135M turns, parsed by toolgym, scored by both checkers.
+
+    The model is asked as ``toolgym eval --mode text --json-schema`` asks (tools in the system prompt, the reply
+    constrained to ``{"tool_calls": [...]}`` or ``{"answer": ...}`` typed by the tools' schemas): in plain text
+    mode this 135M model never calls a tool, which would test nothing.
+    """
     import openai
 
-    client = openai.OpenAI(base_url=llm_server.base_url, api_key="unused", timeout=120)
+    from toolgym.harness import action_schema, json_to_action
+    from toolgym.prompts import JSON_TOOLS_PROMPT, text_history, tool_lines, with_system
+
+    client = openai.OpenAI(base_url=llm_server.base_url, api_key="unused", timeout=180)
     scenarios = [sc for c in bfcl.CATEGORIES for sc in bfcl.load_category(c)[:4]]  # ~10 s a turn on 1 CPU thread
     verdicts: Counter = Counter()
-    unexplained = []
+    unexplained, refused = [], []
     for scenario in scenarios:
-        reply = client.chat.completions.create(
-            model=llm_server.model,
-            messages=text_prompt(scenario.messages, scenario.tools),
-            max_tokens=80,
-            temperature=0.0,
-        )
-        text = reply.choices[0].message.content or ""
+        try:
+            reply = client.chat.completions.create(
+                model=llm_server.model,
+                messages=with_system(
+                    text_history(scenario.messages), JSON_TOOLS_PROMPT.format(tools=tool_lines(scenario.tools))
+                ),
+                response_format={"type": "json_object", "schema": action_schema(scenario.tools)},
+                max_tokens=96,
+                temperature=0.0,
+            )
+        except openai.APIStatusError as exc:  # e.g. a schema llama.cpp's grammar converter rejects
+            refused.append(f"{scenario.id}: {exc}")
+            continue
+        action, _ = json_to_action(reply.choices[0].message.content or "", 1)
         schemas = {t["function"]["name"]: t["function"] for t in scenario.tools}
-        parsed = parse_action(text, frozenset(schemas), "call_", schemas)
+        parsed = parse_action(action, frozenset(schemas), "call_", schemas)
         calls = [(c.name, c.arguments) for c in parsed.calls]
         ours = bfcl.score_calls(scenario, calls, bool(parsed.malformed)) == 1.0
         # BFCL decodes the whole turn or nothing: a turn with an unreadable call block is undecodable output.
@@ -299,9 +313,9 @@ def test_smollm2_outputs_agree_with_bfcl_checker(bfcl_checker, llm_server):
             theirs = _bfcl_verdict(bfcl_checker, scenario, calls)
         verdicts[("calls" if calls else "malformed" if parsed.malformed else "no call", ours)] += 1
         if ours != theirs and (category, "unreadable_call" if parsed.malformed else "model") not in KNOWN_DISAGREEMENTS:
-            unexplained.append(f"{scenario.id}: toolgym {ours}, BFCL {theirs}: {text!r}")
-    print(f"SmolLM2 turns (what the turn held, bfcl_ast passed): {dict(verdicts)}")
-    assert sum(verdicts.values()) == len(scenarios) >= 40
+            unexplained.append(f"{scenario.id}: toolgym {ours}, BFCL {theirs}: {action!r}")
+    print(f"SmolLM2 turns (what the turn held, bfcl_ast passed): {dict(verdicts)}; refused: {refused}")
+    assert sum(verdicts.values()) >= 30 and verdicts[("calls", False)] + verdicts[("calls", True)] >= 15
     assert not unexplained, "\n".join(unexplained)
 
 
