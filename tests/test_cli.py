@@ -41,3 +41,29 @@ def test_a_closed_pipe_ends_quietly():
     cmd = f"{sys.executable} -m toolgym.cli eval ToolGym/FlightBooking-v0 --episodes 40 | head -1"
     res = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True)
     assert "BrokenPipeError" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_eval_suites_print_their_own_score_beside_solve_metrics(tmp_path):
+    out = tmp_path / "report.json"
+    res = run("eval", "--suite", "bfcl", "--agent", "gold", "--episodes", "3", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert len(report) == 11 and all(r["env_id"].startswith("ToolGym/BFCL-") for r in report)
+    acc = {r["env_id"]: r["rows"][-1]["bfcl_ast"] for r in report}
+    # live_relevance has no gold calls (any call passes): the gold agent, having none to make, answers and fails
+    assert "BFCL-acc" in res.stdout and acc.pop("ToolGym/BFCL-live_relevance-v0") == 0.0
+    assert set(acc.values()) == {100.0}
+    records = tmp_path / "mine.jsonl"
+    records.write_text(_sample_ftrl_records())
+    res = run("eval", "--suite", f"ftrl:{records}", "--agent", "random", "--episodes", "4")
+    assert "ToolGym/FTRL-mine-v0  agent=random" in res.stdout and "BFCL-acc" not in res.stdout
+    for spec, want in (("nope", "unknown suite 'nope'"), (f"ftrl:{tmp_path / 'none'}", "no such file")):
+        bad = subprocess.run(
+            [sys.executable, "-m", "toolgym.cli", "eval", "--suite", spec], capture_output=True, text=True
+        )
+        assert bad.returncode == 2 and want in bad.stderr
+
+
+def _sample_ftrl_records() -> str:
+    import toolgym
+
+    return (toolgym.packs.packs_dir() / "ftrl_sample" / "records.jsonl").read_text()

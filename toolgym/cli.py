@@ -19,7 +19,7 @@ from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
-from toolgym.registry import manifest_for, registered_ids
+from toolgym.registry import manifest_for, registered_ids, suite_env_ids
 from toolgym.scenario import KINDS
 
 
@@ -39,7 +39,26 @@ def _add_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
 
 
+def _suite_ids(args: argparse.Namespace) -> list[str] | None:
+    """The env ids of ``--suite`` specs added to the positional ones; None (after printing why) on a bad spec."""
+    ids = list(args.env_ids)
+    for spec in args.suite or ():
+        try:
+            ids.extend(i for i in suite_env_ids(spec) if i not in ids)
+        except (ValueError, PackError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+    if not ids:
+        print("error: give env ids or --suite", file=sys.stderr)
+        return None
+    return ids
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    ids = _suite_ids(args)
+    if ids is None:
+        return 2
+    args.env_ids = ids
     if wants_model(args):
         return cmd_model_eval(args, _knobs(args))
     if args.backend == "ray":
@@ -145,7 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("eval", help="run a model or the built-in agents on envs; print Solve-P/R/F1 per kind")
-    p.add_argument("env_ids", nargs="+", metavar="ENV_ID")
+    p.add_argument("env_ids", nargs="*", metavar="ENV_ID")
+    p.add_argument(
+        "--suite",
+        action="append",
+        metavar="SPEC",
+        help="repeatable: bfcl (every installed BFCL category) or ftrl:PATH (FTRL records or a pack folder); "
+        "the suite's own score is printed beside Solve-P/R/F1",
+    )
     p.add_argument("--agent", action="append", choices=sorted(AGENTS), help="repeatable; default: gold and random")
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)

@@ -207,6 +207,7 @@ class ToolEnv(gym.Env):
             msgs.insert(0, {"role": "system", "content": self.system_prompt})
         self._messages = msgs
         self._turn = 0
+        self._suite_scores: dict[str, float] = {}
         self._n_calls = 0
         self._done = False
         self.episode_return = 0.0
@@ -327,7 +328,9 @@ class ToolEnv(gym.Env):
         comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
         comp["state_ok"] = float(self._state_ok())
         if self.turn_scorer is not None:
-            comp.update(self.turn_scorer(self.scenario, parsed))
+            scores = self.turn_scorer(self.scenario, parsed)
+            comp.update(scores)
+            self._suite_scores = scores  # the last turn's: the episode's score in the suite's own terms
         truncated = not terminated and turn >= self.max_turns
         self._done = done = terminated or truncated
         spec = self.reward_spec
@@ -422,6 +425,7 @@ class ToolEnv(gym.Env):
             "turns": float(self._turn),
             "return": self.episode_return,
             "state_ok": float(self._state_ok()),
+            **self._suite_scores,
         }
 
     def gold_plan(self) -> list[list[dict[str, Any]]]:

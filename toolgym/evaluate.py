@@ -41,8 +41,16 @@ def evaluate(env_id: str, agent_name: str, episodes: int, seed: int = 0, **env_k
         env.close()
 
 
+# A suite's own episode score, reported beside Solve-P/R/F1 as FTRL's Table 2 does (key in the episode metrics ->
+# column title): BFCL's AST accuracy and τ-bench's Pass^1.
+SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "pass": "Pass^1"}
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per scenario kind plus an ``all`` row: episode-averaged metrics (×100) and mean return."""
+    """One row per scenario kind plus an ``all`` row: episode-averaged metrics (×100) and mean return.
+
+    A suite's own score (:data:`SUITE_METRICS`) is averaged too (×100) when every episode of the row has it.
+    """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[r["kind"]].append(r)
@@ -60,17 +68,21 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "solve_f1": 100 * sum(r["solve_f1"] for r in rs) / n,
                 "return": sum(r["return"] for r in rs) / n,
                 "turns": sum(r["turns"] for r in rs) / n,
+                **{k: 100 * sum(r[k] for r in rs) / n for k in SUITE_METRICS if all(k in r for r in rs)},
             }
         )
     return rows
 
 
 def format_table(title: str, rows: list[dict[str, Any]]) -> str:
-    head = f"{'kind':<22}{'episodes':>9}{'Solve-P':>9}{'Solve-R':>9}{'Solve-F1':>9}{'return':>9}"
+    suite = [k for k in SUITE_METRICS if rows and all(k in r for r in rows)]
+    head = f"{'kind':<22}{'episodes':>9}" + "".join(f"{SUITE_METRICS[k]:>10}" for k in suite)
+    head += f"{'Solve-P':>9}{'Solve-R':>9}{'Solve-F1':>9}{'return':>9}"
     lines = [title, head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['kind']:<22}{r['episodes']:>9}{r['solve_p']:>9.1f}{r['solve_r']:>9.1f}"
-            f"{r['solve_f1']:>9.1f}{r['return']:>9.3f}"
+            f"{r['kind']:<22}{r['episodes']:>9}"
+            + "".join(f"{r[k]:>10.1f}" for k in suite)
+            + f"{r['solve_p']:>9.1f}{r['solve_r']:>9.1f}{r['solve_f1']:>9.1f}{r['return']:>9.3f}"
         )
     return "\n".join(lines)

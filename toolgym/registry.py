@@ -155,6 +155,39 @@ def _unknown_options(unknown: set[str], fields: set[str]) -> str:
     )
 
 
+SUITE_SPECS = ("bfcl", "ftrl:PATH")
+
+
+def suite_env_ids(spec: str) -> list[str]:
+    """The env ids a ``toolgym eval --suite`` spec names, registering what a path holds.
+
+    ``bfcl``: every BFCL category whose data is installed; ``ftrl:PATH``: a folder with a ``manifest.json`` or
+    a file of FTRL records (``.jsonl`` / ``.json``), registered as a static pack named after it.
+    """
+    name, _, arg = spec.partition(":")
+    if name == "bfcl" and not arg:
+        ids = sorted(e for e in _MANIFESTS if e.startswith(f"{NAMESPACE}/BFCL-"))
+        if not ids:
+            raise ValueError("BFCL's data is not installed: run `bash .ci/suites_setup.sh` (bfcl-eval, --no-deps)")
+        return ids
+    if name == "ftrl" and arg:
+        path = Path(arg)
+        if path.is_dir():
+            return [register_pack(path)]
+        if not path.is_file():
+            raise ValueError(f"ftrl:{arg}: no such file or folder")
+        manifest = {
+            "name": "FTRL-" + "".join(c if c.isalnum() else "-" for c in path.stem),
+            "version": 0,
+            "type": "static",
+            "format": "ftrl",
+            "data": path.name,
+            "_dir": str(path.resolve().parent),
+        }
+        return [register_manifest(manifest)]
+    raise ValueError(f"unknown suite {spec!r}; suites are {', '.join(SUITE_SPECS)}")
+
+
 def procedural_ids(root: Path) -> list[str]:
     """Env ids of the procedural packs under ``root``, sorted: what a mixture with ``"members": "*"`` draws from.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from toolgym.evaluate import SUITE_METRICS
 from toolgym.harness.config import EvalConfig
 from toolgym.harness.policies import AgentPolicy, EpisodeFailed, ModelPolicy, Turn
 from toolgym.model_client import BadRequest, RunAborted
@@ -91,6 +92,7 @@ async def _play(env: gym.Env, env_id: str, seed: int, policy: ModelPolicy | Agen
         "n_obtained": int(metrics["n_obtained"]),
         "n_expected": int(metrics["n_expected"]),
         "state_ok": bool(metrics["state_ok"]),
+        **{k: metrics[k] for k in SUITE_METRICS if k in metrics},
         "finish": finish,
         "rewards": rewards,
         "errors": errors,

@@ -91,6 +91,8 @@ LOST_KEYWORDS = (
     "default",
     "additionalProperties",
 )
+# An object-typed argument is declared as ``dict``: TRL shows the model neither its fields nor which are required.
+_NESTED_LOST = ("properties", "required")
 _TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "object": dict, "null": type(None)}
 _UNSET = inspect.Parameter.empty
 
@@ -173,13 +175,31 @@ def tool_method(tool: dict[str, Any]):
     return method
 
 
+def _visible(prop: dict[str, Any]) -> dict[str, Any]:
+    """One argument's schema as a type hint carries it: no :data:`LOST_KEYWORDS`, and an object's own
+    ``properties`` / ``required`` are lost too (the hint is ``dict``), at any depth of array items."""
+    out = {key: v for key, v in prop.items() if key not in LOST_KEYWORDS and key not in _NESTED_LOST}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _visible(out["items"])
+    enum = out.get("enum")
+    if enum and all(isinstance(v, (str, int, float, bool)) for v in enum):
+        # a Literal hint: its type is the values' type, whatever the schema declares (suites' enums may disagree)
+        kinds = list(dict.fromkeys(_JSON_TYPES[type(v)] for v in enum))
+        out["type"] = kinds[0] if len(kinds) == 1 else kinds
+    return out
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
 def trl_visible_schema(tool: dict[str, Any]) -> dict[str, Any]:
-    """The toolgym schema as TRL renders it from :func:`tool_method`: :data:`LOST_KEYWORDS` removed."""
+    """The toolgym schema as TRL renders it from :func:`tool_method`: :data:`LOST_KEYWORDS` removed, and the
+    fields of object-typed arguments (:data:`_NESTED_LOST`)."""
     fn = tool.get("function", tool)
     params = fn.get("parameters") or {}
     props = {}
     for k, p in (params.get("properties") or {}).items():
-        props[k] = {key: v for key, v in p.items() if key not in LOST_KEYWORDS}
+        props[k] = _visible(p)
         props[k]["description"] = _arg_description(k, p)
     out: dict[str, Any] = {"type": "object", "properties": props}
     if params.get("required"):
