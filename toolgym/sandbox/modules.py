@@ -195,17 +195,23 @@ class EpisodeRandom:
     """
 
     def __init__(self, sizes: SizeGuards, clock: Clock) -> None:
+        self._sizes, self._clock = sizes, clock
+        self.loading = True  # module code is running: generators made now are reseeded per episode
+        self.used = False  # tool code imported random or uuid (else reseed has nothing to do)
+        self.seed = 0
+        self._module_level: list[tuple[random.Random, Any]] = []
+        self.shared: random.Random | None = None  # built at first use (most tools never import random)
+        self.Random: type | None = None
+
+    def _build(self) -> random.Random:
+        sizes, clock = self._sizes, self._clock
         check_len, check_frozen, charge, ensure_armed = (
             sizes.check_len,
             sizes.check_frozen,
             clock.charge,
             clock.ensure_armed,
         )
-        self.loading = True  # module code is running: generators made now are reseeded per episode
-        self.used = False  # tool code imported random or uuid (else reseed has nothing to do)
-        self.seed = 0
-        module_level: list[tuple[random.Random, Any]] = []
-        self._module_level = module_level
+        module_level = self._module_level
         base = random.Random
         episode = self
 
@@ -256,13 +262,14 @@ class EpisodeRandom:
 
         Random.__module__ = "random"
         shared = base.__new__(Random)
-        base.__init__(shared, 0)
-        self.shared, self.Random = shared, Random
+        base.__init__(shared, self.seed)
+        self.shared, self.Random, self.used = shared, Random, True
+        return shared
 
     def reseed(self, seed: int) -> None:
         """Start a new episode's draws from ``seed``."""
         self.seed = seed
-        if not self.used:
+        if self.shared is None:
             return
         random.Random.seed(self.shared, seed)
         for i, (r, x0) in enumerate(self._module_level):
@@ -270,15 +277,14 @@ class EpisodeRandom:
 
     def module(self) -> dict[str, Any]:
         """The names of the ``random`` proxy: the shared generator's methods and the seeded ``Random`` class."""
-        self.used = True
-        shared = self.shared
+        shared = self.shared or self._build()
         names = [n for n in random.__all__ if n not in ("Random", "SystemRandom") and hasattr(shared, n)]
-        return {"Random": self.Random, **{n: getattr(shared, n) for n in names}}
+        return {"Random": self.Random, **{n: getattr(shared, n) for n in names}}  # type: ignore[dict-item]
 
     def uuid4(self) -> uuid.UUID:
         """A version-4 UUID from the episode's generator."""
-        self.used = True
-        return uuid.UUID(int=random.Random.getrandbits(self.shared, 128), version=4)
+        shared = self.shared or self._build()
+        return uuid.UUID(int=random.Random.getrandbits(shared, 128), version=4)
 
 
 def make_import(
@@ -474,17 +480,15 @@ def make_import(
         type.__setattr__(cls, _OWN_MARK, True)
         return cls
 
-    inplace = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
-    inplace.pop("is_", None)
-    inplace.pop("is_not", None)
-    inplace.pop("invert", None)
-    sequence_matcher = _armed_class(
-        difflib.SequenceMatcher,
-        ("set_seqs", "set_seq2", "find_longest_match", "get_matching_blocks", "get_opcodes", "ratio"),
-        ensure_armed,
-    )
-    overrides: dict[str, dict[str, Any]] = {
-        "math": {
+    def inplace() -> dict[str, Any]:
+        ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
+        for n in ("is_", "is_not", "invert"):
+            ops.pop(n, None)
+        return ops
+
+    # Built at a module's first import: most tools import two or three modules, and a Toolbox is built per source.
+    overrides: dict[str, Any] = {
+        "math": lambda: {
             "factorial": comb_guard(math.factorial, _fact_bits),
             "comb": comb_guard(math.comb, _comb_bits),
             "perm": comb_guard(math.perm, _perm_bits),
@@ -492,46 +496,50 @@ def make_import(
             "lcm": safe_lcm,
             "pow": math.pow,
         },
-        "json": {"dumps": safe_dumps},
-        "re": re_functions,
-        "collections": {},
-        "functools": {
+        "json": lambda: {"dumps": safe_dumps},
+        "re": lambda: re_functions,
+        "collections": lambda: {},
+        "functools": lambda: {
             "total_ordering": safe_total_ordering,
             "update_wrapper": safe_update_wrapper,
             "wraps": safe_wraps,
         },
-        "dataclasses": {"make_dataclass": safe_make_dataclass},
-        "calendar": {
+        "dataclasses": lambda: {"make_dataclass": safe_make_dataclass},
+        "calendar": lambda: {
             "month": small_args(calendar.month, "calendar.month()", "w", "l"),
             "calendar": small_args(calendar.calendar, "calendar.calendar()", "w", "l", "c", "m"),
             "weekheader": small_args(calendar.weekheader, "calendar.weekheader()", "width"),
         },
-        "zoneinfo": {"available_timezones": _armed(zoneinfo.available_timezones, ensure_armed)},
-        "time": {"strftime": safe_strftime},
-        "textwrap": {
+        "zoneinfo": lambda: {"available_timezones": _armed(zoneinfo.available_timezones, ensure_armed)},
+        "time": lambda: {"strftime": safe_strftime},
+        "textwrap": lambda: {
             "wrap": safe_wrap(textwrap.wrap),
             "fill": safe_wrap(textwrap.fill),
             "shorten": safe_wrap(textwrap.shorten),
             "dedent": _armed(textwrap.dedent, ensure_armed),
             "indent": safe_indent,
         },
-        "difflib": {
-            "SequenceMatcher": sequence_matcher,
+        "difflib": lambda: {
+            "SequenceMatcher": _armed_class(
+                difflib.SequenceMatcher,
+                ("set_seqs", "set_seq2", "find_longest_match", "get_matching_blocks", "get_opcodes", "ratio"),
+                ensure_armed,
+            ),
             "Differ": _armed_class(difflib.Differ, ("compare",), ensure_armed),
             **{
                 n: _armed(getattr(difflib, n), ensure_armed)
                 for n in ("get_close_matches", "ndiff", "unified_diff", "context_diff", "restore")
             },
         },
-        "unicodedata": {"normalize": safe_normalize},
-        "operator": {
+        "unicodedata": lambda: {"normalize": safe_normalize},
+        "operator": lambda: {
             "mul": sizes.mul,
             "pow": sizes.pow_,
             "add": sizes.add,
             "concat": sizes.add,
             "lshift": sizes.builtins["_lshift_"],
             "mod": sizes.builtins["_mod_"],
-            **inplace,
+            **inplace(),
             "iadd": mutating(sizes.builtins["_iadd_"]),
             "iconcat": mutating(sizes.builtins["_iadd_"]),
             "imul": mutating(sizes.builtins["_imul_"]),
@@ -543,13 +551,13 @@ def make_import(
             "attrgetter": attrgetter,
             "methodcaller": methodcaller,
         },
-        "heapq": {
+        "heapq": lambda: {
             "heapify": safe_heapify,
             **{n: mutating(getattr(heapq, n)) for n in ("heappush", "heappop", "heapreplace", "heappushpop")},
         },
-        "bisect": {n: mutating(getattr(bisect, n)) for n in ("insort", "insort_left", "insort_right")},
-        "hashlib": {"new": safe_new, "pbkdf2_hmac": safe_pbkdf2},
-        "uuid": {"uuid4": rand.uuid4},
+        "bisect": lambda: {n: mutating(getattr(bisect, n)) for n in ("insort", "insort_left", "insort_right")},
+        "hashlib": lambda: {"new": safe_new, "pbkdf2_hmac": safe_pbkdf2},
+        "uuid": lambda: {"uuid4": rand.uuid4},
     }
     proxies: dict[str, types.SimpleNamespace] = {}
 
@@ -578,7 +586,9 @@ def make_import(
                     wrapped.from_iterable = wrap_iter_fn(itertools.chain.from_iterable)  # type: ignore[attr-defined]
                 value = wrapped
             attrs[attr] = value
-        attrs.update(overrides.get(name, {}))
+        make = overrides.get(name)
+        if make is not None:
+            attrs.update(make())
         if name == "random":
             attrs.update(rand.module())
         elif name == "collections":

@@ -8,6 +8,7 @@ into the feedback text the model sees.
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 import types
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from toolgym.sandbox.owned import is_own
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
 from toolgym.sandbox.runtime import _Runtime
 
-__all__ = ["ToolOutcome", "ToolSourceError", "Toolbox"]
+__all__ = ["ToolOutcome", "ToolSourceError", "Toolbox", "check_tool_sources"]
 
 # The ``__name__`` (so ``__module__`` of tool classes) of every tool module. An empty module is registered under
 # it because dataclasses and enum look a class's module up in sys.modules; it holds nothing of any tool's.
@@ -215,3 +216,23 @@ class Toolbox:
             head = f"Error: bad arguments for tool '{name}': TypeError"
         text = f"{head}: {message}" if message else head
         return ToolOutcome(False, _truncate(text, self.max_output_chars), kind)
+
+
+def check_tool_sources(sources: dict[str, str]) -> None:
+    """Raise :class:`ToolSourceError` (naming the tool) unless every source compiles, its module code runs and it
+    defines its tool.
+
+    What loading a pack calls for its tools, so a refused tool fails at load, not inside ``reset``/``step``.
+    Each distinct text is exec'd once for all the names it serves, and remembered, so a source shared by many
+    records is checked once per process.
+    """
+    by_source: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        by_source.setdefault(source, []).append(name)
+    for source, names in by_source.items():
+        _check_cached(tuple(sorted(names)), source)
+
+
+@functools.lru_cache(maxsize=8192)
+def _check_cached(names: tuple[str, ...], source: str) -> None:
+    Toolbox(dict.fromkeys(names, source))
