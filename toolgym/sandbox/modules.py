@@ -391,6 +391,26 @@ def make_import(
         ensure_armed()
         return textwrap.indent(text, prefix, predicate)
 
+    def template_class() -> type:
+        """``string.Template`` whose substitutions are priced before they run (``'$x' * n`` with a long ``x``)."""
+        weight = sizes.weight
+
+        def guarded(name: str) -> Any:
+            method = getattr(string.Template, name)
+
+            def substitute(self: Any, mapping: Any = None, /, **kws: Any) -> str:
+                values = [*(mapping.values() if isinstance(mapping, dict) else ()), *kws.values()]
+                longest = max((weight(v) for v in values), default=0)
+                fields = self.template.count(self.delimiter) if isinstance(self.template, str) else 0
+                check_len(text_size(self.template) + fields * longest, f"Template.{name}() result")
+                ensure_armed()
+                return method(self, mapping, **kws) if mapping is not None else method(self, **kws)
+
+            return substitute
+
+        ns = {n: guarded(n) for n in ("substitute", "safe_substitute")}
+        return type("Template", (string.Template,), {"__module__": "string", **ns})
+
     def safe_normalize(form: str, unistr: str) -> str:
         check_len(text_size(unistr) * 4, "unicodedata.normalize() result")
         return unicodedata.normalize(form, unistr)
@@ -499,6 +519,7 @@ def make_import(
         "json": lambda: {"dumps": safe_dumps},
         "re": lambda: re_functions,
         "collections": lambda: {},
+        "string": lambda: {"Template": template_class()},
         "functools": lambda: {
             "total_ordering": safe_total_ordering,
             "update_wrapper": safe_update_wrapper,
