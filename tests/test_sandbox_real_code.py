@@ -767,3 +767,21 @@ def test_toolgym_record_sources_are_checked(tmp_path: Path) -> None:
 def test_runtime_failures_are_feedback_not_raises(real: Toolbox) -> None:
     out = real.call("lookup", {"user_id": "u1"}, {})  # KeyError: 'users' inside the tool
     assert not out.ok and out.error == "exception" and "KeyError" in out.output
+
+
+def test_tool_objects_do_not_reach_the_world() -> None:
+    """The env compares and pickles the world outside any call, where a tool class's ``__eq__`` would run
+    unguarded: instances of tool classes are taken out of the state and the call fails."""
+    src = (
+        "class Evil:\n    def __eq__(self, other):\n        while True:\n            pass\n"
+        "    def __hash__(self):\n        return 1\n"
+        "def put(data):\n    data['x'] = Evil()\n    data['items'] = [1, Evil()]\n"
+        "    data[Evil()] = 1\n    return 'ok'\n"
+        "def keep(data):\n    data['n'] = data.get('n', 0) + 1\n    return data['n']\n"
+    )
+    box = Toolbox(dict.fromkeys(("put", "keep"), src))
+    world: dict = {"y": 2}
+    out = box.call("put", {}, world)
+    assert not out.ok and "plain data" in out.output
+    assert world == {"y": 2, "x": None, "items": [1, None]}
+    assert box.call("keep", {}, world).output == "1"

@@ -47,6 +47,7 @@ from typing import Any
 from toolgym.sandbox.attrs import _ALLOWED_MODULES, _OWN_MARK
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.guards import _INT_BITS, SizeGuards, _bits, ticking
+from toolgym.sandbox.owned import mark_own
 
 __all__ = ["EpisodeRandom", "make_import"]
 
@@ -294,6 +295,7 @@ def make_import(
     attrs: dict[str, Any],
     rand: EpisodeRandom,
     env: dict[str, Any],
+    on_class: Any,
 ) -> Any:
     """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
 
@@ -497,8 +499,8 @@ def make_import(
         cls = dataclasses.make_dataclass(cls_name, fields, bases=tuple(bases), namespace=namespace, **kw)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        type.__setattr__(cls, _OWN_MARK, True)
-        return cls
+        on_class()
+        return mark_own(cls)
 
     def inplace() -> dict[str, Any]:
         ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}

@@ -15,7 +15,7 @@ from typing import Any
 
 from toolgym.sandbox.attrs import _MUTATING_PROTOCOL, _NAMEDTUPLE_ATTRS, _OWN_MARK, _PROTOCOL_METHODS
 
-__all__ = ["is_own", "make_class_guards"]
+__all__ = ["is_own", "make_class_guards", "mark_own", "strip_own"]
 
 _build_class = builtins.__build_class__
 _type_setattr = type.__setattr__
@@ -26,8 +26,43 @@ def is_own(ob: Any) -> bool:
     return getattr(type(ob), _OWN_MARK, False) is True
 
 
-def _own_class(cls: Any) -> bool:
-    return isinstance(cls, type) and getattr(cls, _OWN_MARK, False) is True
+def mark_own(cls: type) -> type:
+    """Mark ``cls`` as the tool's own class (``type.__setattr__`` skips metaclass hooks, e.g. Enum's)."""
+    _type_setattr(cls, _OWN_MARK, True)
+    return cls
+
+
+def strip_own(state: Any) -> int:
+    """Remove instances of tool classes from the world ``state`` (dict values and list items become None, dict
+    keys are dropped); how many were found.
+
+    Why: the env reads the world outside any call (state checks compare with ``==``, the process sandbox
+    pickles it), where a tool class's ``__eq__`` or ``__hash__`` would run without the call's clock. The world
+    holds plain data; a tool keeps its objects for one call, or rebuilds them from the data.
+    """
+    found = 0
+    stack = [state]
+    seen: set[int] = set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x) is dict or isinstance(x, dict):
+            if any(is_own(k) or is_own(v) for k, v in x.items()):
+                kept = [(k, None if is_own(v) else v) for k, v in x.items() if not is_own(k)]
+                found += sum(is_own(k) or is_own(v) for k, v in x.items())
+                dict.clear(x)
+                dict.update(x, kept)
+            stack.extend(v for v in x.values() if type(v) in (dict, list) or isinstance(v, (dict, list)))
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                if is_own(v):
+                    list.__setitem__(x, i, None)
+                    found += 1
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+    return found
 
 
 def _defined_by_own(cls: type, name: str) -> bool | None:
@@ -43,9 +78,9 @@ def _refuse(name: str) -> Any:
     raise AttributeError(f"access to attribute {name!r} is not allowed in tool code")
 
 
-def make_class_guards(check_frozen: Any) -> dict[str, Any]:
+def make_class_guards(check_frozen: Any, on_class: Any) -> dict[str, Any]:
     """``__build_class__``, ``_private_`` and ``_dunder_`` of one Toolbox (``check_frozen`` refuses writes to its
-    module-level data)."""
+    module-level data; ``on_class()`` is told of every class built)."""
 
     def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> type:
         if "metaclass" in kwargs:
@@ -53,8 +88,8 @@ def make_class_guards(check_frozen: Any) -> dict[str, Any]:
         cls = _build_class(func, name, *bases, **kwargs)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        _type_setattr(cls, _OWN_MARK, True)
-        return cls
+        on_class()
+        return mark_own(cls)
 
     def private(ob: Any, name: str) -> Any:
         """``ob._name``: an attribute of the tool's own class, or of an instance of one; namedtuple's API."""
