@@ -398,6 +398,8 @@ ATTACKS = [
     "class A(dict):\n    pass\nD = {}\ndef f():\n    A.__init__(D, {'x': 1})\n    return D",
     "import json\nclass N(type(json)):\n    pass\ndef f():\n    N.__init__(json, dumps=len)\n    return json.dumps",
     "class A:\n    pass\nINST = A()\ndef f():\n    INST.x = 1",
+    "class A(dict):\n    pass\nINST = A()\ndef f():\n    super(A, INST).update(x=1)",
+    "class A(list):\n    pass\nINST = A()\ndef f():\n    INST.append(1)",
     "class A:\n    def __init__(self):\n        self.n = 0\nINST = A()\ndef f():\n    INST.__init__()",
     # escapes through the new modules
     "import random\ndef f():\n    return random.Random().__class__",

@@ -527,7 +527,17 @@ def make_import(
             "update_wrapper": safe_update_wrapper,
             "wraps": safe_wraps,
         },
-        "dataclasses": lambda: {"make_dataclass": safe_make_dataclass},
+        "dataclasses": lambda: {
+            "make_dataclass": safe_make_dataclass,
+            **{n: _armed(getattr(dataclasses, n), ensure_armed) for n in ("asdict", "astuple", "replace")},
+        },
+        # pure-Python library code that never ticks: start the call's clock before it runs
+        "copy": lambda: {n: _armed(getattr(copy, n), ensure_armed) for n in ("copy", "deepcopy")},
+        "statistics": lambda: {
+            n: _armed(getattr(statistics, n), ensure_armed)
+            for n in statistics.__all__
+            if n[:1].islower() and callable(getattr(statistics, n))
+        },
         "calendar": lambda: {
             "month": small_args(calendar.month, "calendar.month()", "w", "l"),
             "calendar": small_args(calendar.calendar, "calendar.calendar()", "w", "l", "c", "m"),
