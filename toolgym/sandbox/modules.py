@@ -295,7 +295,6 @@ def make_import(
     attrs: dict[str, Any],
     rand: EpisodeRandom,
     env: dict[str, Any],
-    on_class: Any,
 ) -> Any:
     """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
 
@@ -499,8 +498,7 @@ def make_import(
         cls = dataclasses.make_dataclass(cls_name, fields, bases=tuple(bases), namespace=namespace, **kw)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        on_class()
-        return mark_own(cls)
+        return mark_own(cls)  # its namespace holds no dunders: no protocol methods of the tool's
 
     def inplace() -> dict[str, Any]:
         ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
