@@ -423,6 +423,11 @@ ATTACKS = [
     "import hashlib\ndef f():\n    return hashlib.file_digest",
     "import hashlib\ndef f():\n    return hashlib.new('shake_128').hexdigest(10**10)",
     "import string\ndef f():\n    string.Template.delimiter = '%'",
+    "import dataclasses, string\ndef f():\n    dataclasses.dataclass(string.Template)",
+    "import dataclasses, string\ndef f():\n    dataclasses.dataclass(frozen=True)(string.Template)",
+    "import typing, string\ndef f():\n    typing.final(string.Template)\n    return 1 / 0",
+    "import typing, string\ndef f():\n    return typing.no_type_check(string.Template)",
+    "import typing\ndef f():\n    return typing.runtime_checkable(typing.SupportsInt)",
     "import string\ndef f():\n    setattr(string.Template, 'delimiter', '%')",
     "import json\ndef f():\n    setattr(json, 'dumps', len)",
     # names that would shadow the guards, introspection builtins
@@ -465,6 +470,7 @@ def test_attacks_are_refused(source: str) -> None:
     import string
 
     assert string.Template.delimiter == "$"
+    assert not hasattr(string.Template, "__final__") and "__dataclass_fields__" not in vars(string.Template)
     assert Toolbox({"f": "import json\ndef f():\n    return json.dumps([len([1])])"}).call("f", {}).output == "[1]"
 
 
@@ -485,6 +491,10 @@ EXHAUSTION = [
     "import unicodedata\ndef f():\n    return unicodedata.normalize('NFKD', '\\ufdfa' * 5 * 10**6)",
     "import hashlib\ndef f():\n    return hashlib.pbkdf2_hmac('sha256', b'x', b'y', 10**12)",
     "import time\ndef f():\n    return time.strftime('%c' * 10**6)",
+    "import textwrap\ndef f():\n    return textwrap.wrap('\\t' * 1000, tabsize=10**7)",
+    "import difflib\ndef f():\n    a, b = ['a', 'x'] * 5000, ['b', 'x'] * 5000\n"
+    "    return list(difflib.unified_diff(a, b, n=0, lineterm='y' * 10**6))",
+    "import statistics\ndef f():\n    return statistics.quantiles([1, 2, 3], n=10**9)",
     "def f():\n    return eval('[x for x in range(10**6) for y in range(10**6)]')",
     "def f():\n    exec('while True:\\n    pass')",
     "def f():\n    return eval('9' * 10**6 + '**' + '9' * 10**6)",

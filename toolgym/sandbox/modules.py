@@ -65,7 +65,9 @@ _MODULE_DENY = {
     "datetime": {"datetime_CAPI"},
     # typing: get_type_hints and ForwardRef evaluate annotation text (with the real builtins for a class);
     # reveal_type writes to stderr; clear_overloads empties a process-wide registry.
-    "typing": {"get_type_hints", "ForwardRef", "reveal_type", "clear_overloads"},
+    # no_type_check and dataclass_transform set attributes on whatever they are given (a stdlib class too).
+    "typing": {"get_type_hints", "ForwardRef", "reveal_type", "clear_overloads", "no_type_check"}
+    | {"no_type_check_decorator", "dataclass_transform"},
     "dataclasses": set(),
     # metaclasses (calling one builds a class from any namespace), process-wide registration
     "enum": {"EnumType", "EnumMeta", "global_enum", "global_flag_repr", "global_enum_repr", "global_str"}
@@ -378,6 +380,9 @@ def make_import(
         def wrapper(text: str, width: int = 70, **kwargs: Any) -> Any:
             indent = max(text_size(kwargs.get("initial_indent", "")), text_size(kwargs.get("subsequent_indent", "")))
             indent = max(indent, text_size(kwargs.get("placeholder", "")))
+            tabsize = kwargs.get("tabsize", 8)
+            if isinstance(tabsize, int) and tabsize > 64:
+                too_big(f"textwrap.{fn.__name__}() tabsize", tabsize)
             n = text_size(text)
             if isinstance(width, int) and indent:
                 lines = n // max(1, width - indent) + 1
@@ -483,6 +488,42 @@ def make_import(
     def safe_total_ordering(cls: Any) -> Any:
         return functools.total_ordering(own_class(cls))
 
+    def safe_dataclass(cls: Any = None, /, **kwargs: Any) -> Any:
+        """``@dataclass`` rewrites the class it is given: the tool's own classes only, not ``string.Template``."""
+        if cls is None:
+            return lambda c: safe_dataclass(c, **kwargs)
+        return mark_own(dataclasses.dataclass(own_class(cls), **kwargs))
+
+    def tool_object(ob: Any) -> bool:
+        if isinstance(ob, type):
+            return getattr(ob, _OWN_MARK, False) is True
+        return isinstance(ob, types.FunctionType) and ob.__globals__.get("__builtins__") is env
+
+    def safe_final(f: Any) -> Any:
+        return typing.final(f) if tool_object(f) else f  # a marker attribute: never on the stdlib's objects
+
+    def safe_runtime_checkable(cls: Any) -> Any:
+        return typing.runtime_checkable(own_class(cls))
+
+    def safe_quantiles(data: Any, *, n: int = 4, method: str = "exclusive") -> list:
+        if isinstance(n, int):
+            check_len(n, "statistics.quantiles() result")
+        ensure_armed()
+        return statistics.quantiles(data, n=n, method=method)
+
+    def diff_guard(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for key in ("lineterm", "fromfile", "tofile", "fromfiledate", "tofiledate"):
+                if text_size(kwargs.get(key)) > 256:
+                    too_big(f"difflib.{fn.__name__}() {key}", text_size(kwargs.get(key)))
+            if len(args) > 2 and any(text_size(a) > 256 for a in args[2:]):
+                too_big(f"difflib.{fn.__name__}() header", max(text_size(a) for a in args[2:]))
+            ensure_armed()
+            return fn(*args, **kwargs)
+
+        return wrapper
+
     def safe_update_wrapper(wrapper: Any, wrapped: Any, assigned: Any = (), updated: Any = ()) -> Any:
         if not isinstance(wrapper, types.FunctionType) or wrapper.__globals__.get("__builtins__") is not env:
             raise TypeError("functools.update_wrapper() wraps the tool's own functions only")
@@ -525,17 +566,22 @@ def make_import(
             "update_wrapper": safe_update_wrapper,
             "wraps": safe_wraps,
         },
+        "typing": lambda: {"final": safe_final, "runtime_checkable": safe_runtime_checkable},
         "dataclasses": lambda: {
+            "dataclass": safe_dataclass,
             "make_dataclass": safe_make_dataclass,
             **{n: _armed(getattr(dataclasses, n), ensure_armed) for n in ("asdict", "astuple", "replace")},
         },
         # pure-Python library code that never ticks: start the call's clock before it runs
         "copy": lambda: {n: _armed(getattr(copy, n), ensure_armed) for n in ("copy", "deepcopy")},
-        "statistics": lambda: {
-            n: _armed(getattr(statistics, n), ensure_armed)
-            for n in statistics.__all__
-            if n[:1].islower() and callable(getattr(statistics, n))
-        },
+        "statistics": lambda: (
+            {
+                n: _armed(getattr(statistics, n), ensure_armed)
+                for n in statistics.__all__
+                if n[:1].islower() and callable(getattr(statistics, n))
+            }
+            | {"quantiles": safe_quantiles}
+        ),
         "calendar": lambda: {
             "month": small_args(calendar.month, "calendar.month()", "w", "l"),
             "calendar": small_args(calendar.calendar, "calendar.calendar()", "w", "l", "c", "m"),
@@ -557,10 +603,9 @@ def make_import(
                 ensure_armed,
             ),
             "Differ": _armed_class(difflib.Differ, ("compare",), ensure_armed),
-            **{
-                n: _armed(getattr(difflib, n), ensure_armed)
-                for n in ("get_close_matches", "ndiff", "unified_diff", "context_diff", "restore")
-            },
+            **{n: _armed(getattr(difflib, n), ensure_armed) for n in ("get_close_matches", "ndiff", "restore")},
+            "unified_diff": diff_guard(difflib.unified_diff),
+            "context_diff": diff_guard(difflib.context_diff),
         },
         "unicodedata": lambda: {"normalize": safe_normalize},
         "operator": lambda: {
