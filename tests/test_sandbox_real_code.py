@@ -306,11 +306,9 @@ def test_env_reseeds_tools_from_np_random() -> None:
         subtasks=[],
         answer="",
     )
-    import gymnasium as gym
+    from toolgym import StaticSource, ToolEnv
 
-    import toolgym  # noqa: F401  # registers the envs
-
-    env = gym.make("ToolGym/HotelBooking-v0").unwrapped
+    env = ToolEnv(StaticSource("r", [sc]))
     outs = []
     for seed in (5, 6, 5):
         env.reset(seed=seed, options={"scenario": sc})
@@ -800,9 +798,7 @@ def test_tool_objects_do_not_reach_the_world() -> None:
 
 
 def test_env_passes_its_world_as_data_and_checks_it() -> None:
-    import gymnasium as gym
-
-    import toolgym  # noqa: F401  # registers the envs
+    from toolgym import StaticSource, ToolEnv
     from toolgym.scenario import Scenario, StateCheck, SubTask
 
     src = "def book(data, room: str):\n    data['rooms'][room] = 'booked'\n    return {'room': room, 'ok': True}\n"
@@ -832,7 +828,7 @@ def test_env_passes_its_world_as_data_and_checks_it() -> None:
         ],
         answer="",
     )
-    env = gym.make("ToolGym/HotelBooking-v0").unwrapped
+    env = ToolEnv(StaticSource("d", [sc]))
     env.reset(seed=0, options={"scenario": sc})
     _, _, _, _, info = env.step({"tool_calls": [{"name": "book", "arguments": {"room": "7"}}]})
     assert env.state["rooms"]["7"] == "booked"
