@@ -44,10 +44,10 @@ import uuid
 import zoneinfo
 from typing import Any
 
-from toolgym.sandbox.attrs import _ALLOWED_MODULES, _OWN_MARK
+from toolgym.sandbox.attrs import _ALLOWED_MODULES
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.guards import _INT_BITS, SizeGuards, _bits, ticking
-from toolgym.sandbox.owned import mark_own
+from toolgym.sandbox.owned import is_own_class, mark_own
 
 __all__ = ["EpisodeRandom", "make_import"]
 
@@ -481,7 +481,7 @@ def make_import(
         del sizes.write(ob)[key]
 
     def own_class(cls: Any) -> Any:
-        if not (isinstance(cls, type) and getattr(cls, _OWN_MARK, False) is True):
+        if not is_own_class(cls):
             raise TypeError("this decorator applies to the tool's own classes only")
         return cls
 
@@ -496,7 +496,7 @@ def make_import(
 
     def tool_object(ob: Any) -> bool:
         if isinstance(ob, type):
-            return getattr(ob, _OWN_MARK, False) is True
+            return is_own_class(ob)
         return isinstance(ob, types.FunctionType) and ob.__globals__.get("__builtins__") is env
 
     def safe_final(f: Any) -> Any:

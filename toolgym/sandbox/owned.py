@@ -21,7 +21,7 @@ from toolgym.sandbox.attrs import (
     _PROTOCOL_METHODS,
 )
 
-__all__ = ["is_own", "make_class_guards", "mark_own", "strip_own"]
+__all__ = ["is_own", "is_own_class", "make_class_guards", "mark_own", "strip_own"]
 
 _build_class = builtins.__build_class__
 _type_setattr = type.__setattr__
@@ -30,6 +30,11 @@ _type_setattr = type.__setattr__
 def is_own(ob: Any) -> bool:
     """``ob`` is an instance of a class tool code created."""
     return getattr(type(ob), _OWN_MARK, False) is True
+
+
+def is_own_class(cls: Any) -> bool:
+    """``cls`` is a class tool code created (or a subclass of one)."""
+    return isinstance(cls, type) and getattr(cls, _OWN_MARK, False) is True
 
 
 def mark_own(cls: type) -> type:

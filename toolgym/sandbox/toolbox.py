@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolgym.sandbox.output import _REPR, _truncate, _weight, serialize_output
-from toolgym.sandbox.owned import is_own, strip_own
+from toolgym.sandbox.owned import is_own, is_own_class, strip_own
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
 from toolgym.sandbox.runtime import _Runtime
 
@@ -59,10 +59,9 @@ def _collect_frozen(namespace: dict[str, Any], frozen: set[int]) -> None:
             stack.extend(x)
         elif isinstance(x, (tuple, frozenset)):
             stack.extend(x)
-        if isinstance(x, type):
-            if is_own(x) or getattr(x, "__toolgym_own__", False) is True:  # a tool class: its attributes too
-                frozen.add(id(x))
-                stack.extend(vars(x).values())
+        if is_own_class(x):  # a tool class: its class attributes too
+            frozen.add(id(x))
+            stack.extend(vars(x).values())
         elif is_own(x):  # an instance of a tool class made by module code
             frozen.add(id(x))
             d = getattr(x, "__dict__", None)
