@@ -834,3 +834,13 @@ def test_env_passes_its_world_as_data_and_checks_it() -> None:
     assert env.state["rooms"]["7"] == "booked"
     assert info["reward_components"]["state_ok"] == 1.0
     assert sc.state["rooms"]["7"] == "free"  # the scenario's world is copied per episode
+
+
+def test_dataclass_string_annotations_keep_their_meaning() -> None:
+    src = (
+        "from dataclasses import dataclass, InitVar, fields\nfrom typing import ClassVar, List\n"
+        "@dataclass\nclass C:\n    a: int\n    count: ClassVar[int] = 0\n    scale: InitVar[int] = 1\n"
+        "    items: List[int] = None\n    def __post_init__(self, scale):\n        self.a = self.a * scale\n"
+        "def f():\n    return [[x.name for x in fields(C)], C(2, 3).a]\n"
+    )
+    assert Toolbox({"f": src}).call("f", {}).output == '[["a", "items"], 6]'

@@ -8,10 +8,12 @@ into the feedback text the model sees.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import sys
 import types
-from dataclasses import dataclass
+import typing
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 from toolgym.sandbox.output import _REPR, _truncate, _weight, serialize_output
@@ -21,10 +23,14 @@ from toolgym.sandbox.runtime import _Runtime
 
 __all__ = ["ToolOutcome", "ToolSourceError", "Toolbox", "check_tool_sources"]
 
-# The ``__name__`` (so ``__module__`` of tool classes) of every tool module. An empty module is registered under
-# it because dataclasses and enum look a class's module up in sys.modules; it holds nothing of any tool's.
+# The ``__name__`` (so ``__module__`` of tool classes) of every tool module. A module is registered under it
+# because dataclasses and enum look a class's module up in sys.modules: it holds nothing of any tool's, only the
+# names dataclasses resolves string annotations with (tool code is compiled with postponed annotations), so
+# ``x: ClassVar[int]`` and ``y: InitVar[int]`` in a tool's dataclass mean what they say.
 _TOOL_MODULE = "toolgym.sandbox.tool_code"
-sys.modules.setdefault(_TOOL_MODULE, types.ModuleType(_TOOL_MODULE, "Namespace of sandboxed tool code (empty)."))
+_stub = sys.modules.setdefault(_TOOL_MODULE, types.ModuleType(_TOOL_MODULE, "Namespace of sandboxed tool code."))
+for _n, _v in {"typing": typing, "dataclasses": dataclasses, "ClassVar": typing.ClassVar, "InitVar": InitVar}.items():
+    setattr(_stub, _n, _v)
 
 
 @dataclass(slots=True)
