@@ -294,7 +294,7 @@ ESCAPES = [
     "import re\ndef f():\n    return re._compile('a', 0)",
     "import datetime\ndef f():\n    return datetime.sys",
     "import collections\ndef f():\n    return collections.sys",
-    "import collections\ndef f():\n    return collections.abc",
+    "import collections.abc\ndef f():\n    return collections.abc.Mapping.register(int)",
     "import statistics\ndef f():\n    return statistics.random",
     "def f():\n    import importlib\n    return importlib",
     "def f():\n    import os.path\n    return 1",
@@ -305,8 +305,8 @@ ESCAPES = [
     "import functools\ndef f():\n    return functools.partial(getattr, (), '__class__')()",
     "import functools\ndef f():\n    return functools.reduce(getattr, ['__class__'], ())",
     "def f():\n    return open('/etc/passwd').read()",
-    "def f():\n    return eval('1')",
-    "def f():\n    return exec('x = 1')",
+    "def f():\n    return eval('().__class__')",
+    "def f():\n    return exec('import os')",
     "def f():\n    return compile('1', 'x', 'eval')",
     "def f():\n    return globals()",
     "def f():\n    return vars()",
@@ -320,7 +320,7 @@ ESCAPES = [
     "def f():\n    return type(type(1))('X', (), {})",
     "def f():\n    return type(type)('X', (), {})",
     "class X:\n    def __getattr__(self, name):\n        return 1\ndef f():\n    return X()",
-    "class X:\n    def __eq__(self, other):\n        return True\ndef f():\n    return X() == 1",
+    "class X:\n    def __eq__(self, other):\n        return True\ndef f():\n    return X().__eq__.__globals__",
     "def f(g=().__class__):\n    return g",
     "def f(g=getattr):\n    return g((), '__class__')",
     "def f():\n    return (lambda: 0).__code__",
@@ -339,6 +339,19 @@ ESCAPES = [
     "def f():\n    return hasattr((), '__class__') or 1 / 0",
 ]
 SECRETS = ("<module", "<function", "<class", "root:", "__builtins__", "<frame", "<code", "mappingproxy")
+
+
+NOW_ALLOWED = [  # refused before the sandbox ran real tool code; each has its attack variant in ESCAPES
+    ("import collections\ndef f():\n    return isinstance({}, collections.abc.Mapping)", "True"),
+    ("def f():\n    return eval('1')", "1"),
+    ("def f():\n    return exec('x = 1')", "None"),
+    ("class X:\n    def __eq__(self, other):\n        return True\ndef f():\n    return X() == 1", "True"),
+]
+
+
+@pytest.mark.parametrize(("source", "output"), NOW_ALLOWED)
+def test_formerly_refused_constructs_run(source: str, output: str) -> None:
+    assert Toolbox({"f": source}).call("f", {}) == ToolOutcome(True, output, None)
 
 
 @pytest.mark.parametrize("source", ESCAPES, ids=range(len(ESCAPES)))

@@ -187,6 +187,9 @@ class ToolEnv(gym.Env):
         else:
             self.state = json.loads(json.dumps(scenario.state)) if scenario.state else {}
         self._boxes = self._bind_tools(scenario)
+        seed = int(self.np_random.bit_generator.random_raw())  # the tools' random/uuid4, per episode
+        for box in set(self._boxes.values()):
+            box.reseed(seed)
         self._schemas = {t["function"]["name"]: t["function"] for t in scenario.tools}
         self._validators = {n: parameters_validator(f.get("parameters") or {}) for n, f in self._schemas.items()}
         self._tool_names = frozenset(self._schemas)

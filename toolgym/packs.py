@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from toolgym.sandbox import ToolSourceError, check_tool_sources
 from toolgym.scenario import KINDS, Scenario, SubTask
 
 MANIFEST = "manifest.json"
@@ -150,6 +151,19 @@ def _check_tools(tools: Any, where: str) -> list[dict[str, Any]]:
     return tools
 
 
+def _check_sources(sources: dict[str, str], field: str, record_id: str, where: str) -> None:
+    """Compile (and run the module code of) every tool now, so a refused tool fails the load, not an episode."""
+    try:
+        check_tool_sources(sources)
+    except ToolSourceError as exc:
+        text = str(exc)
+        name = next((n for n in sorted(sources) if text.startswith(f"tool {n!r}: ")), None)
+        if name is None:  # pragma: no cover - the Toolbox names the tool in every error
+            raise PackError(where, field, f"record {record_id!r}: {text}") from None
+        detail = text.removeprefix(f"tool {name!r}: ")
+        raise PackError(where, f"{field}.{name}", f"record {record_id!r}: tool {name!r}: {detail}") from None
+
+
 def scenario_from_ftrl(record: dict[str, Any], where: str = "<record>") -> Scenario:
     """One FTRL record (``messages, tools, codes, unsolved_set, answer``) as a Scenario.
 
@@ -180,8 +194,10 @@ def scenario_from_ftrl(record: dict[str, Any], where: str = "<record>") -> Scena
     ]
     answer = record.get("answer")
     body = json.dumps([messages, tools, codes, unsolved, answer], ensure_ascii=False, sort_keys=True)
+    record_id = str(record.get("id") or "ftrl-" + hashlib.sha256(body.encode()).hexdigest()[:10])
+    _check_sources({n: codes[n] for n in names}, "codes", record_id, where)
     return Scenario(
-        id=str(record.get("id") or "ftrl-" + hashlib.sha256(body.encode()).hexdigest()[:10]),
+        id=record_id,
         kind=str(record.get("kind", "unknown")),
         messages=messages,
         tools=tools,
@@ -258,6 +274,10 @@ def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
     names = {t["function"]["name"] for t in record["tools"]}
     for name in sorted(names - set(record["source"])):
         raise PackError(where, "source", f"no source for offered tool {name!r}")
+    source = record["source"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in source.items()):
+        raise PackError(where, "source", "expected an object mapping tool name to Python source")
+    _check_sources(source, "source", record["id"], where)
     try:
         return Scenario.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:

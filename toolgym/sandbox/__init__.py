@@ -45,6 +45,13 @@ Modules, in the order a call meets them:
 from toolgym.sandbox.clock import _WATCHDOG as _WATCHDOG  # the watchdog thread, whose aborts tests count
 from toolgym.sandbox.output import serialize_output
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
-from toolgym.sandbox.toolbox import Toolbox, ToolOutcome
+from toolgym.sandbox.toolbox import Toolbox, ToolOutcome, check_tool_sources
 
-__all__ = ["ToolOutcome", "ToolSourceError", "Toolbox", "compile_tool_source", "serialize_output"]
+__all__ = [
+    "ToolOutcome",
+    "ToolSourceError",
+    "Toolbox",
+    "check_tool_sources",
+    "compile_tool_source",
+    "serialize_output",
+]

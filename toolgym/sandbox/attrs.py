@@ -1,4 +1,5 @@
-"""The attribute names that have a runtime guard, shared by the compile policy and the guards themselves.
+"""The names the compile policy and the runtime guards must agree on: guarded attributes, the protocol methods
+tool classes may define, the importable modules and the mark of a class tool code defined.
 
 Why a module: :mod:`~toolgym.sandbox.policy` keeps attribute loads native except for these names, which it
 routes through ``_getattr_``; :mod:`~toolgym.sandbox.guards` implements exactly these (it asserts so). Both
@@ -53,3 +54,31 @@ _GUARDED_ATTRS = (
     | {"__name__", "zfill", "expandtabs", "replace", "join", "translate", "to_bytes", "format", "format_map"}
     | {"extend", "extendleft", "elements"}
 )
+
+# Dunder methods a tool class may define, and read (``super().__init__(...)``, ``Base.__eq__(self, o)``) on its
+# own objects. Not here, so still refused: anything that changes attribute lookup, pickling/copying by reduce,
+# finalizers, class-creation hooks, ``__index__`` (it would let ``'x' * obj`` dodge the size guards).
+_PROTOCOL_METHODS = frozenset(
+    """
+    __init__ __post_init__ __repr__ __str__ __format__ __eq__ __ne__ __lt__ __le__ __gt__ __ge__ __hash__
+    __bool__ __len__ __iter__ __next__ __reversed__ __getitem__ __setitem__ __delitem__ __contains__
+    __missing__ __enter__ __exit__ __call__ __add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__
+    __rmul__ __imul__ __truediv__ __rtruediv__ __floordiv__ __rfloordiv__ __mod__ __rmod__ __neg__ __pos__
+    __abs__ __int__ __float__ __round__ __and__ __or__ __xor__ __copy__ __deepcopy__
+    """.split()
+)
+# Protocol methods that mutate their object: refused on module-level (read-only) data.
+_MUTATING_PROTOCOL = frozenset({"__init__", "__post_init__", "__setitem__", "__delitem__", "__iadd__", "__isub__"})
+_MUTATING_PROTOCOL |= {"__imul__"}
+# namedtuple's public API is spelled with one underscore.
+_NAMEDTUPLE_ATTRS = frozenset({"_asdict", "_replace", "_fields", "_make", "_field_defaults"})
+# Set on every class a tool's ``class`` statement (or guarded ``make_dataclass``) creates; tool code can neither
+# read nor write a dunder name, so only the sandbox can mark a class as the tool's own.
+_OWN_MARK = "__toolgym_own__"
+
+# The stdlib modules tool code may import (each a read-only proxy, see :mod:`~toolgym.sandbox.modules`).
+_ALLOWED_MODULES = (
+    "typing dataclasses enum abc copy json re math cmath decimal fractions numbers datetime calendar zoneinfo "
+    "time string textwrap difflib unicodedata collections collections.abc itertools functools operator heapq "
+    "bisect statistics hashlib base64 uuid random"
+).split()

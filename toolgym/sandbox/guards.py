@@ -19,7 +19,15 @@ import re
 import string
 from typing import Any, NamedTuple
 
-from toolgym.sandbox.attrs import _BLOCKED_ATTRS, _GUARDED_ATTRS, _MUTATORS, _PADDERS, _REGEX_METHODS
+from toolgym.sandbox.attrs import (
+    _BLOCKED_ATTRS,
+    _GUARDED_ATTRS,
+    _MUTATORS,
+    _OWN_MARK,
+    _PADDERS,
+    _PROTOCOL_METHODS,
+    _REGEX_METHODS,
+)
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.output import _SCALARS, _weight
 from toolgym.sandbox.regex_shim import _regex_module
@@ -73,6 +81,8 @@ class SizeGuards(NamedTuple):
     add: Any
     convert: Any  # ``convert(value, ord('s' | 'r' | 'a'))``: a checked ``!s``/``!r``/``!a``
     fmt: Any  # ``fmt(value, conversion, spec)``: a checked f-string field
+    write: Any  # ``write(ob)``: ``ob`` if tool code may assign its items or attributes, else TypeError
+    inplace_ops: dict[str, Any]  # ``op`` ("+", "*", ...) -> the checked in-place operation
     builtins: dict[str, Any]
 
 
@@ -198,7 +208,11 @@ def make_size_guards(max_size: int, frozen: set[int], clock: Clock) -> SizeGuard
 
     def write(ob: Any) -> Any:
         t = type(ob)
-        if t is dict or t is list or isinstance(ob, _WRITABLE):
+        if t is dict or t is list or isinstance(ob, _WRITABLE) or getattr(t, _OWN_MARK, False) is True:
+            if frozen and id(ob) in frozen:
+                check_frozen(ob)
+            return ob
+        if isinstance(ob, type) and getattr(ob, _OWN_MARK, False) is True:  # the tool's own class
             if frozen and id(ob) in frozen:
                 check_frozen(ob)
             return ob
@@ -263,15 +277,21 @@ def make_size_guards(max_size: int, frozen: set[int], clock: Clock) -> SizeGuard
         "_fmt_": fmt,
         "_str_call_": str_call,
     }
-    return SizeGuards(too_big, check_len, check_weight, check_frozen, mul, pow_, add, convert, fmt, operators)
+    return SizeGuards(
+        too_big, check_len, check_weight, check_frozen, mul, pow_, add, convert, fmt, write, inplace_ops, operators
+    )
 
 
 # ----------------------------------------------------------------------------------------------- getattr
 
 
-def make_getattr(sizes: SizeGuards, frozen: set[int], clock: Clock, rx_methods: dict[str, Any]) -> dict[str, Any]:
-    """``_getattr_`` (what compiled code calls for the names in :mod:`~toolgym.sandbox.attrs`), ``getattr``
-    and ``hasattr``: dunder and frame attributes blocked, size-bound methods checked, ``str.format`` checked."""
+def make_getattr(
+    sizes: SizeGuards, frozen: set[int], clock: Clock, rx_methods: dict[str, Any], owned: dict[str, Any]
+) -> dict[str, Any]:
+    """``_getattr_`` (what compiled code calls for the names in :mod:`~toolgym.sandbox.attrs`), ``getattr``,
+    ``hasattr``, ``setattr``, ``delattr`` and ``_augattr_``: dunder and frame attributes blocked (single-underscore
+    and protocol names only through ``owned``'s guards), size-bound methods checked, ``str.format`` checked."""
+    private, dunder, write, inplace_ops = owned["_private_"], owned["_dunder_"], sizes.write, sizes.inplace_ops
     check_len, check_frozen, convert, fmt = sizes.check_len, sizes.check_frozen, sizes.convert, sizes.fmt
     ensure_armed, tick = clock.ensure_armed, clock.tick
     rx = _regex_module()
@@ -427,21 +447,43 @@ def make_getattr(sizes: SizeGuards, frozen: set[int], clock: Clock, rx_methods: 
             return special[name](ob, name)
         return getattr(ob, name)
 
-    def checked_name(name: Any) -> str:
+    def getter(name: Any) -> Any:
+        """The guard that reads attribute ``name`` (as the compile policy would route the literal name)."""
         if type(name) is not str:
             raise TypeError("attribute name must be a string")
-        if name[:1] == "_" and name != "__name__":
-            raise AttributeError(f"access to attribute {name!r} is not allowed in tool code")
-        return name
+        if name[:1] != "_" or name == "__name__":
+            return guarded_getattr
+        if name[:2] != "__":
+            return private
+        if name in _PROTOCOL_METHODS:
+            return dunder
+        raise AttributeError(f"access to attribute {name!r} is not allowed in tool code")
 
     def safe_getattr(ob: Any, name: Any, *default: Any) -> Any:
-        name = checked_name(name)
+        get = getter(name)
         if default:
             try:
-                return guarded_getattr(ob, name)
+                return get(ob, name)
             except AttributeError:
                 return default[0]
-        return guarded_getattr(ob, name)
+        return get(ob, name)
+
+    def settable(name: Any) -> str:
+        if type(name) is not str:
+            raise TypeError("attribute name must be a string")
+        if name[:2] == "__" or name in _BLOCKED_ATTRS:
+            raise AttributeError(f"assignment to attribute {name!r} is not allowed in tool code")
+        return name
+
+    def safe_setattr(ob: Any, name: Any, value: Any) -> None:
+        setattr(write(ob), settable(name), value)
+
+    def safe_delattr(ob: Any, name: Any) -> None:
+        delattr(write(ob), settable(name))
+
+    def augattr(ob: Any, name: str, op: str, value: Any) -> None:
+        """``ob.name op= value`` (``ob`` is already ``_write_``-checked by the compiled code)."""
+        setattr(ob, name, inplace_ops[op](getter(name)(ob, name), value))
 
     def safe_hasattr(ob: Any, name: Any) -> bool:
         try:
@@ -472,7 +514,15 @@ def make_getattr(sizes: SizeGuards, frozen: set[int], clock: Clock, rx_methods: 
 
     formatter = _Formatter()
 
-    return {"_getattr_": guarded_getattr, "getattr": safe_getattr, "hasattr": safe_hasattr}
+    return {
+        "_getattr_": guarded_getattr,
+        "getattr": safe_getattr,
+        "hasattr": safe_hasattr,
+        "setattr": safe_setattr,
+        "delattr": safe_delattr,
+        "_augattr_": augattr,
+        "_attr_getter_": getter,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- builtins

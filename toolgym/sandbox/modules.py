@@ -7,42 +7,50 @@ place of the originals.
 """
 
 from __future__ import annotations
+import __future__
 
+import abc
+import base64
+import bisect
+import calendar
+import cmath
 import collections
+import collections.abc
 import copy
+import dataclasses
 import datetime
 import decimal
+import difflib
+import enum
 import fractions
 import functools
+import hashlib
+import heapq
 import itertools
 import json
 import math
+import numbers
+import operator
+import random
 import re
 import statistics
 import string
+import textwrap
+import time
 import types
+import typing
+import unicodedata
+import uuid
+import zoneinfo
 from typing import Any
 
+from toolgym.sandbox.attrs import _ALLOWED_MODULES, _OWN_MARK
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.guards import _INT_BITS, SizeGuards, _bits, ticking
 
-__all__ = ["make_import"]
+__all__ = ["EpisodeRandom", "make_import"]
 
 _COMB_BITS = 100_000  # math.factorial/comb/perm are slow per bit
-_ALLOWED_MODULES = (
-    "math",
-    "datetime",
-    "json",
-    "re",
-    "string",
-    "itertools",
-    "functools",
-    "collections",
-    "statistics",
-    "decimal",
-    "fractions",
-    "copy",
-)
 _MODULE_DENY = {
     "json": {"dump", "load", "JSONEncoder", "JSONDecoder"},
     "re": {"template", "purge", "Scanner", "TEMPLATE", "T"},
@@ -50,13 +58,39 @@ _MODULE_DENY = {
     "functools": {
         "singledispatch",
         "singledispatchmethod",
-        "total_ordering",
-        "cached_property",
-        "partialmethod",
     },
     "collections": {"UserDict", "UserList", "UserString"},
     "statistics": {"NormalDist"},  # samples() draws random numbers in an unticked loop
     "datetime": {"datetime_CAPI"},
+    # typing: get_type_hints and ForwardRef evaluate annotation text (with the real builtins for a class);
+    # reveal_type writes to stderr; clear_overloads empties a process-wide registry.
+    "typing": {"get_type_hints", "ForwardRef", "reveal_type", "clear_overloads"},
+    "dataclasses": set(),
+    # metaclasses (calling one builds a class from any namespace), process-wide registration
+    "enum": {"EnumType", "EnumMeta", "global_enum", "global_flag_repr", "global_enum_repr", "global_str"}
+    | {"pickle_by_global_name", "pickle_by_enum_name"},
+    "abc": {"ABCMeta", "update_abstractmethods"},
+    # printing, process-wide settings, unbounded widths and the locale-switching classes
+    "calendar": {"setfirstweekday", "prmonth", "prcal", "TextCalendar", "HTMLCalendar", "LocaleTextCalendar"}
+    | {"LocaleHTMLCalendar", "different_locale", "format", "formatstring", "main", "week"},
+    "zoneinfo": {"reset_tzpath"},  # would point tz lookups at any directory, process-wide
+    "textwrap": {"TextWrapper"},
+    "difflib": {"HtmlDiff", "diff_bytes"},
+    "base64": {"encode", "decode"},  # file objects
+}
+# Modules proxied from an explicit list of names (the rest of the module is I/O, process state or unbounded).
+_MODULE_ALLOW = {
+    "time": set(
+        "time time_ns monotonic monotonic_ns perf_counter perf_counter_ns process_time process_time_ns thread_time "
+        "thread_time_ns gmtime localtime mktime asctime ctime strftime strptime struct_time timezone altzone "
+        "daylight tzname get_clock_info".split()
+    ),
+    "uuid": {"UUID", "uuid3", "uuid5", "NAMESPACE_DNS", "NAMESPACE_OID", "NAMESPACE_URL", "NAMESPACE_X500"}
+    | {"RESERVED_FUTURE", "RESERVED_MICROSOFT", "RESERVED_NCS", "RFC_4122", "SafeUUID"},
+    "hashlib": {"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "blake2b", "blake2s", "sha3_224"}
+    | {"sha3_256", "sha3_384", "sha3_512", "algorithms_guaranteed", "algorithms_available"},
+    "random": set(),  # built from the Toolbox's EpisodeRandom
+    "__future__": {"annotations"},
 }
 _DECIMAL_ALLOW = {
     "Decimal",
@@ -72,26 +106,46 @@ _DECIMAL_ALLOW = {
     "FloatOperation",
     *(n for n in dir(decimal) if n.startswith("ROUND_")),
 }
-_MODULES = dict(
-    zip(
-        _ALLOWED_MODULES,
-        (
-            math,
-            datetime,
-            json,
-            re,
-            string,
-            itertools,
-            functools,
-            collections,
-            statistics,
-            decimal,
-            fractions,
-            copy,
-        ),
-        strict=True,
+_MODULES: dict[str, types.ModuleType] = {
+    m.__name__: m
+    for m in (
+        typing,
+        dataclasses,
+        enum,
+        abc,
+        copy,
+        json,
+        re,
+        math,
+        cmath,
+        decimal,
+        fractions,
+        numbers,
+        datetime,
+        calendar,
+        zoneinfo,
+        time,
+        string,
+        textwrap,
+        difflib,
+        unicodedata,
+        collections,
+        collections.abc,
+        itertools,
+        functools,
+        operator,
+        heapq,
+        bisect,
+        statistics,
+        hashlib,
+        base64,
+        uuid,
+        random,
+        __future__,
     )
-)
+}
+assert set(_MODULES) == {*_ALLOWED_MODULES, "__future__"}
+_SMALL_ARG = 256  # calendar widths and line counts
 
 
 def _fact_bits(n: Any) -> float:
@@ -114,10 +168,148 @@ def _perm_bits(n: Any, k: Any = None) -> float:
     return min(k, n) * math.log2(n) if isinstance(k, int) else 0
 
 
-def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -> Any:
-    """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError."""
-    too_big, check_weight, mul = sizes.too_big, sizes.check_weight, sizes.mul
-    tick = clock.tick
+def _armed(fn: Any, ensure_armed: Any) -> Any:
+    """``fn``, with the call's clock started first: pure-Python library code does not tick."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ensure_armed()
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _armed_class(cls: type, methods: tuple[str, ...], ensure_armed: Any) -> type:
+    """A subclass of ``cls`` whose ``methods`` start the call's clock first (``difflib.SequenceMatcher``)."""
+    ns = {m: _armed(getattr(cls, m), ensure_armed) for m in methods}
+    return type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__, **ns})
+
+
+class EpisodeRandom:
+    """The ``random`` (and ``uuid4``) of one Toolbox: one generator, reseeded for every episode.
+
+    Why: tool code must not touch the process's global RNG (other envs share it, and its seed is nobody's), and
+    the same episode seed must give the same draws. ``reseed(seed)`` reseeds the shared generator and every
+    ``random.Random()`` the tool's module code created at load (explicit seeds back to their own seed, unseeded
+    ones to one derived from the episode's), so module-level generators restart with each episode too.
+    """
+
+    def __init__(self, sizes: SizeGuards, clock: Clock) -> None:
+        self._sizes, self._clock = sizes, clock
+        self.loading = True  # module code is running: generators made now are reseeded per episode
+        self.used = False  # tool code imported random or uuid (else reseed has nothing to do)
+        self.seed = 0
+        self._module_level: list[tuple[random.Random, Any]] = []
+        self.shared: random.Random | None = None  # built at first use (most tools never import random)
+        self.Random: type | None = None
+
+    def _build(self) -> random.Random:
+        sizes, clock = self._sizes, self._clock
+        check_len, check_frozen, charge, ensure_armed = (
+            sizes.check_len,
+            sizes.check_frozen,
+            clock.charge,
+            clock.ensure_armed,
+        )
+        module_level = self._module_level
+        base = random.Random
+        episode = self
+
+        class Random(base):
+            """``random.Random`` whose unseeded instances (and ``seed()``) draw from the episode's generator."""
+
+            def __init__(self, x: Any = None) -> None:
+                x0 = x
+                if x is None:
+                    x = shared.getrandbits(64)
+                base.__init__(self, x)
+                if episode.loading:
+                    module_level.append((self, x0))
+
+            def seed(self, a: Any = None, version: int = 2) -> None:
+                if a is None:
+                    a = episode.seed if self is shared else shared.getrandbits(64)
+                base.seed(self, a, version)
+
+            def getrandbits(self, k: int) -> int:
+                if isinstance(k, int):
+                    check_len(k >> 3, "getrandbits() result (bytes)")
+                return base.getrandbits(self, k)
+
+            def randbytes(self, n: int) -> bytes:
+                if isinstance(n, int):
+                    check_len(n, "randbytes()")
+                return base.randbytes(self, n)
+
+            def choices(self, population: Any, weights: Any = None, *, cum_weights: Any = None, k: int = 1) -> list:
+                if isinstance(k, int):
+                    check_len(k, "choices() result")
+                ensure_armed()
+                return base.choices(self, population, weights, cum_weights=cum_weights, k=k)
+
+            def sample(self, population: Any, k: int, *, counts: Any = None) -> list:
+                if isinstance(k, int):
+                    check_len(k, "sample() result")
+                ensure_armed()
+                return base.sample(self, population, k, counts=counts)
+
+            def shuffle(self, x: Any) -> None:
+                check_frozen(x)
+                ensure_armed()
+                if hasattr(x, "__len__") and len(x) > 4096:
+                    charge(len(x) >> 4)
+                base.shuffle(self, x)
+
+        Random.__module__ = "random"
+        shared = base.__new__(Random)
+        base.__init__(shared, self.seed)
+        self.shared, self.Random, self.used = shared, Random, True
+        return shared
+
+    def reseed(self, seed: int) -> None:
+        """Start a new episode's draws from ``seed``."""
+        self.seed = seed
+        if self.shared is None:
+            return
+        random.Random.seed(self.shared, seed)
+        for i, (r, x0) in enumerate(self._module_level):
+            random.Random.seed(r, f"{seed}:{i}" if x0 is None else x0)
+
+    def module(self) -> dict[str, Any]:
+        """The names of the ``random`` proxy: the shared generator's methods and the seeded ``Random`` class."""
+        shared = self.shared or self._build()
+        names = [n for n in random.__all__ if n not in ("Random", "SystemRandom") and hasattr(shared, n)]
+        return {"Random": self.Random, **{n: getattr(shared, n) for n in names}}  # type: ignore[dict-item]
+
+    def uuid4(self) -> uuid.UUID:
+        """A version-4 UUID from the episode's generator."""
+        shared = self.shared or self._build()
+        return uuid.UUID(int=random.Random.getrandbits(shared, 128), version=4)
+
+
+def make_import(
+    sizes: SizeGuards,
+    clock: Clock,
+    re_functions: dict[str, Any],
+    attrs: dict[str, Any],
+    rand: EpisodeRandom,
+    env: dict[str, Any],
+) -> Any:
+    """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
+
+    ``attrs`` holds the Toolbox's attribute guards (``getattr``, ``_attr_getter_``), which ``operator``'s
+    attrgetter/methodcaller go through; ``rand`` is its :class:`EpisodeRandom`; ``env`` its builtins dict (a
+    function whose globals use it is the tool's own).
+    """
+    too_big, check_weight, mul, check_len, check_frozen = (
+        sizes.too_big,
+        sizes.check_weight,
+        sizes.mul,
+        sizes.check_len,
+        sizes.check_frozen,
+    )
+    tick, charge, ensure_armed = clock.tick, clock.charge, clock.ensure_armed
+    safe_getattr, getter = attrs["getattr"], attrs["_attr_getter_"]
 
     def wrap_iter_fn(fn: Any) -> Any:
         @functools.wraps(fn)
@@ -159,8 +351,144 @@ def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -
         check_weight(obj, "json.dumps() text")
         return json.dumps(obj, **kwargs)
 
-    overrides: dict[str, dict[str, Any]] = {
-        "math": {
+    def small_args(fn: Any, what: str, *names: str) -> Any:
+        """``fn`` refusing large ints for its width/count arguments ``names`` (by keyword or position)."""
+        import inspect  # trusted code; only at proxy build
+
+        params = list(inspect.signature(fn).parameters)
+        where = {n: params.index(n) for n in names}
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for n, i in where.items():
+                v = kwargs.get(n, args[i] if i < len(args) else None)
+                if isinstance(v, int) and abs(v) > _SMALL_ARG:
+                    too_big(f"{what} {n}", abs(v))
+            ensure_armed()
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    def text_size(text: Any, *extra: Any) -> int:
+        return (len(text) if isinstance(text, str) else 0) + sum(len(e) for e in extra if isinstance(e, str))
+
+    def safe_wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(text: str, width: int = 70, **kwargs: Any) -> Any:
+            indent = max(text_size(kwargs.get("initial_indent", "")), text_size(kwargs.get("subsequent_indent", "")))
+            indent = max(indent, text_size(kwargs.get("placeholder", "")))
+            n = text_size(text)
+            if isinstance(width, int) and indent:
+                lines = n // max(1, width - indent) + 1
+                check_len(n + lines * (indent + 1), f"textwrap.{fn.__name__}() result")
+            ensure_armed()
+            return fn(text, width, **kwargs)
+
+        return wrapper
+
+    def safe_indent(text: str, prefix: str, predicate: Any = None) -> str:
+        check_len(text_size(text) + (text_size(text) + 1) * text_size(prefix), "textwrap.indent() result")
+        ensure_armed()
+        return textwrap.indent(text, prefix, predicate)
+
+    def safe_normalize(form: str, unistr: str) -> str:
+        check_len(text_size(unistr) * 4, "unicodedata.normalize() result")
+        return unicodedata.normalize(form, unistr)
+
+    def safe_strftime(fmt: str, *args: Any) -> str:
+        check_len(text_size(fmt) * 16, "time.strftime() result")
+        return time.strftime(fmt, *args)
+
+    def safe_new(name: str, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(name, str) or "shake" in name.lower():
+            raise ValueError(f"hash {name!r} is not available in tool code")
+        return hashlib.new(name, *args, **kwargs)
+
+    def safe_pbkdf2(hash_name: str, password: Any, salt: Any, iterations: int, dklen: Any = None) -> bytes:
+        if not isinstance(iterations, int) or iterations > 200_000:
+            too_big("pbkdf2_hmac iterations", iterations if isinstance(iterations, int) else 0)
+        if isinstance(dklen, int) and dklen > 1024:
+            too_big("pbkdf2_hmac dklen", dklen)
+        charge(iterations >> 6)
+        return hashlib.pbkdf2_hmac(hash_name, password, salt, iterations, dklen)
+
+    def attrgetter(attr: Any, *more: Any) -> Any:
+        paths = [a.split(".") if isinstance(a, str) else a for a in (attr, *more)]
+        for path in paths:
+            if not isinstance(path, list):
+                raise TypeError("attribute name must be a string")
+            for part in path:
+                getter(part)  # refuses dunder and frame names now, not at the first call
+
+        def get_one(ob: Any, path: list[str]) -> Any:
+            for part in path:
+                ob = safe_getattr(ob, part)
+            return ob
+
+        if len(paths) == 1:
+            (path,) = paths
+            return lambda ob: get_one(ob, path)
+        return lambda ob: tuple(get_one(ob, p) for p in paths)
+
+    def methodcaller(name: Any, /, *args: Any, **kwargs: Any) -> Any:
+        getter(name)
+        return lambda ob: safe_getattr(ob, name)(*args, **kwargs)
+
+    def mutating(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(target: Any, *args: Any, **kwargs: Any) -> Any:
+            check_frozen(target)
+            return fn(target, *args, **kwargs)
+
+        return wrapper
+
+    def safe_heapify(heap: Any) -> None:
+        check_frozen(heap)
+        if isinstance(heap, list) and len(heap) > 4096:
+            charge(len(heap) >> 8)
+        heapq.heapify(heap)
+
+    def safe_setitem(ob: Any, key: Any, value: Any) -> None:
+        sizes.write(ob)[key] = value
+
+    def safe_delitem(ob: Any, key: Any) -> None:
+        del sizes.write(ob)[key]
+
+    def own_class(cls: Any) -> Any:
+        if not (isinstance(cls, type) and getattr(cls, _OWN_MARK, False) is True):
+            raise TypeError("this decorator applies to the tool's own classes only")
+        return cls
+
+    def safe_total_ordering(cls: Any) -> Any:
+        return functools.total_ordering(own_class(cls))
+
+    def safe_update_wrapper(wrapper: Any, wrapped: Any, assigned: Any = (), updated: Any = ()) -> Any:
+        if not isinstance(wrapper, types.FunctionType) or wrapper.__globals__.get("__builtins__") is not env:
+            raise TypeError("functools.update_wrapper() wraps the tool's own functions only")
+        return functools.update_wrapper(wrapper, wrapped)  # the default attribute lists only
+
+    def safe_wraps(wrapped: Any, assigned: Any = (), updated: Any = ()) -> Any:
+        return lambda wrapper: safe_update_wrapper(wrapper, wrapped)
+
+    def safe_make_dataclass(cls_name: str, fields: Any, *, bases: Any = (), namespace: Any = None, **kw: Any) -> Any:
+        if namespace is not None:
+            if not isinstance(namespace, dict) or any(not isinstance(k, str) or k[:2] == "__" for k in namespace):
+                raise TypeError("make_dataclass() namespace may not define dunder names in tool code")
+        cls = dataclasses.make_dataclass(cls_name, fields, bases=tuple(bases), namespace=namespace, **kw)
+        if issubclass(cls, type):
+            raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
+        type.__setattr__(cls, _OWN_MARK, True)
+        return cls
+
+    def inplace() -> dict[str, Any]:
+        ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
+        for n in ("is_", "is_not", "invert"):
+            ops.pop(n, None)
+        return ops
+
+    # Built at a module's first import: most tools import two or three modules, and a Toolbox is built per source.
+    overrides: dict[str, Any] = {
+        "math": lambda: {
             "factorial": comb_guard(math.factorial, _fact_bits),
             "comb": comb_guard(math.comb, _comb_bits),
             "perm": comb_guard(math.perm, _perm_bits),
@@ -168,9 +496,68 @@ def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -
             "lcm": safe_lcm,
             "pow": math.pow,
         },
-        "json": {"dumps": safe_dumps},
-        "re": re_functions,
-        "collections": {},
+        "json": lambda: {"dumps": safe_dumps},
+        "re": lambda: re_functions,
+        "collections": lambda: {},
+        "functools": lambda: {
+            "total_ordering": safe_total_ordering,
+            "update_wrapper": safe_update_wrapper,
+            "wraps": safe_wraps,
+        },
+        "dataclasses": lambda: {"make_dataclass": safe_make_dataclass},
+        "calendar": lambda: {
+            "month": small_args(calendar.month, "calendar.month()", "w", "l"),
+            "calendar": small_args(calendar.calendar, "calendar.calendar()", "w", "l", "c", "m"),
+            "weekheader": small_args(calendar.weekheader, "calendar.weekheader()", "width"),
+        },
+        "zoneinfo": lambda: {"available_timezones": _armed(zoneinfo.available_timezones, ensure_armed)},
+        "time": lambda: {"strftime": safe_strftime},
+        "textwrap": lambda: {
+            "wrap": safe_wrap(textwrap.wrap),
+            "fill": safe_wrap(textwrap.fill),
+            "shorten": safe_wrap(textwrap.shorten),
+            "dedent": _armed(textwrap.dedent, ensure_armed),
+            "indent": safe_indent,
+        },
+        "difflib": lambda: {
+            "SequenceMatcher": _armed_class(
+                difflib.SequenceMatcher,
+                ("set_seqs", "set_seq2", "find_longest_match", "get_matching_blocks", "get_opcodes", "ratio"),
+                ensure_armed,
+            ),
+            "Differ": _armed_class(difflib.Differ, ("compare",), ensure_armed),
+            **{
+                n: _armed(getattr(difflib, n), ensure_armed)
+                for n in ("get_close_matches", "ndiff", "unified_diff", "context_diff", "restore")
+            },
+        },
+        "unicodedata": lambda: {"normalize": safe_normalize},
+        "operator": lambda: {
+            "mul": sizes.mul,
+            "pow": sizes.pow_,
+            "add": sizes.add,
+            "concat": sizes.add,
+            "lshift": sizes.builtins["_lshift_"],
+            "mod": sizes.builtins["_mod_"],
+            **inplace(),
+            "iadd": mutating(sizes.builtins["_iadd_"]),
+            "iconcat": mutating(sizes.builtins["_iadd_"]),
+            "imul": mutating(sizes.builtins["_imul_"]),
+            "ipow": mutating(sizes.pow_),
+            "ilshift": mutating(sizes.builtins["_lshift_"]),
+            "imod": mutating(sizes.builtins["_mod_"]),
+            "setitem": safe_setitem,
+            "delitem": safe_delitem,
+            "attrgetter": attrgetter,
+            "methodcaller": methodcaller,
+        },
+        "heapq": lambda: {
+            "heapify": safe_heapify,
+            **{n: mutating(getattr(heapq, n)) for n in ("heappush", "heappop", "heapreplace", "heappushpop")},
+        },
+        "bisect": lambda: {n: mutating(getattr(bisect, n)) for n in ("insort", "insort_left", "insort_right")},
+        "hashlib": lambda: {"new": safe_new, "pbkdf2_hmac": safe_pbkdf2},
+        "uuid": lambda: {"uuid4": rand.uuid4},
     }
     proxies: dict[str, types.SimpleNamespace] = {}
 
@@ -181,6 +568,8 @@ def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -
         mod = _MODULES[name]
         if name == "decimal":
             names = _DECIMAL_ALLOW
+        elif name in _MODULE_ALLOW:
+            names = _MODULE_ALLOW[name]
         else:
             names = getattr(mod, "__all__", None) or [n for n in dir(mod) if not n.startswith("_")]
         attrs = {}
@@ -197,7 +586,13 @@ def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -
                     wrapped.from_iterable = wrap_iter_fn(itertools.chain.from_iterable)  # type: ignore[attr-defined]
                 value = wrapped
             attrs[attr] = value
-        attrs.update(overrides.get(name, {}))
+        make = overrides.get(name)
+        if make is not None:
+            attrs.update(make())
+        if name == "random":
+            attrs.update(rand.module())
+        elif name == "collections":
+            attrs["abc"] = module_proxy("collections.abc")
         proxy = proxies[name] = types.SimpleNamespace(**attrs)
         return proxy
 
@@ -205,6 +600,8 @@ def make_import(sizes: SizeGuards, clock: Clock, re_functions: dict[str, Any]) -
         if level != 0 or name not in _MODULES:
             allowed = ", ".join(_ALLOWED_MODULES)
             raise ImportError(f"import of {name!r} is not allowed in tool code (allowed: {allowed})")
+        if "." in name and not fromlist:
+            return module_proxy(name.partition(".")[0])  # `import collections.abc` binds `collections`
         return module_proxy(name)
 
     return safe_import

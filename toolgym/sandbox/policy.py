@@ -1,23 +1,28 @@
 """Compile policy: the RestrictedPython transformer for tool source and the process-wide compile cache.
 
-Why a module: what tool code may say is decided once, at compile time, by :class:`_ToolPolicy` (underscore
-names, classes and ``global`` other than ``state`` are rejected; step ticks and calls of the size guards are
-written in); everything at run time (:mod:`~toolgym.sandbox.runtime`) relies on that rewrite.
+Why a module: what tool code may say is decided once, at compile time, by :class:`_ToolPolicy`; everything at
+run time (:mod:`~toolgym.sandbox.runtime`) relies on that rewrite. Allowed: single-underscore names (not the
+``_name_`` spelling of the guards) and attributes (read through ``_private_``: the tool's own objects only),
+classes with the ordinary protocol methods (:data:`~toolgym.sandbox.attrs._PROTOCOL_METHODS`, read through
+``_dunder_``), imports of the allow-listed modules, ``eval``/``exec`` (compiled by this same policy at run
+time). Refused: other dunder names and attributes, ``metaclass=``, ``global`` other than ``state``, imports of
+anything else. Step ticks and calls of the size guards are written in.
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import functools
 import hashlib
 from types import CodeType
 
-from RestrictedPython import compile_restricted_exec
+from RestrictedPython import compile_restricted_eval, compile_restricted_exec
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
-from toolgym.sandbox.attrs import _GUARDED_ATTRS
+from toolgym.sandbox.attrs import _ALLOWED_MODULES, _GUARDED_ATTRS, _PROTOCOL_METHODS
 
-__all__ = ["ToolSourceError", "compile_tool_source"]
+__all__ = ["ToolSourceError", "compile_tool_code", "compile_tool_source"]
 
 
 class ToolSourceError(ValueError):
@@ -87,12 +92,68 @@ def _small_numbers(node: ast.BinOp) -> bool:
     return a < 1 << 32 and b < 1 << 32
 
 
+_IMPORTABLE = frozenset(_ALLOWED_MODULES) | {"__future__"}
+
+
+def _private_name(name: str) -> bool:
+    """``_helper``, ``_cache``: the tool's own; ``__x`` (mangled or dunder) and ``_x_`` (the guards' spelling,
+    which a tool could otherwise shadow, e.g. ``_tick_ = lambda: None``) are not."""
+    return name[:1] == "_" and name[:2] != "__" and name[-1:] != "_" and name != "_print"
+
+
 class _ToolPolicy(RestrictingNodeTransformer):
     """RestrictedPython policy plus step ticks and size guards (see the :mod:`toolgym.sandbox` docstring)."""
 
+    _scopes: tuple[str, ...] = ()  # "class" / "def" nesting, to allow protocol methods only in class bodies
+    _def_in_class = False  # the def being checked is directly in a class body
+
+    def check_name(self, node: ast.AST, name: str | None, allow_magic_methods: bool = False) -> None:
+        if name is not None and _private_name(name):
+            return
+        if allow_magic_methods and name in _PROTOCOL_METHODS and self._def_in_class:
+            return
+        if allow_magic_methods and name is not None and name[:1] == "_":
+            self.error(node, f'"{name}" may not be defined in tool code.')
+            return
+        super().check_name(node, name)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id == "__name__" and isinstance(node.ctx, ast.Load):  # `if __name__ == "__main__":`
+            return node
+        return super().visit_Name(node)
+
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        for alias in node.names:
+            self._check_module(node, alias.name)
+        return super().visit_Import(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.level:
+            self.error(node, "relative imports are not allowed in tool code.")
+        else:
+            self._check_module(node, node.module or "")
+        return super().visit_ImportFrom(node)
+
+    def _check_module(self, node: ast.AST, name: str) -> None:
+        if name not in _IMPORTABLE:
+            allowed = ", ".join(_ALLOWED_MODULES)
+            self.error(node, f"import of {name!r} is not allowed in tool code (allowed: {allowed})")
+
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
-        self.error(node, "class definitions are not allowed in tool code.")
-        return node
+        # Classes are built by the runtime's __build_class__ (which marks them as the tool's own and refuses
+        # metaclasses), not by RestrictedPython's __metaclass__ rewrite.
+        self.check_name(node, node.name)
+        if any(k.arg == "metaclass" for k in node.keywords):
+            self.error(node, "metaclass= is not allowed in tool code.")
+        outer = self._scopes
+        self._scopes = (*outer, "class")
+        try:
+            return self.node_contents_visit(node)
+        finally:
+            self._scopes = outer
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        return self.node_contents_visit(node)  # `x: int = 0` (dataclass fields); the target is checked as usual
 
     def visit_Global(self, node: ast.Global) -> ast.AST:
         bad = [n for n in node.names if n != "state"]
@@ -102,12 +163,25 @@ class _ToolPolicy(RestrictingNodeTransformer):
         return node
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
-        if node.attr == "__name__" and isinstance(node.ctx, ast.Load):  # harmless and common in messages
+        attr, load = node.attr, isinstance(node.ctx, ast.Load)
+        if attr == "__name__" and load:  # harmless and common in messages
             node = self.node_contents_visit(node)
             new = _call("_getattr_", node.value, ast.Constant("__name__"))
             return ast.fix_missing_locations(ast.copy_location(new, node))
+        guard = None
+        if load and attr in _PROTOCOL_METHODS:
+            guard = "_dunder_"  # super().__init__(...), Base.__eq__(self, other): the tool's own objects only
+        elif _private_name(attr) or (attr[:1] == "_" and attr[-1:] == "_" and attr[:2] != "__"):
+            guard = "_private_"  # self._files, Color._value_: the tool's own objects only
+        if guard is not None:
+            node = self.node_contents_visit(node)
+            if load:
+                new = _call(guard, node.value, ast.Constant(attr))
+                return ast.fix_missing_locations(ast.copy_location(new, node))
+            node.value = ast.fix_missing_locations(ast.copy_location(_call("_write_", node.value), node.value))
+            return node
         new = super().visit_Attribute(node)
-        if isinstance(node.ctx, ast.Load) and node.attr not in _GUARDED_ATTRS:
+        if load and attr not in _GUARDED_ATTRS:
             # RestrictedPython vetted the literal name; only names with a runtime guard need _getattr_,
             # the rest stay native attribute loads (a call per attribute would double the cost of tool code).
             return node
@@ -119,7 +193,13 @@ class _ToolPolicy(RestrictingNodeTransformer):
         return super().visit_Subscript(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        node = super().visit_FunctionDef(node)
+        outer = self._scopes
+        self._def_in_class = outer[-1:] == ("class",)  # read by check_name(node.name) in super().visit_FunctionDef
+        self._scopes = (*outer, "def")
+        try:
+            node = super().visit_FunctionDef(node)
+        finally:
+            self._scopes = outer
         node.body.insert(0, _tick_stmt(node))
         return node
 
@@ -167,11 +247,14 @@ class _ToolPolicy(RestrictingNodeTransformer):
                 return node
             helper = _AUG_GUARDS[type(node.op)]
             new = ast.Assign(targets=[target], value=_call(helper, _name(target.id), node.value))
+        elif isinstance(target, ast.Attribute):
+            # target.value was already wrapped in _write_() by visit_Attribute (Store context).
+            new = ast.Expr(_call("_augattr_", target.value, ast.Constant(target.attr), ast.Constant(op), node.value))
         elif isinstance(target, ast.Subscript):
             # target.value was already wrapped in _write_() by visit_Subscript (Store context).
             new = ast.Expr(_call("_augitem_", target.value, target.slice, ast.Constant(op), node.value))
-        else:
-            self.error(node, "Augmented assignment of attributes is not allowed.")
+        else:  # pragma: no cover - the grammar allows only names, attributes and subscripts
+            self.error(node, "Augmented assignment of this target is not allowed.")
             return node
         return ast.fix_missing_locations(ast.copy_location(new, node))
 
@@ -195,11 +278,22 @@ class _ToolPolicy(RestrictingNodeTransformer):
         return ast.fix_missing_locations(ast.copy_location(new, node))
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
-        node = super().visit_Call(node)
+        # RestrictedPython's visit_Call minus its refusal of eval/exec: the runtime's eval and exec compile
+        # their text with this same policy.
+        wrap = any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords)
+        node = self.node_contents_visit(node)
+        if wrap:
+            node.args.insert(0, node.func)
+            node.func = ast.copy_location(_name("_apply_"), node.args[0])
+            return node
         if isinstance(node.func, ast.Name) and node.func.id == "str":
             node.args.insert(0, node.func)
             node.func = ast.copy_location(_name("_str_call_"), node.func)
         return node
+
+
+# Annotations stay unevaluated text (tools annotate with names they never import), stated rather than inherited.
+_FLAGS = __future__.annotations.compiler_flag
 
 
 def compile_tool_source(source: str) -> CodeType:
@@ -209,9 +303,26 @@ def compile_tool_source(source: str) -> CodeType:
 
 @functools.lru_cache(maxsize=4096)
 def _compile_cached(digest: str, source: str) -> CodeType:
-    result = compile_restricted_exec(source, filename="<tool>", policy=_ToolPolicy)
+    result = compile_restricted_exec(source, filename="<tool>", flags=_FLAGS, dont_inherit=True, policy=_ToolPolicy)
     if result.errors or result.code is None:
         raise ToolSourceError("; ".join(result.errors) or "source does not compile")
+    return result.code
+
+
+def compile_tool_code(source: str, mode: str) -> CodeType:
+    """Compile the text tool code passes to ``eval`` (``mode="eval"``) or ``exec`` under the same policy.
+
+    Raises ``SyntaxError`` (what tool code expects from ``eval``) with the policy's message.
+    """
+    return _compile_code_cached(mode, source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_code_cached(mode: str, source: str) -> CodeType:
+    compile_ = compile_restricted_eval if mode == "eval" else compile_restricted_exec
+    result = compile_(source, filename="<string>", flags=_FLAGS, dont_inherit=True, policy=_ToolPolicy)
+    if result.errors or result.code is None:
+        raise SyntaxError("; ".join(result.errors) or "source does not compile")
     return result.code
 
 

@@ -54,7 +54,8 @@ _PICKLE = pickle.HIGHEST_PROTOCOL
 
 
 def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) -> None:
-    """Worker loop: ``(key, name, arguments, state bytes)`` in, ``(ok, output, error, state bytes | None)`` out."""
+    """Worker loop: ``(key, name, arguments, state bytes, (seed, epoch))`` in,
+    ``(ok, output, error, state bytes | None)`` out."""
     parent_conn.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     faulthandler.disable()  # a crash is reported to the parent as an outcome, not as an inherited stack dump
@@ -65,11 +66,15 @@ def _serve(conn: Any, parent_conn: Any, boxes: dict[int, Toolbox], ppid: int) ->
             if os.getppid() != ppid:
                 return
         try:
-            key, name, arguments, blob = pickle.loads(conn.recv_bytes())
+            key, name, arguments, blob, (seed, epoch) = pickle.loads(conn.recv_bytes())
         except EOFError:
             return
         state = last[1] if blob == last[0] else pickle.loads(blob)  # the parent's state is usually ours
-        out = boxes[key].call(name, arguments, state)
+        box = boxes[key]
+        if box.epoch != epoch:  # the parent reseeded its Toolbox for a new episode: follow it
+            box.reseed(seed)
+            box.epoch = epoch
+        out = box.call(name, arguments, state)
         try:
             new = pickle.dumps(state, _PICKLE)
             last = (new, state)
@@ -124,12 +129,12 @@ class ProcessSandbox:
         blob = pickle.dumps(state, _PICKLE)
         conn = self._conn
         try:
-            conn.send_bytes(pickle.dumps((key, name, arguments, blob), _PICKLE))
+            conn.send_bytes(pickle.dumps((key, name, arguments, blob, (box.seed, box.epoch)), _PICKLE))
         except (OSError, ValueError):  # the worker died between calls: fork a new one and retry once
             self._stop()
             self._start()
             conn = self._conn
-            conn.send_bytes(pickle.dumps((key, name, arguments, blob), _PICKLE))
+            conn.send_bytes(pickle.dumps((key, name, arguments, blob, (box.seed, box.epoch)), _PICKLE))
         limit = box.time_limit
         deadline = limit * 1.25 + 0.1 if limit > 0 else None
         if not conn.poll(deadline):

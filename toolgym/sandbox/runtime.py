@@ -16,19 +16,23 @@ from typing import Any
 from RestrictedPython.Guards import guarded_unpack_sequence
 
 from toolgym.sandbox.clock import make_clock
+from toolgym.sandbox.evaluator import make_eval_exec
 from toolgym.sandbox.guards import make_builtin_guards, make_getattr, make_size_guards
-from toolgym.sandbox.modules import make_import
+from toolgym.sandbox.modules import EpisodeRandom, make_import
+from toolgym.sandbox.owned import make_class_guards
 from toolgym.sandbox.regex_shim import make_re
 
 _EXCEPTIONS = (
-    "ArithmeticError AssertionError AttributeError BaseException ConnectionError Exception FileNotFoundError "
-    "ImportError IndexError KeyError LookupError MemoryError NameError NotImplementedError OSError "
+    "ArithmeticError AssertionError AttributeError BaseException ConnectionError Exception FileExistsError "
+    "FileNotFoundError ImportError IndexError IsADirectoryError KeyError LookupError MemoryError NameError "
+    "NotADirectoryError NotImplementedError OSError SyntaxError Warning "
     "OverflowError PermissionError RecursionError RuntimeError StopIteration TimeoutError TypeError "
     "UnboundLocalError UnicodeDecodeError UnicodeEncodeError UnicodeError ValueError ZeroDivisionError"
 ).split()
 _PLAIN_BUILTINS = (
     "abs all any bin bool callable chr complex dict divmod enumerate filter float frozenset hash hex int "
     "isinstance issubclass len list map max min next oct ord reversed round set str tuple zip"
+    " object property staticmethod classmethod super slice id"
 ).split()
 
 
@@ -56,6 +60,9 @@ class _Runtime:
         clock = make_clock(step_budget, time_limit, max_memory)
         sizes = make_size_guards(max_size, frozen, clock)
         re_functions, re_methods = make_re(clock, time_limit)
+        owned = make_class_guards(sizes.check_frozen)
+        attrs = make_getattr(sizes, frozen, clock, re_methods, owned)
+        self.random = EpisodeRandom(sizes, clock)
         env: dict[str, Any] = {n: getattr(builtins, n) for n in _PLAIN_BUILTINS + _EXCEPTIONS}
         env.update(
             {
@@ -66,8 +73,10 @@ class _Runtime:
                 "NotImplemented": NotImplemented,
                 **make_builtin_guards(max_size, sizes, clock),
                 **sizes.builtins,
-                **make_getattr(sizes, frozen, clock, re_methods),
-                "__import__": make_import(sizes, clock, re_functions),
+                **attrs,
+                **owned,
+                **make_eval_exec(env, sizes, clock),
+                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env),
                 # guards the compiled code calls
                 "_tick_": clock.tick,
                 "_getitem_": operator.getitem,
