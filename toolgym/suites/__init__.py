@@ -1,0 +1,1 @@
+"""Importers for external benchmark suites, one module per suite (e.g. :mod:`toolgym.suites.taubench`)."""
