@@ -23,7 +23,8 @@ _MISSING = object()
 
 
 def _guard_name(key: Any) -> bool:
-    return type(key) is str and key[:1] == "_" and key[-1:] == "_" and len(key) > 1
+    """``_getattr_``, ``_tick_``, ...: the names the compiled code calls (dunders are read from builtins only)."""
+    return type(key) is str and key[:1] == "_" and key[-1:] == "_" and key[:2] != "__" and len(key) > 1
 
 
 def make_eval_exec(env: dict[str, Any], sizes: SizeGuards, clock: Clock) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def make_eval_exec(env: dict[str, Any], sizes: SizeGuards, clock: Clock) -> dict
                     type(k) is not str or (k[:1] == "_" and guards_only.get(k, _MISSING) is not v)
                     for k, v in given.items()
                 ):
-                    raise TypeError("__builtins__ may only hold public names")
+                    raise TypeError("the builtins given to eval/exec may only hold public names")
                 given = {**given, **guards_only}
             else:
                 given = guards_only

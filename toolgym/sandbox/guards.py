@@ -81,6 +81,7 @@ class SizeGuards(NamedTuple):
     add: Any
     convert: Any  # ``convert(value, ord('s' | 'r' | 'a'))``: a checked ``!s``/``!r``/``!a``
     fmt: Any  # ``fmt(value, conversion, spec)``: a checked f-string field
+    weight: Any  # ``weight(value)``: the estimated ``len(str(value))``, capped just past ``max_size``
     write: Any  # ``write(ob)``: ``ob`` if tool code may assign its items or attributes, else TypeError
     inplace_ops: dict[str, Any]  # ``op`` ("+", "*", ...) -> the checked in-place operation
     builtins: dict[str, Any]
@@ -278,7 +279,19 @@ def make_size_guards(max_size: int, frozen: set[int], clock: Clock) -> SizeGuard
         "_str_call_": str_call,
     }
     return SizeGuards(
-        too_big, check_len, check_weight, check_frozen, mul, pow_, add, convert, fmt, write, inplace_ops, operators
+        too_big,
+        check_len,
+        check_weight,
+        check_frozen,
+        mul,
+        pow_,
+        add,
+        convert,
+        fmt,
+        lambda value: _weight(value, max_size + 1),
+        write,
+        inplace_ops,
+        operators,
     )
 
 

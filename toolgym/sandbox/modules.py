@@ -47,6 +47,7 @@ from typing import Any
 from toolgym.sandbox.attrs import _ALLOWED_MODULES, _OWN_MARK
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.guards import _INT_BITS, SizeGuards, _bits, ticking
+from toolgym.sandbox.owned import mark_own
 
 __all__ = ["EpisodeRandom", "make_import"]
 
@@ -294,6 +295,7 @@ def make_import(
     attrs: dict[str, Any],
     rand: EpisodeRandom,
     env: dict[str, Any],
+    on_class: Any,
 ) -> Any:
     """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
 
@@ -391,6 +393,26 @@ def make_import(
         ensure_armed()
         return textwrap.indent(text, prefix, predicate)
 
+    def template_class() -> type:
+        """``string.Template`` whose substitutions are priced before they run (``'$x' * n`` with a long ``x``)."""
+        weight = sizes.weight
+
+        def guarded(name: str) -> Any:
+            method = getattr(string.Template, name)
+
+            def substitute(self: Any, mapping: Any = None, /, **kws: Any) -> str:
+                values = [*(mapping.values() if isinstance(mapping, dict) else ()), *kws.values()]
+                longest = max((weight(v) for v in values), default=0)
+                fields = self.template.count(self.delimiter) if isinstance(self.template, str) else 0
+                check_len(text_size(self.template) + fields * longest, f"Template.{name}() result")
+                ensure_armed()
+                return method(self, mapping, **kws) if mapping is not None else method(self, **kws)
+
+            return substitute
+
+        ns = {n: guarded(n) for n in ("substitute", "safe_substitute")}
+        return type("Template", (string.Template,), {"__module__": "string", **ns})
+
     def safe_normalize(form: str, unistr: str) -> str:
         check_len(text_size(unistr) * 4, "unicodedata.normalize() result")
         return unicodedata.normalize(form, unistr)
@@ -477,8 +499,8 @@ def make_import(
         cls = dataclasses.make_dataclass(cls_name, fields, bases=tuple(bases), namespace=namespace, **kw)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        type.__setattr__(cls, _OWN_MARK, True)
-        return cls
+        on_class()
+        return mark_own(cls)
 
     def inplace() -> dict[str, Any]:
         ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
@@ -499,6 +521,7 @@ def make_import(
         "json": lambda: {"dumps": safe_dumps},
         "re": lambda: re_functions,
         "collections": lambda: {},
+        "string": lambda: {"Template": template_class()},
         "functools": lambda: {
             "total_ordering": safe_total_ordering,
             "update_wrapper": safe_update_wrapper,

@@ -15,7 +15,7 @@ from typing import Any
 
 from toolgym.sandbox.attrs import _MUTATING_PROTOCOL, _NAMEDTUPLE_ATTRS, _OWN_MARK, _PROTOCOL_METHODS
 
-__all__ = ["is_own", "make_class_guards"]
+__all__ = ["is_own", "make_class_guards", "mark_own", "strip_own"]
 
 _build_class = builtins.__build_class__
 _type_setattr = type.__setattr__
@@ -26,8 +26,61 @@ def is_own(ob: Any) -> bool:
     return getattr(type(ob), _OWN_MARK, False) is True
 
 
-def _own_class(cls: Any) -> bool:
-    return isinstance(cls, type) and getattr(cls, _OWN_MARK, False) is True
+def mark_own(cls: type) -> type:
+    """Mark ``cls`` as the tool's own class (``type.__setattr__`` skips metaclass hooks, e.g. Enum's)."""
+    _type_setattr(cls, _OWN_MARK, True)
+    return cls
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def strip_own(state: Any) -> int:
+    """Remove instances of tool classes from the world ``state`` (dict values and list items become None, dict
+    keys are dropped); how many were found.
+
+    Why: the env reads the world outside any call (state checks compare with ``==``, the process sandbox
+    pickles it), where a tool class's ``__eq__`` or ``__hash__`` would run without the call's clock. The world
+    holds plain data; a tool keeps its objects for one call, or rebuilds them from the data. Only Toolboxes
+    whose code built a class pay for this walk (about 20 ns per item of the world).
+    """
+    plain = _PLAIN
+    found = 0
+    stack = [state]
+    seen: set[int] = set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, dict):
+            bad = False
+            for k, v in x.items():
+                t = type(v)
+                if t in plain:
+                    pass
+                elif t is dict or t is list or isinstance(v, (dict, list)):
+                    stack.append(v)
+                elif is_own(v):
+                    bad = True
+                if type(k) not in plain and is_own(k):
+                    bad = True
+            if bad:
+                kept = [(k, None if is_own(v) else v) for k, v in x.items() if not is_own(k)]
+                found += len(x) - len(kept) + sum(1 for k, v in x.items() if not is_own(k) and is_own(v))
+                dict.clear(x)
+                dict.update(x, kept)
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                t = type(v)
+                if t in plain:
+                    pass
+                elif t is dict or t is list or isinstance(v, (dict, list)):
+                    stack.append(v)
+                elif is_own(v):
+                    list.__setitem__(x, i, None)
+                    found += 1
+    return found
 
 
 def _defined_by_own(cls: type, name: str) -> bool | None:
@@ -43,9 +96,9 @@ def _refuse(name: str) -> Any:
     raise AttributeError(f"access to attribute {name!r} is not allowed in tool code")
 
 
-def make_class_guards(check_frozen: Any) -> dict[str, Any]:
+def make_class_guards(check_frozen: Any, on_class: Any) -> dict[str, Any]:
     """``__build_class__``, ``_private_`` and ``_dunder_`` of one Toolbox (``check_frozen`` refuses writes to its
-    module-level data)."""
+    module-level data; ``on_class()`` is told of every class built)."""
 
     def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> type:
         if "metaclass" in kwargs:
@@ -53,8 +106,8 @@ def make_class_guards(check_frozen: Any) -> dict[str, Any]:
         cls = _build_class(func, name, *bases, **kwargs)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        _type_setattr(cls, _OWN_MARK, True)
-        return cls
+        on_class()
+        return mark_own(cls)
 
     def private(ob: Any, name: str) -> Any:
         """``ob._name``: an attribute of the tool's own class, or of an instance of one; namedtuple's API."""

@@ -60,7 +60,8 @@ class _Runtime:
         clock = make_clock(step_budget, time_limit, max_memory)
         sizes = make_size_guards(max_size, frozen, clock)
         re_functions, re_methods = make_re(clock, time_limit)
-        owned = make_class_guards(sizes.check_frozen)
+        self.has_classes = False  # tool code built a class: the Toolbox checks the world for its instances
+        owned = make_class_guards(sizes.check_frozen, self._class_built)
         attrs = make_getattr(sizes, frozen, clock, re_methods, owned)
         self.random = EpisodeRandom(sizes, clock)
         env: dict[str, Any] = {n: getattr(builtins, n) for n in _PLAIN_BUILTINS + _EXCEPTIONS}
@@ -76,7 +77,7 @@ class _Runtime:
                 **attrs,
                 **owned,
                 **make_eval_exec(env, sizes, clock),
-                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env),
+                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env, self._class_built),
                 # guards the compiled code calls
                 "_tick_": clock.tick,
                 "_getitem_": operator.getitem,
@@ -92,3 +93,6 @@ class _Runtime:
         self.builtins = env
         self.begin, self.end = clock.begin, clock.end
         self.tick, self.charge, self.abort = clock.tick, clock.charge, clock.abort
+
+    def _class_built(self) -> None:
+        self.has_classes = True

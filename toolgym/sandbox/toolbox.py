@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolgym.sandbox.output import _REPR, _truncate, _weight, serialize_output
-from toolgym.sandbox.owned import is_own
+from toolgym.sandbox.owned import is_own, strip_own
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
 from toolgym.sandbox.runtime import _Runtime
 
@@ -176,6 +176,8 @@ class Toolbox:
             try:
                 value = fn(state, **arguments) if wants_data else fn(**arguments)
                 text = serialize_output(value, self.max_output_chars)
+                if state is not None and self._rt.has_classes and strip_own(state):
+                    raise ValueError("the world state holds plain data, not instances of tool classes")
             finally:  # a watchdog abort can land until end() returns: keep it inside the try
                 reason = self._end()
         except BaseException as e:  # tool code may raise anything
