@@ -20,7 +20,7 @@ episode ends when that reply holds :data:`STOP_TOKEN` (terminated) or after ``ma
 is the pass^1 of the episode; FTRL's per-call components stay in ``info["reward_components"]`` for shaping.
 
 Gold end states are computed once at load, by running each task's gold actions through the sandbox on a copy of
-the world; only the tables entries they change are kept, so a large world costs one copy, not one per task.
+the world; only the table entries they change are kept, so a large world costs one copy, not one per task.
 Tools must therefore be deterministic (τ-bench's are).
 """
 
