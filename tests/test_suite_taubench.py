@@ -81,6 +81,19 @@ def test_domain_loads_with_gold_end_states():
     }
 
 
+def test_gold_world_compares_tables_entries_and_keys():
+    initial = {"orders": {"a": {"s": 1}, "b": {"s": 2}}, "log": [1], "users": {"u": 1}}
+    final = {"orders": {"a": {"s": 9}, "c": {"s": 3}}, "log": [1, 2], "notes": {}}
+    gold = tb.GoldWorld.between(initial, final)
+    assert gold.differing(copy.deepcopy(final), initial) == []
+    assert gold.differing(initial, initial) == ["log", "notes", "orders", "users"]
+    assert gold.differing({**final, "orders": {"a": {"s": 9}, "c": {"s": 3}, "b": {"s": 2}}}, initial) == ["orders"]
+    assert gold.differing({**final, "orders": {"a": {"s": 9}}}, initial) == ["orders"]
+    assert gold.differing({**final, "orders": {"a": {"s": 9}, "c": {"s": 4}}}, initial) == ["orders"]
+    assert gold.differing({**final, "orders": [1]}, initial) == ["orders"]
+    assert gold.differing({**final, "users": {"u": 1}}, initial) == ["users"]
+
+
 def _copy_domain(tmp_path):
     root = tmp_path / "retail"
     shutil.copytree(DOMAIN, root)
