@@ -481,13 +481,11 @@ class ModelUser:
         prompt: str = USER_PROMPT,
         **client_kwargs: Any,
     ):
-        self.model, self.temperature, self.seed, self.max_tokens, self.prompt = (
-            model,
-            temperature,
-            seed,
-            max_tokens,
-            prompt,
-        )
+        self.model = model
+        self.temperature = temperature
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.prompt = prompt
         if isinstance(client, str):
             self._client_args: tuple | None = (client, api_key, client_kwargs)
             self.client = self._build_client()
