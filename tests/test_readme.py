@@ -20,7 +20,9 @@ BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 # first line of a block -> why it is not run here (and what covers it)
 ELSEWHERE = {
-    'pip install -e ".[dev]" && bash .ci/llm_setup.sh && python -m pytest': "this is the test command",
+    'pip install -e ".[dev]" && bash .ci/llm_setup.sh && bash .ci/suites_setup.sh && python -m pytest': (
+        "this is the test command"
+    ),
     'pip install -e ".[eval]"': "a model server (tests/test_harness_real.py drives a real local one)",
     "toolgym eval ToolGym/FlightBooking-v0 --episodes 1000 --backend ray": "a Ray cluster (tests/test_ray_backend.py)",
     "ray start --head --port=6379": "a Ray cluster (tests/test_ray_backend.py)",

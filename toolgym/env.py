@@ -53,6 +53,8 @@ COMPONENT_KEYS = (
 )
 _ZERO_COMPONENTS = dict.fromkeys(COMPONENT_KEYS, 0.0)
 RewardFn = Callable[[dict[str, float], "ToolEnv"], float]
+# A suite's own score of one turn (e.g. BFCL's AST rule): extra reward components, merged into each step's.
+TurnScorer = Callable[[Scenario, ParsedTurn], dict[str, float]]
 _ENCODE_MARKERS: dict[int, Any] = {}  # circular-reference check, as json.dumps does
 _C_ENCODE = (
     # json.dumps(..., ensure_ascii=False) without rebuilding the C encoder (and its Python wrappers) every call
@@ -107,6 +109,9 @@ class ToolEnv(gym.Env):
     have equal keys). A hit is exact: the episode gets a private copy of the untouched world and ``np_random``
     ends where generating leaves it. ``scenario_cache=False`` (or ``SCENARIO_CACHE.enabled = False``) always
     generates.
+
+    ``turn_scorer(scenario, parsed_turn)`` (set by the registry for suite packs) returns extra components, such
+    as BFCL's ``bfcl_ast``, added to each step's ``reward_components``; a ``reward`` callable can use them.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # a text dialogue; the fps only satisfies the checker
@@ -124,6 +129,7 @@ class ToolEnv(gym.Env):
         render_mode: str | None = None,
         isolation: str = "none",
         scenario_cache: bool = True,
+        turn_scorer: TurnScorer | None = None,
     ):
         if not callable(reward) and reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)} or pass a callable")
@@ -140,6 +146,7 @@ class ToolEnv(gym.Env):
         self.render_mode = render_mode
         self.isolation = isolation
         self.scenario_cache = bool(scenario_cache)
+        self.turn_scorer = turn_scorer
         self._process = ProcessSandbox() if isolation == "process" else None
         self._sandbox_opts = {
             "step_budget": tool_step_budget,
@@ -322,6 +329,8 @@ class ToolEnv(gym.Env):
         comp["args_valid"] = n_valid / p if p else 1.0
         comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
         comp["state_ok"] = float(self._state_ok())
+        if self.turn_scorer is not None:
+            comp.update(self.turn_scorer(self.scenario, parsed))
         truncated = not terminated and turn >= self.max_turns
         self._done = done = terminated or truncated
         spec = self.reward_spec

@@ -1,8 +1,9 @@
 """Wiring packs to Gymnasium ids: every manifest in ``envs_generated/`` becomes ``ToolGym/<Name>-v<N>``.
 
 This is the one place that connects the env (which knows only scenario sources) to the generators of the
-build pipeline and the static scenario files. Registration happens on ``import toolgym``; the generator
-module of a procedural pack is imported only when its env is made.
+build pipeline, the static scenario files and the external suites (:mod:`toolgym.suites`). Registration happens
+on ``import toolgym``; the generator module of a procedural pack, and a suite's data, are read only when its env
+is made.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import json
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from toolgym.curriculum import Curriculum, CurriculumEnv
 from toolgym.env import ToolEnv
 from toolgym.packs import ALL_PROCEDURAL, MANIFEST, PackError, load_scenarios, packs_dir, read_manifest, resolve_ref
 from toolgym.sources import MixtureSource, ProceduralSource, StaticSource
+from toolgym.suites import manifests as suite_manifests
 
 NAMESPACE = "ToolGym"
 # gym.make kwargs that go to the env rather than the scenario source: ToolEnv's keyword-only parameters.
@@ -34,6 +37,11 @@ _MANIFESTS: dict[str, dict[str, Any]] = {}
 @lru_cache(maxsize=64)
 def _static_scenarios(path: str, fmt: str) -> tuple:
     return tuple(load_scenarios(path, fmt))
+
+
+@lru_cache(maxsize=64)
+def _suite_scenarios(loader: str, args_json: str) -> tuple:
+    return tuple(resolve_ref(loader)(**json.loads(args_json)))
 
 
 def make_source(manifest: dict[str, Any], **config_kwargs: Any):
@@ -62,8 +70,11 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
         raise TypeError(
             f"{manifest['name']} is a static pack; it takes only split=, no generator options {sorted(config_kwargs)}"
         )
-    path = str(Path(manifest["_dir"]) / manifest["data"])
-    scenarios = _static_scenarios(path, manifest.get("format", "toolgym"))
+    if "loader" in manifest:  # an external suite's items, read from its installed data on first make
+        args = json.dumps(manifest.get("loader_args", {}), sort_keys=True)
+        scenarios = _suite_scenarios(manifest["loader"], args)
+    else:
+        scenarios = _static_scenarios(str(Path(manifest["_dir"]) / manifest["data"]), manifest.get("format", "toolgym"))
     if split is not None:
         kept = [s for s in scenarios if s.metadata.get("split") == split]
         if not kept:
@@ -79,6 +90,8 @@ def make_env(pack: str, **kwargs: Any) -> ToolEnv | CurriculumEnv:
     curriculum = kwargs.pop("curriculum", None)
     env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
     env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
+    if "turn_scorer" in manifest:  # a suite's own score of each turn, added to the reward components
+        env_kwargs["turn_scorer"] = resolve_ref(manifest["turn_scorer"])
     if curriculum is None:
         return ToolEnv(make_source(manifest, **kwargs), **env_kwargs)
     if not isinstance(curriculum, Curriculum):
@@ -103,6 +116,11 @@ def register_pack(path: str | Path) -> str:
     manifest = read_manifest(path)
     if manifest["type"] == "mixture" and manifest["members"] == ALL_PROCEDURAL:
         manifest = {**manifest, "members": procedural_ids(path.parent.parent)}
+    return register_manifest(manifest)
+
+
+def register_manifest(manifest: dict[str, Any]) -> str:
+    """Register an already checked manifest (a pack's, or a suite's from :mod:`toolgym.suites`); returns its id."""
     eid = env_id(manifest)
     _MANIFESTS[eid] = manifest
     if eid in gym.registry:
@@ -148,10 +166,13 @@ def procedural_ids(root: Path) -> list[str]:
 
 def register_all(root: Path | None = None) -> list[str]:
     """Register every pack under ``root`` (default: the shipped ``envs_generated``)."""
+    default = root is None
     root = root or packs_dir()
     ids = []
     for manifest in sorted(root.glob(f"*/{MANIFEST}")):
         ids.append(register_pack(manifest))
+    if default:  # external suites whose data is installed (file checks only; their data loads on gym.make)
+        ids.extend(register_manifest(m) for m in suite_manifests())
     return ids
 
 
