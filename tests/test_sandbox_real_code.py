@@ -398,6 +398,8 @@ ATTACKS = [
     "class A(dict):\n    pass\nD = {}\ndef f():\n    A.__init__(D, {'x': 1})\n    return D",
     "import json\nclass N(type(json)):\n    pass\ndef f():\n    N.__init__(json, dumps=len)\n    return json.dumps",
     "class A:\n    pass\nINST = A()\ndef f():\n    INST.x = 1",
+    "class A(dict):\n    pass\nINST = A()\ndef f():\n    super(A, INST).update(x=1)",
+    "class A(list):\n    pass\nINST = A()\ndef f():\n    INST.append(1)",
     "class A:\n    def __init__(self):\n        self.n = 0\nINST = A()\ndef f():\n    INST.__init__()",
     # escapes through the new modules
     "import random\ndef f():\n    return random.Random().__class__",
@@ -785,3 +787,44 @@ def test_tool_objects_do_not_reach_the_world() -> None:
     assert not out.ok and "plain data" in out.output
     assert world == {"y": 2, "x": None, "items": [1, None]}
     assert box.call("keep", {}, world).output == "1"
+
+
+def test_env_passes_its_world_as_data_and_checks_it() -> None:
+    import gymnasium as gym
+
+    import toolgym  # noqa: F401  # registers the envs
+    from toolgym.scenario import Scenario, StateCheck, SubTask
+
+    src = "def book(data, room: str):\n    data['rooms'][room] = 'booked'\n    return {'room': room, 'ok': True}\n"
+    sc = Scenario(
+        id="d",
+        kind="single_hop",
+        messages=[{"role": "user", "content": "book 7"}],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": "book",
+                    "parameters": {"type": "object", "properties": {"room": {"type": "string"}}, "required": ["room"]},
+                },
+            }
+        ],
+        source={"book": src},
+        state={"rooms": {"7": "free"}},
+        subtasks=[
+            SubTask(
+                id="s0",
+                tool="book",
+                arguments={"room": "7"},
+                answers=["7"],
+                state_checks=[StateCheck(["rooms", "7"], "booked")],
+            )
+        ],
+        answer="",
+    )
+    env = gym.make("ToolGym/HotelBooking-v0").unwrapped
+    env.reset(seed=0, options={"scenario": sc})
+    _, _, _, _, info = env.step({"tool_calls": [{"name": "book", "arguments": {"room": "7"}}]})
+    assert env.state["rooms"]["7"] == "booked"
+    assert info["reward_components"]["state_ok"] == 1.0
+    assert sc.state["rooms"]["7"] == "free"  # the scenario's world is copied per episode

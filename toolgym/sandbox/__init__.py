@@ -4,9 +4,12 @@ Tools are plain Python functions (hand-written, LLM-written or imported from ben
 step, so this package trades a subprocess's hard isolation for about a microsecond of overhead per call:
 
 * each distinct source is compiled once per process (cache keyed by sha256) by a RestrictingNodeTransformer
-  subclass that rejects underscore names, classes and ``global`` (except ``state``) and rewrites the
-  operations that can explode (``* ** << + %``, f-string fields, ``str()`` calls, slice and augmented
-  assignment) into guarded helpers; attribute loads and subscripts stay native unless the name needs a guard;
+  subclass that rejects dunder names (but the protocol methods of a tool's own classes), imports outside the
+  allow-list, metaclasses and ``global`` (except ``state``) and rewrites the operations that can explode
+  (``* ** << + %``, f-string fields, ``str()`` calls, slice and augmented assignment) into guarded helpers;
+  attribute loads and subscripts stay native unless the name needs a guard (single-underscore and protocol
+  attributes are read through :mod:`~toolgym.sandbox.owned`: the tool's own objects only); ``eval``/``exec``
+  compile their text with the same policy (:mod:`~toolgym.sandbox.evaluator`);
 * a deterministic step budget: ``_tick_()`` at the start of every function, lambda, loop body and
   comprehension item; exhaustion raises a ``BaseException`` and keeps raising, so ``except:`` cannot hide it;
 * a wall-clock backstop that holds on any thread: a clock check at every 1024-tick checkpoint, plus SIGALRM
@@ -17,7 +20,8 @@ step, so this package trades a subprocess's hard isolation for about a microseco
   with ``timeout=`` the call's remaining time: a backtracking match returns a timeout on any thread, and it
   releases the GIL meanwhile, so it never freezes other threads (re's matcher holds the GIL and only polls
   the main thread's signals);
-* a deliberate builtins allow-list, read-only proxies of a few pure stdlib modules, and a guarded getattr
+* a deliberate builtins allow-list, read-only proxies of the allow-listed stdlib modules (``random`` seeded per
+  episode through ``Toolbox.reseed``), and a guarded getattr
   that blocks dunder/frame attributes, routes ``str.format`` through a checked formatter and bounds the
   width/size arguments of padding, replace, join, etc.
 
@@ -34,10 +38,12 @@ Modules, in the order a call meets them:
 
 * :mod:`~toolgym.sandbox.policy`: the compile policy and the process-wide compile cache (``ToolSourceError``);
   :mod:`~toolgym.sandbox.attrs` holds the attribute names it leaves to the runtime guards;
-* :mod:`~toolgym.sandbox.toolbox`: :class:`Toolbox`, :class:`ToolOutcome` and the failure feedback;
+* :mod:`~toolgym.sandbox.toolbox`: :class:`Toolbox`, :class:`ToolOutcome`, the failure feedback and
+  :func:`check_tool_sources` (what pack loading calls);
 * :mod:`~toolgym.sandbox.runtime`: one Toolbox's builtins, wired from :mod:`~toolgym.sandbox.clock` (budget,
   clock, watchdog, memory backstop), :mod:`~toolgym.sandbox.guards` (size guards, getattr, builtins),
-  :mod:`~toolgym.sandbox.modules` (the importable stdlib proxies) and :mod:`~toolgym.sandbox.regex_shim`;
+  :mod:`~toolgym.sandbox.modules` (the importable stdlib proxies), :mod:`~toolgym.sandbox.owned` (the tool's own
+  classes), :mod:`~toolgym.sandbox.evaluator` (``eval``/``exec``) and :mod:`~toolgym.sandbox.regex_shim`;
 * :mod:`~toolgym.sandbox.output`: the bounded text a result becomes (:func:`serialize_output`);
 * :mod:`~toolgym.sandbox.process`: ``isolation="process"``, the calls in a forked worker.
 """

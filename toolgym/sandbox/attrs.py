@@ -70,6 +70,18 @@ _PROTOCOL_METHODS = frozenset(
 # Protocol methods that mutate their object: refused on module-level (read-only) data.
 _MUTATING_PROTOCOL = frozenset({"__init__", "__post_init__", "__setitem__", "__delitem__", "__iadd__", "__isub__"})
 _MUTATING_PROTOCOL |= {"__imul__"}
+# Protocol methods that code outside a call (the env comparing or indexing the world) can run implicitly.
+_IMPLICIT_PROTOCOL = _PROTOCOL_METHODS - {
+    "__init__",
+    "__post_init__",
+    "__enter__",
+    "__exit__",
+    "__copy__",
+    "__deepcopy__",
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+}
 # namedtuple's public API is spelled with one underscore.
 _NAMEDTUPLE_ATTRS = frozenset({"_asdict", "_replace", "_fields", "_make", "_field_defaults"})
 # Set on every class a tool's ``class`` statement (or guarded ``make_dataclass``) creates; tool code can neither

@@ -428,7 +428,7 @@ def make_getattr(
         if isinstance(ob, type):
             return unbound(name)
         if frozen:
-            check_frozen(ob)
+            check_frozen(ob.__self__ if type(ob) is super else ob)  # super(Cls, data).update(...) too
         return getattr(ob, name)
 
     padded = method_guard(_STR_TYPES, padder)

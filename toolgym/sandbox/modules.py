@@ -295,7 +295,6 @@ def make_import(
     attrs: dict[str, Any],
     rand: EpisodeRandom,
     env: dict[str, Any],
-    on_class: Any,
 ) -> Any:
     """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
 
@@ -499,8 +498,7 @@ def make_import(
         cls = dataclasses.make_dataclass(cls_name, fields, bases=tuple(bases), namespace=namespace, **kw)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        on_class()
-        return mark_own(cls)
+        return mark_own(cls)  # its namespace holds no dunders: no protocol methods of the tool's
 
     def inplace() -> dict[str, Any]:
         ops = {n: mutating(getattr(operator, n)) for n in operator.__all__ if n.startswith("i") and n != "index"}
@@ -527,7 +525,17 @@ def make_import(
             "update_wrapper": safe_update_wrapper,
             "wraps": safe_wraps,
         },
-        "dataclasses": lambda: {"make_dataclass": safe_make_dataclass},
+        "dataclasses": lambda: {
+            "make_dataclass": safe_make_dataclass,
+            **{n: _armed(getattr(dataclasses, n), ensure_armed) for n in ("asdict", "astuple", "replace")},
+        },
+        # pure-Python library code that never ticks: start the call's clock before it runs
+        "copy": lambda: {n: _armed(getattr(copy, n), ensure_armed) for n in ("copy", "deepcopy")},
+        "statistics": lambda: {
+            n: _armed(getattr(statistics, n), ensure_armed)
+            for n in statistics.__all__
+            if n[:1].islower() and callable(getattr(statistics, n))
+        },
         "calendar": lambda: {
             "month": small_args(calendar.month, "calendar.month()", "w", "l"),
             "calendar": small_args(calendar.calendar, "calendar.calendar()", "w", "l", "c", "m"),

@@ -13,7 +13,13 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from toolgym.sandbox.attrs import _MUTATING_PROTOCOL, _NAMEDTUPLE_ATTRS, _OWN_MARK, _PROTOCOL_METHODS
+from toolgym.sandbox.attrs import (
+    _IMPLICIT_PROTOCOL,
+    _MUTATING_PROTOCOL,
+    _NAMEDTUPLE_ATTRS,
+    _OWN_MARK,
+    _PROTOCOL_METHODS,
+)
 
 __all__ = ["is_own", "make_class_guards", "mark_own", "strip_own"]
 
@@ -42,7 +48,7 @@ def strip_own(state: Any) -> int:
     Why: the env reads the world outside any call (state checks compare with ``==``, the process sandbox
     pickles it), where a tool class's ``__eq__`` or ``__hash__`` would run without the call's clock. The world
     holds plain data; a tool keeps its objects for one call, or rebuilds them from the data. Only Toolboxes
-    whose code built a class pay for this walk (about 20 ns per item of the world).
+    whose code built a class with protocol methods pay for this walk (it visits every item of the world).
     """
     plain = _PLAIN
     found = 0
@@ -98,7 +104,8 @@ def _refuse(name: str) -> Any:
 
 def make_class_guards(check_frozen: Any, on_class: Any) -> dict[str, Any]:
     """``__build_class__``, ``_private_`` and ``_dunder_`` of one Toolbox (``check_frozen`` refuses writes to its
-    module-level data; ``on_class()`` is told of every class built)."""
+    module-level data; ``on_class()`` is told of every class whose protocol methods code outside a call could
+    run, e.g. ``__eq__``)."""
 
     def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> type:
         if "metaclass" in kwargs:
@@ -106,7 +113,8 @@ def make_class_guards(check_frozen: Any, on_class: Any) -> dict[str, Any]:
         cls = _build_class(func, name, *bases, **kwargs)
         if issubclass(cls, type):
             raise TypeError("metaclasses (subclasses of type) are not allowed in tool code")
-        on_class()
+        if any(n in _IMPLICIT_PROTOCOL for n in vars(cls)):
+            on_class()  # its instances run tool code when compared, hashed or indexed
         return mark_own(cls)
 
     def private(ob: Any, name: str) -> Any:

@@ -60,7 +60,7 @@ class _Runtime:
         clock = make_clock(step_budget, time_limit, max_memory)
         sizes = make_size_guards(max_size, frozen, clock)
         re_functions, re_methods = make_re(clock, time_limit)
-        self.has_classes = False  # tool code built a class: the Toolbox checks the world for its instances
+        self.has_classes = False  # tool code built a class with protocol methods: check the world for instances
         owned = make_class_guards(sizes.check_frozen, self._class_built)
         attrs = make_getattr(sizes, frozen, clock, re_methods, owned)
         self.random = EpisodeRandom(sizes, clock)
@@ -77,7 +77,7 @@ class _Runtime:
                 **attrs,
                 **owned,
                 **make_eval_exec(env, sizes, clock),
-                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env, self._class_built),
+                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env),
                 # guards the compiled code calls
                 "_tick_": clock.tick,
                 "_getitem_": operator.getitem,
