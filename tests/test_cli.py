@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run(*args):
@@ -56,6 +57,10 @@ def test_eval_suites_print_their_own_score_beside_solve_metrics(tmp_path):
     records.write_text(_sample_ftrl_records())
     res = run("eval", "--suite", f"ftrl:{records}", "--agent", "random", "--episodes", "4")
     assert "ToolGym/FTRL-mine-v0  agent=random" in res.stdout and "BFCL-acc" not in res.stdout
+    retail = Path(__file__).parent / "data" / "taubench_retail"
+    out = tmp_path / "tau.json"
+    res = run("eval", "--suite", f"taubench:{retail}", "--agent", "gold", "--episodes", "3", "--json", str(out))
+    assert "Pass^1" in res.stdout and json.loads(out.read_text())[0]["rows"][-1]["pass"] == 100.0
     for spec, want in (("nope", "unknown suite 'nope'"), (f"ftrl:{tmp_path / 'none'}", "no such file")):
         bad = subprocess.run(
             [sys.executable, "-m", "toolgym.cli", "eval", "--suite", spec], capture_output=True, text=True

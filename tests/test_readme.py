@@ -86,6 +86,7 @@ def _run_bash(body: str, cwd: Path) -> None:
 def test_blocks_run_in_order(tmp_path, monkeypatch):
     """Bash blocks first (they make the files the Python blocks read), then the Python blocks in one namespace."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the README's commands run from the repository root
     for body in blocks("bash"):
         if not _placed(body):
             _run_bash(body, tmp_path)

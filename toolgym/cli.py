@@ -19,7 +19,7 @@ from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
-from toolgym.registry import manifest_for, registered_ids, suite_env_ids
+from toolgym.registry import manifest_for, registered_ids, suite_env_ids, takes_knobs
 from toolgym.scenario import KINDS
 
 
@@ -65,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_agents_eval_ray(args)
     report = []
     for env_id in args.env_ids:
-        knobs = _knobs(args) if manifest_for(env_id)["type"] != "static" else {}
+        knobs = _knobs(args) if takes_knobs(env_id) else {}
         for agent in args.agent or ["gold", "random"]:
             results = evaluate(env_id, agent, args.episodes, seed=args.seed, **knobs)
             rows = summarize(results)

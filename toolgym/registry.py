@@ -155,14 +155,16 @@ def _unknown_options(unknown: set[str], fields: set[str]) -> str:
     )
 
 
-SUITE_SPECS = ("bfcl", "ftrl:PATH")
+SUITE_SPECS = ("bfcl", "ftrl:PATH", "taubench:PATH")
 
 
 def suite_env_ids(spec: str) -> list[str]:
     """The env ids a ``toolgym eval --suite`` spec names, registering what a path holds.
 
     ``bfcl``: every BFCL category whose data is installed; ``ftrl:PATH``: a folder with a ``manifest.json`` or
-    a file of FTRL records (``.jsonl`` / ``.json``), registered as a static pack named after it.
+    a file of FTRL records (``.jsonl`` / ``.json``), registered as a static pack named after it;
+    ``taubench:PATH``: a τ-bench-format domain folder (its tasks play against the scripted user, who states the
+    instruction and ends after the agent's first reply; a model-played user is ``gym.make(id, user=ModelUser(...))``).
     """
     name, _, arg = spec.partition(":")
     if name == "bfcl" and not arg:
@@ -185,6 +187,10 @@ def suite_env_ids(spec: str) -> list[str]:
             "_dir": str(path.resolve().parent),
         }
         return [register_manifest(manifest)]
+    if name == "taubench" and arg:
+        from toolgym.suites import taubench
+
+        return [taubench.register(arg)]
     raise ValueError(f"unknown suite {spec!r}; suites are {', '.join(SUITE_SPECS)}")
 
 
@@ -211,6 +217,15 @@ def register_all(root: Path | None = None) -> list[str]:
 
 def registered_ids() -> list[str]:
     return sorted(_MANIFESTS)
+
+
+def takes_knobs(env_id: str) -> bool:
+    """Whether ``env_id`` takes generator knobs (a procedural pack or a mixture); unknown ids raise as
+    :func:`manifest_for` does. A τ-bench-format domain (registered by :mod:`toolgym.suites.taubench`, outside the
+    pack manifests) takes none."""
+    if env_id not in _MANIFESTS and env_id.startswith(f"{NAMESPACE}/TauBench-") and env_id in gym.registry:
+        return False
+    return manifest_for(env_id)["type"] != "static"
 
 
 def manifest_for(env_id: str) -> dict[str, Any]:

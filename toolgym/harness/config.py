@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolgym.registry import manifest_for
+from toolgym.registry import takes_knobs
 
 MODES = ("native", "text")
 RESPONSE_FORMATS = ("json_object", "json_schema")
@@ -86,7 +86,7 @@ class EvalConfig:
         if self.episodes < 1 or self.concurrency < 1 or self.retries < 0 or self.timeout <= 0:
             raise ValueError("episodes and concurrency must be >= 1, retries >= 0, timeout > 0")
         for env_id in self.env_ids:
-            manifest_for(env_id)  # a clear error for an unknown id, before anything runs
+            takes_knobs(env_id)  # a clear error for an unknown id, before anything runs
 
     def result_config(self) -> dict[str, Any]:
         d = asdict(self)

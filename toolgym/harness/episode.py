@@ -16,7 +16,7 @@ from toolgym.evaluate import SUITE_METRICS
 from toolgym.harness.config import EvalConfig
 from toolgym.harness.policies import AgentPolicy, EpisodeFailed, ModelPolicy, Turn
 from toolgym.model_client import BadRequest, RunAborted
-from toolgym.registry import manifest_for
+from toolgym.registry import takes_knobs
 
 
 class EnvPool:
@@ -27,7 +27,7 @@ class EnvPool:
         self.free: dict[str, list[gym.Env]] = defaultdict(list)
 
     def kwargs(self, env_id: str) -> dict[str, Any]:
-        kw = dict(self.cfg.env_kwargs) if manifest_for(env_id)["type"] != "static" else {}
+        kw = dict(self.cfg.env_kwargs) if takes_knobs(env_id) else {}
         if self.cfg.max_turns is not None:
             kw["max_turns"] = self.cfg.max_turns
         return kw

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
-from gymnasium.vector import AutoresetMode
 
 from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.calls import format_hermes
@@ -47,7 +46,6 @@ from toolgym.packs import PackError, _check_tools
 from toolgym.sandbox import Toolbox, ToolSourceError, check_tool_sources
 from toolgym.scenario import Scenario
 from toolgym.sources import StaticSource
-from toolgym.vector import ToolVectorEnv
 
 __all__ = [
     "STOP_TOKEN",
@@ -759,22 +757,6 @@ def make_env(path: str, tasks: str | None = None, name: str = "", **kwargs: Any)
     return TauBenchEnv(cached_domain(path, tasks, name), **kwargs)
 
 
-def make_vector_env(
-    num_envs: int = 1,
-    *,
-    path: str,
-    tasks: str | None = None,
-    name: str = "",
-    autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-    **kwargs: Any,
-) -> ToolVectorEnv:
-    """``vector_entry_point``: ``gym.make_vec(id, num_envs, user=...)`` gives a :class:`ToolVectorEnv` whose envs
-    share the one ``user`` (both built-in users are stateless: they read the chat they are given)."""
-    if num_envs < 1:
-        raise ValueError("num_envs must be >= 1")
-    return ToolVectorEnv([lambda: make_env(path, tasks, name, **kwargs)] * num_envs, autoreset_mode=autoreset_mode)
-
-
 def register(
     path: str | os.PathLike[str],
     name: str | None = None,
@@ -802,7 +784,7 @@ def register(
     gym.register(
         id=env_id,
         entry_point="toolgym.suites.taubench:make_env",
-        vector_entry_point="toolgym.suites.taubench:make_vector_env",
+        vector_entry_point="toolgym.vector:make_taubench_vector_env",
         kwargs={"path": str(root), "tasks": tasks_arg, "name": name},
     )
     return env_id
