@@ -47,7 +47,7 @@ def has_split(env_id: str) -> bool:
     try:
         gym.make(env_id, split="test").close()
         return True
-    except TypeError:
+    except (TypeError, ValueError):  # no split option, or (a static pack) no record of the test split
         return False
 
 
