@@ -41,6 +41,7 @@ import gymnasium as gym
 
 from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.calls import format_hermes
+from toolgym.env import COMPONENT_KEYS as ENV_COMPONENT_KEYS
 from toolgym.env import ToolEnv
 from toolgym.packs import PackError, _check_tools
 from toolgym.sandbox import Toolbox, ToolSourceError, check_tool_sources
@@ -577,19 +578,17 @@ def _run(coro: Any) -> Any:
 
 # -- the env ---------------------------------------------------------------------------------------------------------
 # FTRL's components that mean something without sub-answers, then the dialogue's and τ-bench's own.
-_KEPT = (
-    "n_calls",
-    "n_bad_json",
-    "n_unknown_tool",
-    "n_missing_args",
-    "n_extra_args",
-    "n_wrong_types",
-    "n_schema_violation",
-    "n_tool_errors",
-    "n_timeouts",
-    "format_ok",
-    "args_valid",
+_SUB_ANSWER_KEYS = (  # and state_ok: this env's world check is world_ok
+    "reward_ftrl",
+    "n_solved_now",
+    "n_unsolved",
+    "precision",
+    "recall",
+    "f1",
+    "answer_correct",
+    "state_ok",
 )
+_KEPT = tuple(k for k in ENV_COMPONENT_KEYS if k not in _SUB_ANSWER_KEYS)
 COMPONENT_KEYS = (*_KEPT, "to_user", "world_ok", "outputs_ok", "pass")
 _ERROR_COUNTS = ("n_tool_errors", "n_timeouts", "n_missing_args", "n_extra_args")
 
