@@ -300,7 +300,7 @@ ESCAPES = [
     "def f():\n    import os.path\n    return 1",
     "def f():\n    from . import x\n    return x",
     "import string\ndef f():\n    return string.Formatter().get_field('0.__class__', [1], {})",
-    "import decimal\ndef f():\n    return decimal.getcontext()",
+    "import decimal\ndef f():\n    decimal.getcontext().prec = 10**9\n    return 1",
     "import fractions\ndef f():\n    return fractions.Fraction.register(int)",
     "import functools\ndef f():\n    return functools.partial(getattr, (), '__class__')()",
     "import functools\ndef f():\n    return functools.reduce(getattr, ['__class__'], ())",

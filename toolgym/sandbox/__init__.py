@@ -51,9 +51,10 @@ Modules, in the order a call meets them:
 from toolgym.sandbox.clock import _WATCHDOG as _WATCHDOG  # the watchdog thread, whose aborts tests count
 from toolgym.sandbox.output import serialize_output
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
-from toolgym.sandbox.toolbox import Toolbox, ToolOutcome, check_tool_sources
+from toolgym.sandbox.toolbox import Toolbox, ToolObject, ToolOutcome, check_tool_sources
 
 __all__ = [
+    "ToolObject",
     "ToolOutcome",
     "ToolSourceError",
     "Toolbox",

@@ -8,6 +8,8 @@ read the sets from here, so neither imports the other.
 
 from __future__ import annotations
 
+import importlib.util
+
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 _BLOCKED_ATTRS = frozenset(INSPECT_ATTRIBUTES) | {
@@ -46,8 +48,12 @@ _MUTATORS = frozenset(
     }
 )
 _REGEX_METHODS = frozenset({"match", "search", "fullmatch", "findall", "finditer", "sub", "subn", "split"})
+# Attributes of mpmath's numbers that reach past :mod:`~toolgym.sandbox.precision`'s bounds: their context (whose
+# settings and constants take any precision), and an integer of any bit length.
+_MPMATH_ATTRS = frozenset({"context", "to_fixed"})
 _GUARDED_ATTRS = (
     _BLOCKED_ATTRS
+    | _MPMATH_ATTRS
     | _PADDERS
     | _MUTATORS
     | _REGEX_METHODS
@@ -94,3 +100,5 @@ _ALLOWED_MODULES = (
     "time string textwrap difflib unicodedata collections collections.abc itertools functools operator heapq "
     "bisect statistics hashlib base64 uuid random"
 ).split()
+# Third-party modules tool code may import when installed (see :mod:`~toolgym.sandbox.precision`).
+_OPTIONAL_MODULES = tuple(m for m in ("mpmath",) if importlib.util.find_spec(m) is not None)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from toolgym.sandbox.attrs import (
     _BLOCKED_ATTRS,
     _GUARDED_ATTRS,
+    _MPMATH_ATTRS,
     _MUTATORS,
     _OWN_MARK,
     _PADDERS,
@@ -38,7 +39,16 @@ _INT_BITS = 1 << 20  # largest int result (bits) a guarded * ** << may produce: 
 _SIZED = (str, bytes, bytearray, list, tuple, collections.deque)
 _STR_TYPES = (str, bytes, bytearray)
 _LIST_TYPES = (list, bytearray, collections.deque)
-_WRITABLE = (dict, list, bytearray, collections.deque)
+
+
+class Settings:
+    """Base of the sandbox's own objects whose attributes tool code may set (each a bounded property, e.g.
+    :mod:`~toolgym.sandbox.precision`'s ``mpmath.mp.dps``)."""
+
+    __slots__ = ()
+
+
+_WRITABLE = (dict, list, bytearray, collections.deque, Settings)
 _INPLACE_NATIVE = {
     "-": operator.isub,
     "/": operator.itruediv,
@@ -431,9 +441,16 @@ def make_getattr(
             check_frozen(ob.__self__ if type(ob) is super else ob)  # super(Cls, data).update(...) too
         return getattr(ob, name)
 
+    def mpmath_attr(ob: Any, name: str) -> Any:
+        owner = ob if isinstance(ob, type) else type(ob)
+        if getattr(owner, "__module__", "").startswith("mpmath"):
+            return blocked(ob, name)
+        return getattr(ob, name)
+
     padded = method_guard(_STR_TYPES, padder)
     special: dict[str, Any] = {n: blocked for n in _BLOCKED_ATTRS}  # keys must equal _GUARDED_ATTRS
     special.update({n: padded for n in _PADDERS})
+    special.update({n: mpmath_attr for n in _MPMATH_ATTRS})
     special.update({n: mutator for n in _MUTATORS})
     special.update({n: method_guard(object, regex_method) for n in _REGEX_METHODS})
     special.update(

@@ -44,10 +44,12 @@ import uuid
 import zoneinfo
 from typing import Any
 
-from toolgym.sandbox.attrs import _ALLOWED_MODULES
+from toolgym.sandbox.attrs import _ALLOWED_MODULES, _OPTIONAL_MODULES
 from toolgym.sandbox.clock import Clock
 from toolgym.sandbox.guards import _INT_BITS, SizeGuards, _bits, ticking
 from toolgym.sandbox.owned import is_own_class, mark_own
+from toolgym.sandbox.policy import import_refused
+from toolgym.sandbox.precision import make_mpmath
 
 __all__ = ["EpisodeRandom", "make_import"]
 
@@ -290,6 +292,37 @@ class EpisodeRandom:
         return uuid.UUID(int=random.Random.getrandbits(shared, 128), version=4)
 
 
+class _StandIn:
+    """What an import outside the allow-list binds when the importing code never reads the name (the compile
+    policy refuses it otherwise): every use raises the error the import would have had. Names imported from it
+    (``from subprocess import run``) are stand-ins too."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr[:1] == "_":
+            raise AttributeError(attr)
+        return _StandIn(self._name)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise ImportError(import_refused(self._name))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ImportError(import_refused(self._name))
+
+    def __iter__(self) -> Any:
+        raise ImportError(import_refused(self._name))
+
+    def __getitem__(self, key: Any) -> Any:
+        raise ImportError(import_refused(self._name))
+
+    def __repr__(self) -> str:
+        return f"<module {self._name!r} (not available in tool code)>"
+
+
 def make_import(
     sizes: SizeGuards,
     clock: Clock,
@@ -297,12 +330,18 @@ def make_import(
     attrs: dict[str, Any],
     rand: EpisodeRandom,
     env: dict[str, Any],
+    local: dict[str, Any],
+    getcontext: Any,
 ) -> Any:
-    """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, else ImportError.
+    """``__import__`` for tool code: a proxy (built once per Toolbox) of an allow-listed module, one of the
+    Toolbox's own modules, or (for an import the code never reads) a :class:`_StandIn`.
 
     ``attrs`` holds the Toolbox's attribute guards (``getattr``, ``_attr_getter_``), which ``operator``'s
     attrgetter/methodcaller go through; ``rand`` is its :class:`EpisodeRandom`; ``env`` its builtins dict (a
-    function whose globals use it is the tool's own).
+    function whose globals use it is the tool's own); ``local`` maps the Toolbox's own module names to the
+    functions that load them (each runs its module's code once, at its first import); ``getcontext`` is
+    ``decimal.getcontext`` for tool code (the Toolbox's own bounded context, see
+    :mod:`~toolgym.sandbox.precision`).
     """
     too_big, check_weight, mul, check_len, check_frozen = (
         sizes.too_big,
@@ -558,6 +597,7 @@ def make_import(
             "pow": math.pow,
         },
         "json": lambda: {"dumps": safe_dumps},
+        "decimal": lambda: {"getcontext": getcontext},
         "re": lambda: re_functions,
         "collections": lambda: {},
         "string": lambda: {"Template": template_class()},
@@ -673,9 +713,25 @@ def make_import(
         return proxy
 
     def safe_import(name: str, _g: Any = None, _l: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-        if level != 0 or name not in _MODULES:
-            allowed = ", ".join(_ALLOWED_MODULES)
-            raise ImportError(f"import of {name!r} is not allowed in tool code (allowed: {allowed})")
+        if level != 0:
+            raise ImportError(import_refused(name))
+        if name in local:
+            if "." in name and not fromlist:  # `import pkg.mod` binds `pkg`, whose attributes lead to `mod`
+                rest = name.split(".")[1:]
+                top = node = types.SimpleNamespace()
+                for part in rest[:-1]:
+                    setattr(node, part, types.SimpleNamespace())
+                    node = getattr(node, part)
+                setattr(node, rest[-1], local[name]())
+                return top
+            return local[name]()
+        if name == "mpmath" and "mpmath" in _OPTIONAL_MODULES:
+            proxy = proxies.get(name)
+            if proxy is None:
+                proxy = proxies[name] = make_mpmath(ensure_armed)  # type: ignore[assignment]
+            return proxy
+        if name not in _MODULES:
+            return _StandIn(name)  # the compile policy let it through: the code never reads the name
         if "." in name and not fromlist:
             return module_proxy(name.partition(".")[0])  # `import collections.abc` binds `collections`
         return module_proxy(name)

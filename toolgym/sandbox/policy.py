@@ -4,9 +4,10 @@ Why a module: what tool code may say is decided once, at compile time, by :class
 run time (:mod:`~toolgym.sandbox.runtime`) relies on that rewrite. Allowed: single-underscore names (not the
 ``_name_`` spelling of the guards) and attributes (read through ``_private_``: the tool's own objects only),
 classes with the ordinary protocol methods (:data:`~toolgym.sandbox.attrs._PROTOCOL_METHODS`, read through
-``_dunder_``), imports of the allow-listed modules, ``eval``/``exec`` (compiled by this same policy at run
-time). Refused: other dunder names and attributes, ``metaclass=``, ``global`` other than ``state``, imports of
-anything else. Step ticks and calls of the size guards are written in.
+``_dunder_``), imports of the allow-listed modules and of the Toolbox's own modules, ``eval``/``exec``
+(compiled by this same policy at run time). Refused: other dunder names and attributes, ``metaclass=``,
+``global`` other than ``state``, imports of anything else (an import a package module never reads binds an
+inert stand-in). Step ticks and calls of the size guards are written in.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from types import CodeType
 from RestrictedPython import compile_restricted_eval, compile_restricted_exec
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
-from toolgym.sandbox.attrs import _ALLOWED_MODULES, _GUARDED_ATTRS, _PROTOCOL_METHODS
+from toolgym.sandbox.attrs import _ALLOWED_MODULES, _GUARDED_ATTRS, _OPTIONAL_MODULES, _PROTOCOL_METHODS
 
-__all__ = ["ToolSourceError", "compile_tool_code", "compile_tool_source"]
+__all__ = ["ToolSourceError", "compile_tool_code", "compile_tool_source", "import_refused"]
 
 
 class ToolSourceError(ValueError):
@@ -92,7 +93,39 @@ def _small_numbers(node: ast.BinOp) -> bool:
     return a < 1 << 32 and b < 1 << 32
 
 
-_IMPORTABLE = frozenset(_ALLOWED_MODULES) | {"__future__"}
+_OPTIONAL = list(_OPTIONAL_MODULES)
+_IMPORTABLE = frozenset(_ALLOWED_MODULES) | {"__future__", *_OPTIONAL_MODULES}
+
+
+def import_refused(name: str) -> str:
+    """The one message for a module tool code may not use, at compile time and from the runtime's stand-in."""
+    return f"import of {name!r} is not allowed in tool code (allowed: {', '.join(_ALLOWED_MODULES + _OPTIONAL)})"
+
+
+def _loaded_names(tree: ast.AST) -> frozenset[str]:
+    """Names the code reads, annotations left out: they stay unevaluated text (``from __future__ import
+    annotations`` is always on), so a name used only there is never looked up."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+                if a is not None and a.annotation is not None:
+                    skip.add(id(a.annotation))
+            if node.returns is not None:
+                skip.add(id(node.returns))
+        elif isinstance(node, ast.AnnAssign):
+            skip.add(id(node.annotation))
+    names: set[str] = set()
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        stack.extend(ast.iter_child_nodes(node))
+    return frozenset(names)
 
 
 def _private_name(name: str) -> bool:
@@ -104,6 +137,8 @@ def _private_name(name: str) -> bool:
 class _ToolPolicy(RestrictingNodeTransformer):
     """RestrictedPython policy plus step ticks and size guards (see the :mod:`toolgym.sandbox` docstring)."""
 
+    _local_modules: frozenset[str] = frozenset()  # the Toolbox's own modules (``modules=``), importable by name
+    _loaded_names: frozenset[str] | None = None  # a package module: the names it reads outside annotations
     _scopes: tuple[str, ...] = ()  # "class" / "def" nesting, to allow protocol methods only in class bodies
     _def_in_class = False  # the def being checked is directly in a class body
 
@@ -135,9 +170,15 @@ class _ToolPolicy(RestrictingNodeTransformer):
         return super().visit_ImportFrom(node)
 
     def _check_module(self, node: ast.AST, name: str) -> None:
-        if name not in _IMPORTABLE:
-            allowed = ", ".join(_ALLOWED_MODULES)
-            self.error(node, f"import of {name!r} is not allowed in tool code (allowed: {allowed})")
+        if name in _IMPORTABLE or name in self._local_modules:
+            return
+        if isinstance(node, ast.Import):
+            bound = [a.asname or a.name.partition(".")[0] for a in node.names if a.name == name]
+        else:
+            bound = [a.asname or a.name for a in node.names]  # type: ignore[attr-defined]
+        if self._loaded_names is not None and "*" not in bound and not self._loaded_names.intersection(bound):
+            return  # never used: bound to an inert stand-in whose every use raises (see the docstring)
+        self.error(node, import_refused(name))
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
         # Classes are built by the runtime's __build_class__ (which marks them as the tool's own and refuses
@@ -296,14 +337,38 @@ class _ToolPolicy(RestrictingNodeTransformer):
 _FLAGS = __future__.annotations.compiler_flag
 
 
-def compile_tool_source(source: str) -> CodeType:
-    """Compile tool source under the sandbox policy; cached process-wide by sha256 of the text."""
-    return _compile_cached(hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest(), source)
+def compile_tool_source(source: str, modules: frozenset[str] = frozenset(), package: bool = False) -> CodeType:
+    """Compile tool source under the sandbox policy; cached process-wide by sha256 of the text.
+
+    ``modules`` names the Toolbox's own modules the source may import (a tool package's sibling modules,
+    e.g. BFCL's classes importing its ``long_context`` data module by its dotted name). ``package``: the
+    source is one of those modules, see :func:`_policy`.
+    """
+    digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+    return _compile_cached(digest, source, frozenset(modules), package)
+
+
+def _policy(source: str, modules: frozenset[str], package: bool) -> type[_ToolPolicy]:
+    """The policy class for one text: which imports it may name and, for a package module, which names it reads.
+
+    A package module (a suite's file, imported as written: ``Toolbox(modules=...)``) may import a module
+    outside the allow-list that it never reads; the import binds an inert stand-in whose every use raises the
+    error a used import gets at compile time (BFCL's file system imports ``subprocess`` and never calls it).
+    A tool source may not: what a model or a record writes has no reason to import what it cannot use.
+    """
+    loaded = None
+    if package:
+        try:
+            loaded = _loaded_names(ast.parse(source))
+        except SyntaxError:
+            loaded = frozenset()  # the compile below reports it
+    return type("_ToolPolicy", (_ToolPolicy,), {"_local_modules": modules, "_loaded_names": loaded})
 
 
 @functools.lru_cache(maxsize=4096)
-def _compile_cached(digest: str, source: str) -> CodeType:
-    result = compile_restricted_exec(source, filename="<tool>", flags=_FLAGS, dont_inherit=True, policy=_ToolPolicy)
+def _compile_cached(digest: str, source: str, modules: frozenset[str], package: bool) -> CodeType:
+    policy = _policy(source, modules, package)
+    result = compile_restricted_exec(source, filename="<tool>", flags=_FLAGS, dont_inherit=True, policy=policy)
     if result.errors or result.code is None:
         raise ToolSourceError("; ".join(result.errors) or "source does not compile")
     return result.code
@@ -320,7 +385,8 @@ def compile_tool_code(source: str, mode: str) -> CodeType:
 @functools.lru_cache(maxsize=4096)
 def _compile_code_cached(mode: str, source: str) -> CodeType:
     compile_ = compile_restricted_eval if mode == "eval" else compile_restricted_exec
-    result = compile_(source, filename="<string>", flags=_FLAGS, dont_inherit=True, policy=_ToolPolicy)
+    policy = _policy(source, frozenset(), False)
+    result = compile_(source, filename="<string>", flags=_FLAGS, dont_inherit=True, policy=policy)
     if result.errors or result.code is None:
         raise SyntaxError("; ".join(result.errors) or "source does not compile")
     return result.code

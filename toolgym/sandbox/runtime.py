@@ -10,6 +10,7 @@ RestrictedPython's rewrite calls (``_tick_``, ``_getattr_``, ``_mul_``, ...) are
 from __future__ import annotations
 
 import builtins
+import decimal
 import operator
 from typing import Any
 
@@ -20,6 +21,7 @@ from toolgym.sandbox.evaluator import make_eval_exec
 from toolgym.sandbox.guards import make_builtin_guards, make_getattr, make_size_guards
 from toolgym.sandbox.modules import EpisodeRandom, make_import
 from toolgym.sandbox.owned import make_class_guards
+from toolgym.sandbox.precision import DecimalContext
 from toolgym.sandbox.regex_shim import make_re
 
 _EXCEPTIONS = (
@@ -64,6 +66,10 @@ class _Runtime:
         owned = make_class_guards(sizes.check_frozen, self._class_built)
         attrs = make_getattr(sizes, frozen, clock, re_methods, owned)
         self.random = EpisodeRandom(sizes, clock)
+        self.decimal: decimal.Context | None = None  # the tools' decimal context, made at their first getcontext()
+        self.on_decimal: Any = lambda ctx: None  # the Toolbox's hook: make ``ctx`` current inside its calls
+        self.running = False  # a module's code is running (an own module imported by another runs inside it)
+        self.local_modules: dict[str, Any] = {}  # the Toolbox's own modules: name -> loader (filled by it)
         env: dict[str, Any] = {n: getattr(builtins, n) for n in _PLAIN_BUILTINS + _EXCEPTIONS}
         env.update(
             {
@@ -77,7 +83,9 @@ class _Runtime:
                 **attrs,
                 **owned,
                 **make_eval_exec(env, sizes, clock),
-                "__import__": make_import(sizes, clock, re_functions, attrs, self.random, env),
+                "__import__": make_import(
+                    sizes, clock, re_functions, attrs, self.random, env, self.local_modules, self._getcontext
+                ),
                 # guards the compiled code calls
                 "_tick_": clock.tick,
                 "_getitem_": operator.getitem,
@@ -93,6 +101,13 @@ class _Runtime:
         self.builtins = env
         self.begin, self.end = clock.begin, clock.end
         self.tick, self.charge, self.abort = clock.tick, clock.charge, clock.abort
+
+    def _getcontext(self) -> DecimalContext:
+        """``decimal.getcontext()`` of tool code: the Toolbox's own context, current from now on in its calls."""
+        if self.decimal is None:
+            self.decimal = decimal.Context()
+            self.on_decimal(self.decimal)
+        return DecimalContext(self.decimal)
 
     def _class_built(self) -> None:
         self.has_classes = True

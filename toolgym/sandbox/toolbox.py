@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import decimal
 import functools
 import sys
 import types
@@ -21,7 +22,7 @@ from toolgym.sandbox.owned import is_own, is_own_class, strip_own
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
 from toolgym.sandbox.runtime import _Runtime
 
-__all__ = ["ToolOutcome", "ToolSourceError", "Toolbox", "check_tool_sources"]
+__all__ = ["ToolObject", "ToolOutcome", "ToolSourceError", "Toolbox", "check_tool_sources"]
 
 # The ``__name__`` (so ``__module__`` of tool classes) of every tool module. A module is registered under it
 # because dataclasses and enum look a class's module up in sys.modules: it holds nothing of any tool's, only the
@@ -83,6 +84,17 @@ def _cell_filled(cell: Any) -> bool:
     return True
 
 
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ToolObject:
+    """An instance of a tool class, held for the env by a :class:`Toolbox` (see :meth:`Toolbox.instantiate`)."""
+
+    class_name: str
+    value: Any = dataclasses.field(repr=False)
+
+
 class Toolbox:
     """Compiled, isolated tools: ``call(name, arguments, state)`` runs one under the budget and guards.
 
@@ -93,7 +105,9 @@ class Toolbox:
 
     __slots__ = (
         "_begin",
+        "_decimal_saved",
         "_end",
+        "_modules",
         "_rt",
         "_tools",
         "epoch",
@@ -108,6 +122,7 @@ class Toolbox:
         self,
         sources: dict[str, str],
         *,
+        modules: dict[str, str] | None = None,
         step_budget: int = 1_000_000,
         time_limit: float = 2.0,
         max_output_chars: int = 16_384,
@@ -119,31 +134,73 @@ class Toolbox:
         self.max_output_chars = max_output_chars
         rt = self._rt = _Runtime(step_budget, time_limit, max_size, max_memory)
         self._begin, self._end = rt.begin, rt.end
-        modules: dict[str, dict[str, Any]] = {}
+        own = dict(modules or {})
+        names = frozenset(own)
+        loaded: dict[str, dict[str, Any]] = {}  # the own modules, by name, once run
+
+        def run(label: str, source: str, package: bool) -> dict[str, Any]:
+            try:
+                code = compile_tool_source(source, names, package)
+            except ToolSourceError as e:
+                raise ToolSourceError(f"{label}: {e}") from None
+            g = {"__builtins__": rt.builtins, "__name__": _TOOL_MODULE, "state": None}
+            outer = rt.running
+            if not outer:
+                rt.begin()
+            rt.running = True
+            try:
+                try:
+                    exec(code, g)
+                finally:  # as in call(): a watchdog abort can land until end() returns
+                    reason = None if outer else rt.end()
+            except BaseException as e:  # module-level code of a tool failed
+                reason = None if outer else rt.end()
+                if outer and not isinstance(e, ToolSourceError):
+                    raise  # an own module imported by another: the importer's frame reports it
+                if isinstance(e, ToolSourceError):
+                    raise ToolSourceError(f"{label}: {e}") from None
+                if isinstance(e, KeyboardInterrupt) and reason is None:
+                    raise
+                detail = reason[1] if reason else f"{type(e).__name__}: {e}"
+                raise ToolSourceError(f"{label}: module code failed: {detail}") from None
+            finally:
+                rt.running = outer
+            if reason is not None:
+                raise ToolSourceError(f"{label}: module code failed: {reason[1]}")
+            return g
+
+        spaces: dict[str, types.SimpleNamespace] = {}
+
+        def loader(name: str) -> Any:
+            def load() -> types.SimpleNamespace:
+                space = spaces.get(name)
+                if space is None:
+                    if name in loading:
+                        raise ImportError(f"circular import of tool module {name!r}")
+                    loading.add(name)
+                    try:
+                        g = loaded[name] = run(f"module {name!r}", own[name], True)
+                    finally:
+                        loading.discard(name)
+                    space = spaces[name] = types.SimpleNamespace(
+                        **{k: v for k, v in g.items() if k[:2] != "__" and k != "state"}
+                    )
+                return space
+
+            return load
+
+        self._decimal_saved: list[Any] = [None]
+        rt.on_decimal = self._use_decimal
+        loading: set[str] = set()
+        rt.local_modules.update({name: loader(name) for name in own})
+        for name in own:  # every own module runs at load, so a broken one fails here, named
+            rt.local_modules[name]()
+        by_source: dict[str, dict[str, Any]] = {}
         tools: dict[str, tuple[Any, dict[str, Any], bool]] = {}
         for name, source in sources.items():
-            g = modules.get(source)
+            g = by_source.get(source)
             if g is None:
-                try:
-                    code = compile_tool_source(source)
-                except ToolSourceError as e:
-                    raise ToolSourceError(f"tool {name!r}: {e}") from None
-                g = {"__builtins__": rt.builtins, "__name__": _TOOL_MODULE, "state": None}
-                rt.begin()
-                try:
-                    try:
-                        exec(code, g)
-                    finally:  # as in call(): a watchdog abort can land until end() returns
-                        reason = rt.end()
-                except BaseException as e:  # module-level code of a tool failed
-                    reason = rt.end()
-                    if isinstance(e, KeyboardInterrupt) and reason is None:
-                        raise
-                    detail = reason[1] if reason else f"{type(e).__name__}: {e}"
-                    raise ToolSourceError(f"tool {name!r}: module code failed: {detail}") from None
-                if reason is not None:
-                    raise ToolSourceError(f"tool {name!r}: module code failed: {reason[1]}")
-                modules[source] = g
+                g = by_source[source] = run(f"tool {name!r}", source, False)
             fn = g.get(name)
             if not isinstance(fn, types.FunctionType):
                 raise ToolSourceError(f"tool {name!r}: its source does not define a function named {name!r}")
@@ -151,12 +208,39 @@ class Toolbox:
             wants_data = code.co_argcount > 0 and code.co_varnames[0] == "data"  # FTRL: data=<the world>
             tools[name] = (fn, g, wants_data)
         rt.random.loading = False
-        for g in modules.values():
+        for g in (*by_source.values(), *loaded.values()):
             _collect_frozen({k: v for k, v in g.items() if k not in ("__builtins__", "state")}, rt.frozen)
+        self._restore_decimal()  # module code may have asked for the context: give the caller's back
+        self._modules = loaded
         self._tools = tools
         self.names: tuple[str, ...] = tuple(tools)
         self.seed = 0
         self.epoch = 0  # bumped by reseed(), so a forked worker's copy can tell it must reseed too
+
+    def _use_decimal(self, ctx: decimal.Context) -> None:
+        """From the tools' first ``decimal.getcontext()`` on, their context is the thread's inside every call
+        (and the caller's outside): the window's begin and end swap it."""
+        saved, clock_begin, clock_end = self._decimal_saved, self._rt.begin, self._rt.end
+        saved[0] = decimal.getcontext()
+        decimal.setcontext(ctx)
+
+        def begin() -> None:
+            saved[0] = decimal.getcontext()
+            decimal.setcontext(ctx)
+            clock_begin()
+
+        def end() -> Any:
+            reason = clock_end()
+            self._restore_decimal()
+            return reason
+
+        self._begin, self._end = begin, end
+
+    def _restore_decimal(self) -> None:
+        saved = self._decimal_saved
+        if saved[0] is not None:
+            decimal.setcontext(saved[0])
+            saved[0] = None
 
     def reseed(self, seed: int) -> None:
         """Seed the tools' ``random``/``uuid4`` for a new episode: the same seed gives the same draws.
@@ -190,6 +274,121 @@ class Toolbox:
         if reason is not None:
             return self._failure(name, None, reason)
         return ToolOutcome(True, text, None)
+
+    # ------------------------------------------------------------------ objects of the tool's own classes
+    # Tool suites written as classes (BFCL's multi-turn APIs) keep their world in an instance: the env holds
+    # it as an opaque ToolObject, calls its methods as tools and compares two instances the way the suite's
+    # checker does, each through the same guarded window as a call. Such an instance is never the env's
+    # ``state`` (which stays plain data), so nothing reads it outside a window.
+
+    def instantiate(self, module: str, class_name: str, *args: Any, **kwargs: Any) -> ToolObject:
+        """A new instance of class ``class_name`` of own module ``module`` (``modules=``); raises
+        :class:`ToolSourceError` naming the class if the module has no such class or its constructor fails."""
+        g = self._modules.get(module)
+        cls = g.get(class_name) if g is not None else None
+        if not is_own_class(cls):
+            raise ToolSourceError(f"module {module!r} defines no class {class_name!r}")
+        ob = self._run_trusted(f"{class_name}()", cls, args, kwargs)
+        return ToolObject(class_name, ob)
+
+    def invoke(self, target: ToolObject, method: str, *args: Any, **kwargs: Any) -> None:
+        """Run ``method`` of ``target`` for the env (e.g. loading a scenario's initial state: private names
+        allowed, dunders not); raises :class:`ToolSourceError` if it fails, since the env's data is at fault."""
+        fn = self._method(target, method, private=True)
+        if fn is None:
+            raise ToolSourceError(f"{target.class_name} has no method {method!r}")
+        self._run_trusted(f"{target.class_name}.{method}()", fn, args, kwargs)
+
+    def call_method(self, target: ToolObject, method: str, arguments: dict) -> ToolOutcome:
+        """Run public ``method`` of ``target`` with keyword ``arguments`` as a tool call: like :meth:`call`,
+        never raises for anything the tool code does; a name that is not a public method raises KeyError."""
+        fn = self._method(target, method, private=False)
+        if fn is None:
+            raise KeyError(method)
+        self._begin()
+        try:
+            try:
+                text = serialize_output(fn(**arguments), self.max_output_chars)
+            finally:
+                reason = self._end()
+        except BaseException as e:  # tool code may raise anything
+            return self._failure(method, e, self._end())
+        if reason is not None:
+            return self._failure(method, None, reason)
+        return ToolOutcome(True, text, None)
+
+    def differences(self, a: ToolObject, b: ToolObject) -> list[str]:
+        """The public attributes of ``a`` whose values differ from ``b``'s (compared with ``!=``, i.e. with the
+        tool classes' own ``__eq__``), as BFCL's state checker compares the model's and the gold instances.
+        A comparison that fails or runs out of time counts as a difference."""
+        left, right = a.value, b.value
+        out: list[str] = []
+        for name, value in vars(left).items():
+            if name[:1] == "_":
+                continue
+            self._begin()
+            try:
+                try:
+                    differ = bool(value != getattr(right, name, _MISSING))
+                finally:
+                    reason = self._end()
+            except BaseException as e:
+                self._end()
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                differ, reason = True, None
+            if differ or reason is not None:
+                out.append(name)
+        return out
+
+    def describe(self, target: ToolObject) -> dict[str, str]:
+        """The public attributes of ``target`` as bounded text (their ``repr`` runs inside a guarded window)."""
+        out: dict[str, str] = {}
+        for name, value in vars(target.value).items():
+            if name[:1] != "_":
+                outcome = self._guarded_text(value)
+                out[name] = outcome
+        return out
+
+    def _guarded_text(self, value: Any) -> str:
+        self._begin()
+        try:
+            try:
+                text = serialize_output(value, self.max_output_chars)
+            finally:
+                reason = self._end()
+        except BaseException:
+            self._end()
+            return "<unreadable>"
+        return "<unreadable>" if reason is not None else text
+
+    def _method(self, target: ToolObject, name: str, *, private: bool) -> Any:
+        if not isinstance(target, ToolObject) or not isinstance(name, str) or name[:2] == "__":
+            return None
+        if name[:1] == "_" and not private:
+            return None
+        cls = type(target.value)
+        attr = next((c.__dict__[name] for c in cls.__mro__ if name in c.__dict__), None)
+        if not isinstance(attr, types.FunctionType):
+            return None  # properties, class attributes and the stdlib's methods are not tools
+        return types.MethodType(attr, target.value)
+
+    def _run_trusted(self, what: str, fn: Any, args: tuple, kwargs: dict) -> Any:
+        self._begin()
+        try:
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                reason = self._end()
+        except BaseException as e:
+            reason = self._end()
+            if isinstance(e, KeyboardInterrupt) and reason is None:
+                raise
+            detail = reason[1] if reason else f"{type(e).__name__}: {e}"
+            raise ToolSourceError(f"{what} failed: {detail}") from None
+        if reason is not None:
+            raise ToolSourceError(f"{what} failed: {reason[1]}")
+        return value
 
     def _failure(self, name: str, exc: BaseException | None, reason: tuple[str, str] | None) -> ToolOutcome:
         if reason is not None:
