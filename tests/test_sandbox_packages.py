@@ -60,6 +60,7 @@ def test_own_modules_import_each_other_and_classes_become_objects() -> None:
     tb.invoke(b, "_load_scenario", {"items": {"x": 1, "y": 2, "z": 3}})
     assert tb.differences(a, b) == []
     assert tb.describe(a) == {"items": '{"x": 1, "y": 2, "z": 3}'}
+    assert len(tb.describe(a, limit=8)["items"]) <= 8
 
 
 def test_private_and_missing_methods_are_not_tools() -> None:
@@ -78,11 +79,15 @@ def test_private_and_missing_methods_are_not_tools() -> None:
         tb.invoke(a, "_load_scenario", None)
 
 
-def test_module_data_stays_read_only_for_the_objects() -> None:
+def test_package_module_data_is_writable_as_in_plain_python_but_tool_sources_stay_read_only() -> None:
     src = "from pkg.data import NAMES\nclass C:\n    def grow(self):\n        NAMES.append('c')\n        return NAMES\n"
     tb = Toolbox({}, modules={**PKG, "pkg.c": src})
     c = tb.instantiate("pkg.c", "C")
-    out = tb.call_method(c, "grow", {})
+    assert tb.call_method(c, "grow", {}).output == '["a", "b", "c"]'
+    assert tb.call_method(tb.instantiate("pkg.c", "C"), "grow", {}).output == '["a", "b", "c", "c"]'
+    assert Toolbox({}, modules={**PKG, "pkg.c": src}).call_method(c, "grow", {}).ok  # a new Toolbox: fresh data
+    own = "NAMES = ['a']\ndef f():\n    NAMES.append('b')\n    return NAMES\n"
+    out = Toolbox({"f": own}).call("f", {})
     assert not out.ok and "read-only" in out.output
 
 

@@ -208,7 +208,10 @@ class Toolbox:
             wants_data = code.co_argcount > 0 and code.co_varnames[0] == "data"  # FTRL: data=<the world>
             tools[name] = (fn, g, wants_data)
         rt.random.loading = False
-        for g in (*by_source.values(), *loaded.values()):
+        # A tool source's module data is read-only, so a call influences later ones only through ``state``; a
+        # package's is its classes' shared data, writable as in plain Python (BFCL's vehicle API updates a
+        # module-level dict on every call): build a new Toolbox for fresh module data.
+        for g in by_source.values():
             _collect_frozen({k: v for k, v in g.items() if k not in ("__builtins__", "state")}, rt.frozen)
         self._restore_decimal()  # module code may have asked for the context: give the caller's back
         self._modules = loaded
@@ -341,20 +344,17 @@ class Toolbox:
                 out.append(name)
         return out
 
-    def describe(self, target: ToolObject) -> dict[str, str]:
-        """The public attributes of ``target`` as bounded text (their ``repr`` runs inside a guarded window)."""
-        out: dict[str, str] = {}
-        for name, value in vars(target.value).items():
-            if name[:1] != "_":
-                outcome = self._guarded_text(value)
-                out[name] = outcome
-        return out
+    def describe(self, target: ToolObject, limit: int | None = None) -> dict[str, str]:
+        """The public attributes of ``target`` as text of at most ``limit`` characters each (default: the
+        output bound), made inside a guarded window since a tool class's ``__repr__`` is tool code."""
+        bound = self.max_output_chars if limit is None else limit
+        return {k: self._guarded_text(v, bound) for k, v in vars(target.value).items() if k[:1] != "_"}
 
-    def _guarded_text(self, value: Any) -> str:
+    def _guarded_text(self, value: Any, limit: int) -> str:
         self._begin()
         try:
             try:
-                text = serialize_output(value, self.max_output_chars)
+                text = serialize_output(value, limit)
             finally:
                 reason = self._end()
         except BaseException:
