@@ -15,6 +15,7 @@ TINY = {
     "vector_throughput.py": ["--quick"],
     "build_throughput.py": ["--budget", "2", "--resets", "5"],
     "thread_overhead.py": ["--rounds", "1", "--calls", "50"],
+    "policy_overhead.py": ["--rounds", "1", "--calls", "50", "--entries", "3"],
     "scorer_concurrency.py": ["--calls", "60", "--rounds", "1", "--threads", "1,4", "--episodes", "1"],
 }
 

@@ -185,3 +185,23 @@ def test_decimal_results_equal_plain_python(n: int, prec: int) -> None:
     src = "from decimal import Decimal, getcontext\ndef f(n, p):\n    getcontext().prec = p\n"
     src += "    return str(Decimal(n) / 7)"
     assert Toolbox({"f": src}).call("f", {"n": n, "p": prec}).output == str(decimal.Context(prec=prec).divide(n, 7))
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "state['t'] = (P(),)",
+        "state['l'] = [1, (2, (P(),))]",
+        "state['k'] = {(1, P()): 1}",
+        "state['f'] = [frozenset([P()])]",
+    ],
+)
+def test_tool_instances_hidden_in_tuples_and_sets_never_stay_in_the_world(store: str) -> None:
+    cls = "class P:\n    def __eq__(self, o):\n        while True:\n            pass\n"
+    cls += "    def __hash__(self):\n        return 1\n"
+    src = f"{cls}def f():\n    {store}\n    return 1\n"
+    world: dict = {"keep": [1, 2]}
+    out = Toolbox({"f": src}).call("f", {}, world)
+    assert not out.ok and "plain data" in out.output
+    assert world["keep"] == [1, 2] and world == world  # comparing the world runs no tool code
+    assert "P object" not in repr(world)

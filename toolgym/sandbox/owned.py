@@ -46,6 +46,22 @@ def mark_own(cls: type) -> type:
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 
 
+def _holds_own(v: Any) -> bool:
+    """A tuple or set value of the world holds a tool class's instance, at any depth (they cannot be edited
+    in place, so the whole value is dropped)."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if is_own(x):
+            return True
+        if isinstance(x, (tuple, set, frozenset, list)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+    return False
+
+
 def strip_own(state: Any) -> int:
     """Remove instances of tool classes from the world ``state`` (dict values and list items become None, dict
     keys are dropped); how many were found.
@@ -72,13 +88,13 @@ def strip_own(state: Any) -> int:
                     pass
                 elif t is dict or t is list or isinstance(v, (dict, list)):
                     stack.append(v)
-                elif is_own(v):
+                elif is_own(v) or (isinstance(v, (tuple, set, frozenset)) and _holds_own(v)):
                     bad = True
-                if type(k) not in plain and is_own(k):
+                if type(k) not in plain and (is_own(k) or (isinstance(k, (tuple, frozenset)) and _holds_own(k))):
                     bad = True
             if bad:
-                kept = [(k, None if is_own(v) else v) for k, v in x.items() if not is_own(k)]
-                found += len(x) - len(kept) + sum(1 for k, v in x.items() if not is_own(k) and is_own(v))
+                kept = [(k, None if _holds_own(v) else v) for k, v in x.items() if not _holds_own(k)]
+                found += len(x) - len(kept) + sum(1 for k, v in x.items() if not _holds_own(k) and _holds_own(v))
                 dict.clear(x)
                 dict.update(x, kept)
         elif isinstance(x, list):
@@ -88,7 +104,7 @@ def strip_own(state: Any) -> int:
                     pass
                 elif t is dict or t is list or isinstance(v, (dict, list)):
                     stack.append(v)
-                elif is_own(v):
+                elif is_own(v) or (isinstance(v, (tuple, set, frozenset)) and _holds_own(v)):
                     list.__setitem__(x, i, None)
                     found += 1
     return found
