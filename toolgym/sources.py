@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
 import pickle
 import threading
@@ -173,36 +172,42 @@ def _callable_key(fn: Any) -> Any:
     raise _Uncacheable(type(fn).__name__)
 
 
-class _Pickler(pickle.Pickler):
-    """Pickles a scenario but leaves out the objects in ``shared`` (kept by reference, restored as themselves)."""
-
-    def __init__(self, file: io.BytesIO, shared: dict[int, int]):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.shared = shared
-
-    def persistent_id(self, obj: Any) -> int | None:
-        return self.shared.get(id(obj))
+_NO_PARAMS = object()
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, shared: tuple[Any, ...]):
-        super().__init__(file)
-        self.shared = shared
+def _pack(scenario: Scenario) -> tuple[bytes, tuple[Any, ...]]:
+    """The scenario as one pickle, but for what a hit shares instead of copying: tool source texts (immutable)
+    and the tools' ``parameters`` schemas, which generators already share across scenarios and the env only
+    reads (the validator cache is keyed by their identity). Everything else, the world above all, is copied.
 
-    def persistent_load(self, pid: int) -> Any:
-        return self.shared[pid]
-
-
-def _shared_parts(scenario: Scenario) -> list[Any]:
-    """What a hit shares with the generated scenario instead of copying: tool source texts (immutable) and the
-    tools' ``parameters`` schemas, which generators already share across scenarios and the env only reads (the
-    validator cache is keyed by their identity). Everything else, the world above all, is a private copy."""
-    parts: list[Any] = [src for src in scenario.source.values() if type(src) is str]
+    The shared parts are taken out before pickling rather than kept by a ``persistent_id`` hook, which
+    pickle calls in Python for every object of the scenario (it doubled the cost of a cache miss).
+    """
+    params: list[Any] = []
+    tools = []
     for tool in scenario.tools:
-        params = tool.get("function", {}).get("parameters") if type(tool) is dict else None
-        if type(params) is dict:
-            parts.append(params)
-    return parts
+        fn = tool.get("function") if type(tool) is dict else None
+        if type(fn) is dict and type(fn.get("parameters")) is dict:
+            params.append(fn["parameters"])
+            tool = {**tool, "function": {**fn, "parameters": None}}
+        else:
+            params.append(_NO_PARAMS)
+        tools.append(tool)
+    source = {n: (src if type(src) is str else None) for n, src in scenario.source.items()}
+    other_sources = {n: src for n, src in scenario.source.items() if type(src) is not str}
+    fields = (scenario.id, scenario.kind, scenario.messages, tools, other_sources, scenario.state)
+    fields += (scenario.subtasks, scenario.answer, scenario.metadata)
+    return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL), (tuple(params), source)
+
+
+def _unpack(blob: bytes, shared: tuple[Any, ...]) -> Scenario:
+    sc_id, kind, messages, tools, other_sources, state, subtasks, answer, metadata = pickle.loads(blob)
+    params, source = shared
+    for tool, p in zip(tools, params, strict=True):
+        if p is not _NO_PARAMS:
+            tool["function"]["parameters"] = p
+    sources = {n: (other_sources[n] if src is None else src) for n, src in source.items()}
+    return Scenario(sc_id, kind, messages, tools, sources, state, subtasks, answer, metadata)
 
 
 class ScenarioCache:
@@ -241,24 +246,21 @@ class ScenarioCache:
             self._entries.move_to_end(key)
             self.hits += 1
         blob, shared, rng_state = entry
-        return _Unpickler(io.BytesIO(blob), shared).load(), rng_state
+        return _unpack(blob, shared), rng_state
 
     def put(self, key: Any, scenario: Scenario, rng_state: dict[str, Any]) -> bool:
         """Store an untouched scenario; ``False`` when it cannot be pickled or exceeds ``max_bytes``."""
-        parts = _shared_parts(scenario)
-        buf = io.BytesIO()
         try:
-            _Pickler(buf, {id(p): i for i, p in enumerate(parts)}).dump(scenario)
+            blob, shared = _pack(scenario)
         except Exception:  # e.g. a world holding an unpicklable object: played, just not cached
             return False
-        blob = buf.getvalue()
         if len(blob) > self.max_bytes:
             return False
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[0])
-            self._entries[key] = (blob, tuple(parts), rng_state)
+            self._entries[key] = (blob, shared, rng_state)
             self._bytes += len(blob)
             while len(self._entries) > self.maxsize or self._bytes > self.max_bytes:
                 _, (dropped, _, _) = self._entries.popitem(last=False)
