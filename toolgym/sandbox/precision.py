@@ -44,74 +44,48 @@ def available() -> bool:
     return importlib.util.find_spec("mpmath") is not None
 
 
-class DecimalContext(Settings):
+def _setting(name: str, settable: bool = False, limit: int | None = None, what: str = "") -> property:
+    """An attribute of the wrapped context: readable, and if ``settable`` settable up to ``limit``."""
+
+    def get(self: Any) -> Any:
+        return getattr(self._ctx, name)
+
+    def set_(self: Any, value: Any) -> None:
+        if limit is not None and isinstance(value, (int, float)) and value > limit:
+            raise ValueError(f"{what} is limited to {limit} in tool code, got {value}")
+        setattr(self._ctx, name, value)
+
+    return property(get, set_ if settable else None)
+
+
+class _Context(Settings):
+    """A precision context in tool code: the Toolbox's own, only the settings below reachable."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: Any) -> None:
+        object.__setattr__(self, "_ctx", ctx)
+
+    def __repr__(self) -> str:
+        return repr(self._ctx)
+
+
+class DecimalContext(_Context):
     """``decimal.getcontext()`` in tool code: the Toolbox's own context, its precision bounded."""
 
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: Any) -> None:
-        object.__setattr__(self, "_ctx", ctx)
-
-    def __repr__(self) -> str:
-        return repr(self._ctx)
-
-    @property
-    def prec(self) -> int:
-        return self._ctx.prec
-
-    @prec.setter
-    def prec(self, value: Any) -> None:
-        if isinstance(value, int) and value > MAX_DECIMAL_PREC:
-            raise ValueError(f"decimal precision is limited to {MAX_DECIMAL_PREC} digits in tool code, got {value}")
-        self._ctx.prec = value
-
-    @property
-    def rounding(self) -> str:
-        return self._ctx.rounding
-
-    @rounding.setter
-    def rounding(self, value: Any) -> None:
-        self._ctx.rounding = value
-
-    @property
-    def Emax(self) -> int:
-        return self._ctx.Emax
-
-    @property
-    def Emin(self) -> int:
-        return self._ctx.Emin
+    __slots__ = ()
+    prec = _setting("prec", True, MAX_DECIMAL_PREC, "decimal precision (digits)")
+    rounding = _setting("rounding", True)
+    Emax = _setting("Emax")
+    Emin = _setting("Emin")
 
 
-class _Precision(Settings):
+class _Precision(_Context):
     """``mpmath.mp`` in tool code: the working precision of the Toolbox's own context, bounded."""
 
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: Any) -> None:
-        object.__setattr__(self, "_ctx", ctx)
-
-    def __repr__(self) -> str:
-        return repr(self._ctx)
-
-    @property
-    def dps(self) -> int:
-        return self._ctx.dps
-
-    @dps.setter
-    def dps(self, value: Any) -> None:
-        if isinstance(value, (int, float)) and value > MAX_DPS:
-            raise ValueError(f"mpmath precision is limited to {MAX_DPS} digits in tool code, got {value}")
-        self._ctx.dps = value
-
-    @property
-    def prec(self) -> int:
-        return self._ctx.prec
-
-    @prec.setter
-    def prec(self, value: Any) -> None:
-        if isinstance(value, (int, float)) and value > MAX_DPS * 4:
-            raise ValueError(f"mpmath precision is limited to {MAX_DPS * 4} bits in tool code, got {value}")
-        self._ctx.prec = value
+    __slots__ = ()
+    dps = _setting("dps", True, MAX_DPS, "mpmath precision (digits)")
+    prec = _setting("prec", True, MAX_DPS * 4, "mpmath precision (bits)")
 
 
 class _Module:
