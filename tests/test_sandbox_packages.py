@@ -205,3 +205,14 @@ def test_tool_instances_hidden_in_tuples_and_sets_never_stay_in_the_world(store:
     assert not out.ok and "plain data" in out.output
     assert world["keep"] == [1, 2] and world == world  # comparing the world runs no tool code
     assert "P object" not in repr(world)
+
+
+def test_decimal_at_the_precision_bound_stays_short() -> None:
+    """exp/ln/log10/power are single C calls: at the bound they must end well inside the tool time limit."""
+    src = (
+        "from decimal import Decimal, getcontext\n"
+        f"def f():\n    getcontext().prec = {MAX_DECIMAL_PREC}\n"
+        "    x = Decimal(3)\n    return str(x.exp() + x.ln() + x.log10() + x ** Decimal('0.5'))[:20]\n"
+    )
+    out = Toolbox({"f": src}, time_limit=2.0).call("f", {})
+    assert out.ok, out.output

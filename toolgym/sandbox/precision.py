@@ -29,7 +29,9 @@ from toolgym.sandbox.guards import Settings
 __all__ = ["MAX_DECIMAL_PREC", "MAX_DPS", "DecimalContext", "available", "make_mpmath"]
 
 MAX_DPS = 1000  # mpmath's decimal digits; a log at this precision takes about a millisecond
-MAX_DECIMAL_PREC = 10_000  # decimal's digits: libmpdec divides and takes roots at this precision in microseconds
+# decimal's digits: one exp, ln or non-integer power is one C call no clock can stop, and its time grows steeply with
+# the precision (tens of milliseconds at 1,000 digits, about half a second at 2,000, many seconds at 10,000)
+MAX_DECIMAL_PREC = 1000
 _NAMES = (
     "mpf mpc mpmathify pi e euler inf nan j log ln log10 exp expm1 log1p sqrt cbrt root power sin cos tan "
     "asin acos atan atan2 sinh cosh tanh floor ceil nint frac fabs fsum fprod fdot factorial fac gamma "
