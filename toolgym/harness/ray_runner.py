@@ -1,9 +1,9 @@
 """The eval's Ray backend: episodes as tasks on worker actors (:mod:`toolgym.distributed`), recorded as they arrive.
 
 Each worker actor keeps an env pool and its own policy (for a model: its own client to the server, with its own
-retries) for all its episodes; the driver's ``ray.wait`` loop hands every outcome to the same ``record`` as the
-local backend, so ``episodes.jsonl``, resuming and the summary do not depend on the backend. Ray is imported
-only when :func:`run_ray` runs.
+retries; so does a model-played user) for all its episodes; the driver's ``ray.wait`` loop hands every outcome to
+the same ``record`` as the local backend, so ``episodes.jsonl``, resuming and the summary do not depend on the
+backend. Ray is imported only when :func:`run_ray` runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from toolgym.harness.config import EvalConfig
 from toolgym.harness.episode import EnvPool, play_one
-from toolgym.harness.policies import make_policy
+from toolgym.harness.policies import make_policy, make_user_client, request_stats
 
 
 class RayEpisodes:
@@ -22,13 +22,14 @@ class RayEpisodes:
         import uuid
 
         self.id = uuid.uuid4().hex
-        self.pool = EnvPool(cfg)
         self.policy = make_policy(cfg)
+        self.user_client = make_user_client(cfg, self.policy)
+        self.pool = EnvPool(cfg, self.user_client)
 
 
 async def _ray_play(worker: RayEpisodes, item: tuple[str, int]) -> tuple[tuple[str, Any], str, dict[str, int]]:
     outcome = await play_one(item[0], item[1], worker.pool, worker.policy)
-    return outcome, worker.id, dict(worker.policy.stats)
+    return outcome, worker.id, request_stats(worker.policy, worker.user_client)
 
 
 def run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
