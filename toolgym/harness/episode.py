@@ -97,8 +97,14 @@ def _watch_user(env: gym.Env, errors: list[dict[str, Any]], turn: list[int]) -> 
 
 
 async def _play(
-    env: gym.Env, env_id: str, seed: int, policy: ModelPolicy | AgentPolicy, offloop: bool = False
+    env: gym.Env,
+    env_id: str,
+    seed: int,
+    policy: ModelPolicy | AgentPolicy,
+    offloop: bool = False,
+    broken: list[bool] | None = None,
 ) -> dict[str, Any]:
+    broken = broken if broken is not None else [False]  # set when the env raised mid-turn
     errors: list[dict[str, Any]] = []
     turn_at = [0]  # the turn the user model is answering (0: its opening message)
     if offloop:
@@ -106,6 +112,7 @@ async def _play(
     try:
         obs, info = await _env_call(offloop, env.reset, seed=seed)
     except _UserFailed as exc:  # the user never spoke: nothing to score, a rerun redoes the episode
+        broken[0] = True
         if isinstance(exc.cause, RunAborted) and not isinstance(exc.cause, RetriesExhausted):
             raise exc.cause from None
         raise EpisodeFailed(f"the user model's opening request failed: {exc}") from exc
@@ -135,6 +142,7 @@ async def _play(
         try:
             obs, reward, terminated, truncated, _ = await _env_call(offloop, env.step, turn.action)
         except _UserFailed as exc:
+            broken[0] = True
             cause = exc.cause
             if isinstance(cause, RetriesExhausted):
                 raise EpisodeFailed(f"the user model's requests kept failing: {cause}") from cause
@@ -181,13 +189,18 @@ async def play_one(env_id: str, seed: int, pool: EnvPool, policy: ModelPolicy | 
     """Play one episode with an env from ``pool``: ``("ok", record)``, ``("failed", why)`` (the requests kept
     failing: not written, a rerun redoes it) or ``("aborted", why)`` (an error that stops the run).
 
-    Both backends call it."""
+    Both backends call it. An env whose ``reset`` or ``step`` raised is closed, not reused: it stopped
+    mid-turn, and gymnasium's checker wrapper around it would trip on the next episode."""
     env = pool.get(env_id)
+    broken: list[bool] = [False]
     try:
-        return "ok", await _play(env, env_id, seed, policy, pool.offloop(env_id))
+        return "ok", await _play(env, env_id, seed, policy, pool.offloop(env_id), broken)
     except EpisodeFailed as exc:
         return "failed", str(exc)
     except RunAborted as exc:
         return "aborted", str(exc)
     finally:
-        pool.put(env_id, env)
+        if broken[0]:
+            env.close()
+        else:
+            pool.put(env_id, env)
