@@ -468,9 +468,10 @@ class ModelUser:
     shared by every ModelUser of the process, so a shared client always runs on one loop); it blocks its caller,
     also when that caller is a coroutine. ``loop`` names the loop a shared client runs on instead (the eval
     harness's, whose client the user then shares, retries and counters included): ``reply`` submits the request
-    there, so it must be called from another thread (the harness steps such envs with ``asyncio.to_thread``). ``await areply(...)`` is the same request for async callers that use the
-    client on their own loop. Failures are the client's: :class:`~toolgym.model_client.RunAborted` and
-    :class:`~toolgym.model_client.BadRequest` propagate out of ``step``.
+    there, so it must be called from another thread (the harness steps such envs with ``asyncio.to_thread``).
+    ``await areply(...)`` is the same request for async callers that use the client on their own loop. Failures
+    are the client's: :class:`~toolgym.model_client.RunAborted` and :class:`~toolgym.model_client.BadRequest`
+    propagate out of ``step``; ``on_error(attempt, exc)``, when set, sees every failed attempt first.
     """
 
     def __init__(
