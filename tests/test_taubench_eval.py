@@ -190,6 +190,30 @@ def test_a_failing_user_model_leaves_the_episode_for_a_rerun(serve, tmp_path):
         del gym.registry[env_id]
 
 
+def test_the_user_server_defaults_and_env_vars(monkeypatch):
+    from toolgym.harness import EvalConfig
+
+    env_id = tb.register(DOMAIN)
+    try:
+        user = {"user": {"kind": "model", "model": "u"}}
+        cfg = EvalConfig([env_id], model="m", base_url="http://a/v1", api_key="ka", env_kwargs=user)
+        assert (cfg.user_model, cfg.user_base_url, cfg.user_api_key) == ("u", "http://a/v1", "ka")
+        monkeypatch.setenv("TOOLGYM_USER_BASE_URL", "http://b/v1")
+        monkeypatch.setenv("TOOLGYM_USER_API_KEY", "kb")
+        cfg = EvalConfig([env_id], model="m", base_url="http://a/v1", api_key="ka", env_kwargs=user)
+        assert (cfg.user_base_url, cfg.user_api_key) == ("http://b/v1", "kb")
+        assert "user_base_url" not in cfg.result_config() and cfg.result_config()["env_kwargs"] == user
+        monkeypatch.delenv("TOOLGYM_USER_BASE_URL")
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+        with pytest.raises(ValueError, match="user model's server"):
+            EvalConfig([env_id], agent="gold", env_kwargs=user)
+        with pytest.raises(ValueError, match="takes the env kwargs"):  # no env of the run has a user
+            EvalConfig(["ToolGym/FlightBooking-v0"], agent="gold", env_kwargs=user)
+        assert EvalConfig([env_id], agent="gold").user_model is None  # the scripted user: no client
+    finally:
+        del gym.registry[env_id]
+
+
 def test_a_user_on_the_harness_loop_refuses_to_block_it():
     import asyncio
 

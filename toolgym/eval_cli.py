@@ -58,8 +58,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     u = p.add_argument_group("simulated user (τ-bench-format envs; default: the scripted user)")
     u.add_argument(
         "--user-model",
-        help="model that plays the user from the task's instruction (env TOOLGYM_USER_MODEL); with it the "
-        "episodes run through the harness (resumable), also for --agent",
+        help="model that plays the user from the task's instruction; with it the episodes run through the "
+        "harness (resumable), also for --agent",
     )
     u.add_argument("--user-base-url", help="the user model's server (env TOOLGYM_USER_BASE_URL; default: --base-url)")
     u.add_argument(
@@ -72,17 +72,17 @@ def user_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The env kwargs of ``--user-model``: a model user spec (empty without one: envs keep the scripted user).
 
     The spec travels with the other env kwargs, so it is part of the run's result-defining settings."""
-    model = getattr(args, "user_model", None) or os.environ.get("TOOLGYM_USER_MODEL")
+    model = getattr(args, "user_model", None)
     if not model:
         return {}
     return {"user": {"kind": "model", "model": model, "max_tokens": args.user_max_tokens}}
 
 
 def user_server(args: argparse.Namespace) -> dict[str, Any]:
-    """``user_base_url`` / ``user_api_key`` for the harness, from the flags or their env vars."""
+    """``user_base_url`` / ``user_api_key`` for the harness, from the flags (EvalConfig reads their env vars)."""
     return {
-        "user_base_url": args.user_base_url or os.environ.get("TOOLGYM_USER_BASE_URL"),
-        "user_api_key": args.user_api_key,  # EvalConfig falls back to TOOLGYM_USER_API_KEY, then the agent's key
+        "user_base_url": args.user_base_url,  # EvalConfig falls back to TOOLGYM_USER_BASE_URL, then the agent's
+        "user_api_key": args.user_api_key,  # and to TOOLGYM_USER_API_KEY, then the agent's key
     }
 
 

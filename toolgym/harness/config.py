@@ -96,7 +96,12 @@ class EvalConfig:
         if unknown:
             raise ValueError(f"no env of {self.env_ids} takes the env kwargs {unknown}")
         if self.user_model is not None:
-            self.user_base_url = self.user_base_url or self.base_url or os.environ.get("OPENAI_BASE_URL")
+            self.user_base_url = (
+                self.user_base_url
+                or os.environ.get("TOOLGYM_USER_BASE_URL")
+                or self.base_url
+                or os.environ.get("OPENAI_BASE_URL")
+            )
             if not self.user_base_url:
                 raise ValueError("give the user model's server (user_base_url= / --user-base-url)")
             self.user_api_key = self.user_api_key or os.environ.get("TOOLGYM_USER_API_KEY") or self.api_key or "EMPTY"
