@@ -226,6 +226,19 @@ def test_a_user_on_the_harness_loop_refuses_to_block_it():
     asyncio.run(go())
 
 
+@pytest.mark.slow
+def test_ray_workers_get_the_domain_and_their_own_user_client(serve, tmp_path, capsys):
+    """The domain is registered in the driver only: the workers register its spec, manifest and all."""
+    pytest.importorskip("ray")
+    user_side = serve()
+    out = tmp_path / "run"
+    args = _args(out, "--agent", "gold", "--user-model", "user-m", "--user-base-url", user_side.base_url)
+    assert main([*args, "--backend", "ray", "--num-workers", "1"]) == 0
+    assert "Pass^1" in capsys.readouterr().out
+    recs = list(read_episodes(out / "gold" / "episodes.jsonl").values())
+    assert len(recs) == 5 and all(r["pass"] == 1.0 for r in recs) and user_side.user_requests == 10
+
+
 # -- a real model on both sides ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_as_agent_and_user_through_the_cli(llm_server, tmp_path, capsys):
