@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
-import json
 import random
 import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("openai")
+
+from chat_server import ChatServer, Reply, completion, error
 
 from toolgym.model_client import (
     Backoff,
@@ -39,56 +39,24 @@ OK = (200, {})
 REQUEST = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
-class ScriptedServer:
+class ScriptedServer(ChatServer):
     """An OpenAI-compatible ``/v1/chat/completions`` that plays ``script`` in order, then answers 200."""
 
     def __init__(self, script: list[tuple[int, dict[str, str]]], delay: float = 0.0):
         self.script = list(script)
+        self.delay = delay
         self.requests = 0
         self.lock = threading.Lock()
-        server = self
+        super().__init__(self.reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                time.sleep(delay)
-                with server.lock:
-                    server.requests += 1
-                    code, headers = server.script.pop(0) if server.script else OK
-                if code == 200:
-                    body = {
-                        "id": "cmpl-1",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "fake",
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
-                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-                    }
-                else:
-                    body = {"error": {"message": f"scripted {code}", "type": "scripted"}}
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def reply(self, body: dict) -> Reply:
+        time.sleep(self.delay)
+        with self.lock:
+            self.requests += 1
+            code, headers = self.script.pop(0) if self.script else OK
+        if code == 200:
+            return 200, completion("hello", prompt_tokens=3, completion_tokens=2), headers
+        return error(code, f"scripted {code}", "scripted", headers)
 
 
 @pytest.fixture
@@ -195,23 +163,16 @@ def test_connection_refused_is_retried_then_aborts():
 def test_slow_reply_times_out_and_is_retried():
     release = threading.Event()
 
-    class Slow(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def never(body):  # holds the request, then closes the connection without a reply
+        release.wait(5)
 
-        def do_POST(self):
-            release.wait(5)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    slow = ChatServer(never)
     try:
         t0 = time.monotonic()
-        exc, delays, failures, _ = run(f"http://127.0.0.1:{httpd.server_address[1]}/v1", retries=1, timeout=0.3)
+        exc, delays, failures, _ = run(slow.base_url, retries=1, timeout=0.3)
     finally:
         release.set()
-        httpd.shutdown()
-        httpd.server_close()
+        slow.stop()
     assert isinstance(exc, RetriesExhausted) and len(failures) == 2 and len(delays) == 1
     assert all("Timeout" in name for _, name in failures)
     assert time.monotonic() - t0 < 3

@@ -14,7 +14,6 @@ import json
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,6 +23,8 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
+
+from chat_server import ChatServer, Reply, completion, error
 
 from toolgym.cli import main
 from toolgym.evaluate import summarize
@@ -53,7 +54,7 @@ def is_lazy(query: str) -> bool:
     return zlib.crc32(query.encode()) % 3 == 0
 
 
-class FakeServer:
+class FakeServer(ChatServer):
     def __init__(self, plans, faults=(), fail_after=None, lazy=False):
         self.plans = plans
         self.faults = list(faults)
@@ -64,64 +65,28 @@ class FakeServer:
         self.ok = 0
         self.times: list[float] = []
         self.problems: list[str] = []
-        server = self
+        super().__init__(self.reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                fault = server.next_fault()
-                if fault == "close":
-                    self.close_connection = True
-                    return
-                if fault and fault.startswith("sleep:"):
-                    time.sleep(float(fault.split(":")[1]))
-                    fault = None
-                if fault:
-                    self.reply(int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}})
-                    return
-                try:
-                    content, tool_calls = server.policy(body)
-                except Exception as exc:  # a harness bug shows up as a problem, not a hang
-                    server.problems.append(f"policy failed: {exc!r}")
-                    self.reply(500, {"error": {"message": repr(exc)}})
-                    return
-                message = {"role": "assistant", "content": content}
-                if tool_calls:
-                    message["tool_calls"] = tool_calls
-                with server.lock:
-                    server.ok += 1
-                self.reply(
-                    200,
-                    {
-                        "id": "cmpl-1",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                    },
-                )
-
-            def reply(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if code == 429:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+    def reply(self, body: dict) -> Reply | None:
+        fault = self.next_fault()
+        if fault == "close":
+            return None
+        if fault and fault.startswith("sleep:"):
+            time.sleep(float(fault.split(":")[1]))
+            fault = None
+        if fault:
+            return error(int(fault), f"injected {fault}", headers={"Retry-After": "0"} if fault == "429" else None)
+        try:
+            content, tool_calls = self.policy(body)
+        except Exception as exc:  # a harness bug shows up as a problem, not a hang
+            self.problems.append(f"policy failed: {exc!r}")
+            return error(500, repr(exc))
+        message = {"role": "assistant", "content": content}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        with self.lock:
+            self.ok += 1
+        return 200, completion(message, body.get("model", "fake")), {}
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -178,10 +143,6 @@ class FakeServer:
                 ids = {tc["id"] for tc in m.get("tool_calls") or []}
             if m["role"] == "tool" and m.get("tool_call_id") not in ids:
                 self.problems.append(f"tool message answers an unknown call id {m.get('tool_call_id')}")
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,9 @@ ELSEWHERE = {
     'pip install -e ".[eval]"': "a model server (tests/test_harness_real.py drives a real local one)",
     "toolgym eval ToolGym/FlightBooking-v0 --episodes 1000 --backend ray": "a Ray cluster (tests/test_ray_backend.py)",
     "toolgym eval --suite bfcl --model": "a model server (tests/test_suite_bfcl.py plays SmolLM2's turns)",
+    "toolgym eval --suite taubench:tests/data/taubench_retail --model": (
+        "a model server (tests/test_taubench_eval.py: a fake one, and SmolLM2 as both agent and user)"
+    ),
     "ray start --head --port=6379": "a Ray cluster (tests/test_ray_backend.py)",
     "toolgym build --domain <module> --check 50": "a placeholder module (tests/test_pipeline.py)",
     "pip install torch==2.13.0": "the RL example's own suite, which .ci/run runs",

@@ -19,7 +19,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import toolgym
-from toolgym import PackError
+from toolgym import PackError, registry
 from toolgym.calls import format_hermes
 from toolgym.suites import taubench as tb
 from toolgym.suites.taubench import STOP_TOKEN, ModelUser, ScriptedUser
@@ -276,11 +276,46 @@ def test_tasks_may_come_from_another_file_as_a_json_list(tmp_path):
     assert err.value.field == "<file>" and "tasks.jsonl" in err.value.where
 
 
-def test_register_names_the_id_and_stays_out_of_the_pack_registry(env_id):
+def test_register_names_the_id_and_registers_a_manifest_like_any_env(env_id):
     assert env_id == "ToolGym/TauBench-RetailFixture-v0"
-    assert env_id not in toolgym.registered_ids()  # the conformance suite's ids are the packs'
+    assert env_id in toolgym.registered_ids()
+    manifest = registry.manifest_for(env_id)
+    assert manifest["type"] == "taubench" and manifest["entry"] == "toolgym.suites.taubench:make_env"
+    spec = gym.spec(env_id)
+    assert spec.entry_point == "toolgym.registry:make_env"
+    assert spec.vector_entry_point == "toolgym.vector:make_vector_env"
+    # no knobs; the env kwargs it takes are its own options, read from the manifest
+    assert not registry.takes_knobs(env_id)
+    assert {"user", "user_client", "max_turns", "reward"} <= registry.env_options(env_id)
+    assert "system_prompt" not in registry.env_options(env_id) and "kind" not in registry.env_options(env_id)
+    assert registry.kwargs_for(env_id, {"kind": "multi_hop", "user": "scripted"}) == {"user": "scripted"}
+    with pytest.raises(TypeError, match="did you mean user"):
+        gym.make(env_id, usr="scripted")
+    with pytest.raises(TypeError, match="unknown option"):
+        gym.make(env_id, kind="multi_hop")
     with pytest.raises(ValueError, match="name"):
         tb.register(DOMAIN, name="bad name")
+    other = tb.register(DOMAIN, name="RetailGone")
+    assert other in toolgym.registered_ids()
+    del gym.registry[other]
+    assert other not in toolgym.registered_ids()
+
+
+def test_user_specs_travel_as_env_kwargs(env_id):
+    scripted = gym.make(env_id, user={"kind": "scripted", "replies": ["More?"], "opening": "Hello."}).unwrapped
+    assert isinstance(scripted.user, ScriptedUser) and scripted.user.replies == ["More?"]
+    assert isinstance(gym.make(env_id, user="scripted").unwrapped.user, ScriptedUser)
+    client = FakeClient(["Hi."])
+    model = gym.make(env_id, user={"kind": "model", "model": "m", "max_tokens": 32}, user_client=client).unwrapped
+    assert isinstance(model.user, ModelUser) and model.user.client is client and model.user.max_tokens == 32
+    for bad, match in (
+        ({"kind": "oracle"}, "kind"),
+        ({"kind": "model"}, "model"),
+        ({"kind": "model", "model": "m", "temprature": 1}, "temprature"),
+        ({"kind": "model", "model": "m"}, "client"),  # neither user_client nor base_url
+    ):
+        with pytest.raises(ValueError, match=match):
+            gym.make(env_id, user=bad)
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------------

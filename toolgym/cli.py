@@ -16,10 +16,10 @@ from toolgym import export_cli, serve_cli
 from toolgym.agents import AGENTS
 from toolgym.construct import cli as build_cli
 from toolgym.distributed import add_backend_args
-from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
+from toolgym.eval_cli import add_model_args, cmd_model_eval, user_kwargs, user_server, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
-from toolgym.registry import manifest_for, registered_ids, suite_env_ids, takes_knobs
+from toolgym.registry import env_options, kwargs_for, manifest_for, registered_ids, suite_env_ids, takes_knobs
 from toolgym.scenario import KINDS
 
 
@@ -61,13 +61,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     args.env_ids = ids
     if wants_model(args):
         return cmd_model_eval(args, _knobs(args))
-    if args.backend == "ray":
-        return cmd_agents_eval_ray(args)
+    if args.backend == "ray" or user_kwargs(args):  # a model user talks through the harness's client
+        return cmd_agents_eval_harness(args)
     report = []
     for env_id in args.env_ids:
-        knobs = _knobs(args) if takes_knobs(env_id) else {}
+        kwargs = kwargs_for(env_id, _knobs(args))
         for agent in args.agent or ["gold", "random"]:
-            results = evaluate(env_id, agent, args.episodes, seed=args.seed, **knobs)
+            results = evaluate(env_id, agent, args.episodes, seed=args.seed, **kwargs)
             rows = summarize(results)
             print(format_table(f"\n{env_id}  agent={agent}  episodes={args.episodes}  seed={args.seed}", rows))
             report.append({"env_id": env_id, "agent": agent, "rows": rows})
@@ -78,8 +78,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_agents_eval_ray(args: argparse.Namespace) -> int:
-    """Built-in agents on Ray workers, through the harness: episodes.jsonl per agent, resumable."""
+def cmd_agents_eval_harness(args: argparse.Namespace) -> int:
+    """Built-in agents through the harness (on Ray workers with ``--backend ray``, or against a model-played
+    user): episodes.jsonl per agent, resumable."""
     from pathlib import Path
 
     from toolgym.harness import format_summary, run_eval
@@ -93,11 +94,15 @@ def cmd_agents_eval_ray(args: argparse.Namespace) -> int:
                 agent=agent,
                 episodes=args.episodes,
                 seed=args.seed,
-                env_kwargs=_knobs(args),
+                env_kwargs={**_knobs(args), **user_kwargs(args)},
+                **user_server(args),
+                timeout=args.timeout,
+                retries=args.retries,
+                backoff=args.backoff,
                 max_turns=args.max_turns,
                 out=str(Path(args.out) / agent) if args.out else None,
                 progress=not args.no_progress,
-                backend="ray",
+                backend=args.backend,
                 ray_address=args.ray_address,
                 num_workers=args.num_workers,
             )
@@ -126,19 +131,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     """One block per env: id, pack type, kinds, knobs (gym.make kwargs) and what it holds."""
     for env_id in registered_ids():
         m = manifest_for(env_id)
-        if m["type"] == "static":
-            kinds, knobs = "as recorded", "-"
-        else:
+        if takes_knobs(env_id):
             kinds = ", ".join(m.get("kinds", KINDS))
             knobs = ", ".join(m.get("knobs", _COMMON_KNOBS))
+        else:
+            kinds, knobs = "as recorded", "-"
         print(f"{env_id}  [{m['type']}]  {m.get('description', '')}")
         print(f"    kinds: {kinds}")
         print(f"    knobs: {knobs}")
+        if "entry" in m:  # an env of its own kind: its gym.make options instead of generator knobs
+            print(f"    options: {', '.join(sorted(env_options(env_id)))}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    knobs = _knobs(args) if manifest_for(args.env_id)["type"] != "static" else {}
+    knobs = _knobs(args) if takes_knobs(args.env_id) else {}
     env = gym.make(args.env_id, render_mode="ansi", **knobs)
     obs, info = env.reset(seed=args.seed)
     u = env.unwrapped
@@ -169,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         metavar="SPEC",
-        help="repeatable: bfcl (every installed BFCL category) or ftrl:PATH (FTRL records or a pack folder); "
-        "the suite's own score is printed beside Solve-P/R/F1",
+        help="repeatable: bfcl (every installed BFCL category), ftrl:PATH (FTRL records or a pack folder) or "
+        "taubench:PATH (a τ-bench-format domain folder; see --user-model); the suite's own score is printed "
+        "beside Solve-P/R/F1",
     )
     p.add_argument("--agent", action="append", choices=sorted(AGENTS), help="repeatable; default: gold and random")
     p.add_argument("--episodes", type=int, default=40)

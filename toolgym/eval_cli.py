@@ -55,6 +55,35 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=int, default=1024)
     g.add_argument("--max-turns", type=int, help="env max_turns (default: the env's, 20)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    u = p.add_argument_group("simulated user (τ-bench-format envs; default: the scripted user)")
+    u.add_argument(
+        "--user-model",
+        help="model that plays the user from the task's instruction; with it the episodes run through the "
+        "harness (resumable), also for --agent",
+    )
+    u.add_argument("--user-base-url", help="the user model's server (env TOOLGYM_USER_BASE_URL; default: --base-url)")
+    u.add_argument(
+        "--user-api-key", help="the user model's API key (env TOOLGYM_USER_API_KEY; default: the agent's key)"
+    )
+    u.add_argument("--user-max-tokens", type=int, default=256, help="tokens per user reply (default 256)")
+
+
+def user_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The env kwargs of ``--user-model``: a model user spec (empty without one: envs keep the scripted user).
+
+    The spec travels with the other env kwargs, so it is part of the run's result-defining settings."""
+    model = getattr(args, "user_model", None)
+    if not model:
+        return {}
+    return {"user": {"kind": "model", "model": model, "max_tokens": args.user_max_tokens}}
+
+
+def user_server(args: argparse.Namespace) -> dict[str, Any]:
+    """``user_base_url`` / ``user_api_key`` for the harness, from the flags (EvalConfig reads their env vars)."""
+    return {
+        "user_base_url": args.user_base_url,  # EvalConfig falls back to TOOLGYM_USER_BASE_URL, then the agent's
+        "user_api_key": args.user_api_key,  # and to TOOLGYM_USER_API_KEY, then the agent's key
+    }
 
 
 def wants_model(args: argparse.Namespace) -> bool:
@@ -84,7 +113,8 @@ def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
             backoff=args.backoff,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
-            env_kwargs=knobs,
+            env_kwargs={**knobs, **user_kwargs(args)},
+            **user_server(args),
             max_turns=args.max_turns,
             out=args.out,
             progress=not args.no_progress,

@@ -44,12 +44,18 @@ def evaluate(env_id: str, agent_name: str, episodes: int, seed: int = 0, **env_k
 # A suite's own episode score, reported beside Solve-P/R/F1 as FTRL's Table 2 does (key in the episode metrics ->
 # column title): BFCL's AST accuracy and τ-bench's Pass^1.
 SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "pass": "Pass^1"}
+# Suite scores of episodes without sub-answers: a row of such episodes has no Solve-P/R/F1 (None, printed "n/a").
+# τ-bench's tasks are judged on the end state of the world and on the outputs said to the user; most have no
+# outputs at all, and the writes that matter are not values a tool returns, so no sub-answer set is faithful.
+NO_SUB_ANSWERS = ("pass",)
+_SOLVE = ("solve_p", "solve_r", "solve_f1")
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per scenario kind plus an ``all`` row: episode-averaged metrics (×100) and mean return.
 
-    A suite's own score (:data:`SUITE_METRICS`) is averaged too (×100) when every episode of the row has it.
+    A suite's own score (:data:`SUITE_METRICS`) is averaged too (×100) when every episode of the row has it; a
+    row whose episodes all have a score of :data:`NO_SUB_ANSWERS` has ``None`` for Solve-P/R/F1.
     """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
@@ -59,13 +65,12 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for kind in sorted(groups, key=lambda k: (k == "all", k)):
         rs = groups[kind]
         n = len(rs)
+        no_subs = any(all(k in r for r in rs) for k in NO_SUB_ANSWERS)
         rows.append(
             {
                 "kind": kind,
                 "episodes": n,
-                "solve_p": 100 * sum(r["solve_p"] for r in rs) / n,
-                "solve_r": 100 * sum(r["solve_r"] for r in rs) / n,
-                "solve_f1": 100 * sum(r["solve_f1"] for r in rs) / n,
+                **{k: None if no_subs else 100 * sum(r[k] for r in rs) / n for k in _SOLVE},
                 "return": sum(r["return"] for r in rs) / n,
                 "turns": sum(r["turns"] for r in rs) / n,
                 **{k: 100 * sum(r[k] for r in rs) / n for k in SUITE_METRICS if all(k in r for r in rs)},
@@ -83,6 +88,7 @@ def format_table(title: str, rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['kind']:<22}{r['episodes']:>9}"
             + "".join(f"{r[k]:>10.1f}" for k in suite)
-            + f"{r['solve_p']:>9.1f}{r['solve_r']:>9.1f}{r['solve_f1']:>9.1f}{r['return']:>9.3f}"
+            + "".join(f"{'n/a':>9}" if r[k] is None else f"{r[k]:>9.1f}" for k in _SOLVE)
+            + f"{r['return']:>9.3f}"
         )
     return "\n".join(lines)

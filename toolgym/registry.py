@@ -4,6 +4,12 @@ This is the one place that connects the env (which knows only scenario sources) 
 build pipeline, the static scenario files and the external suites (:mod:`toolgym.suites`). Registration happens
 on ``import toolgym``; the generator module of a procedural pack, and a suite's data, are read only when its env
 is made.
+
+A manifest with an ``entry`` (``"module:function"``, called with its ``entry_args`` and the ``gym.make``
+kwargs named in its ``options``) is an env of its own kind, not a ToolEnv over a scenario source: a
+τ-bench-format domain (:func:`toolgym.suites.taubench.manifest`). A lower layer that registers such an id with
+``gym.register`` puts its manifest in the spec's kwargs (``{"pack": id, "manifest": ...}``), so it needs no
+import of this module; :func:`manifest_for` reads it from there.
 """
 
 from __future__ import annotations
@@ -84,9 +90,11 @@ def make_source(manifest: dict[str, Any], **config_kwargs: Any):
     return StaticSource(manifest["name"], scenarios)
 
 
-def make_env(pack: str, **kwargs: Any) -> ToolEnv | CurriculumEnv:
-    """Gymnasium entry point for every registered pack."""
-    manifest = _MANIFESTS[pack]
+def make_env(pack: str, manifest: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Gymnasium entry point for every registered pack (``manifest``: one carried in the spec's kwargs)."""
+    manifest = manifest if manifest is not None else _MANIFESTS[pack]
+    if "entry" in manifest:
+        return _make_entry(manifest, kwargs)
     curriculum = kwargs.pop("curriculum", None)
     env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
     env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
@@ -98,6 +106,22 @@ def make_env(pack: str, **kwargs: Any) -> ToolEnv | CurriculumEnv:
         raise TypeError(f"curriculum must be a toolgym.Curriculum, got {type(curriculum).__name__}")
     stage_source = partial(_stage_source, manifest, kwargs)
     return CurriculumEnv(ToolEnv(stage_source(curriculum.stages[0]), **env_kwargs), curriculum, stage_source)
+
+
+def _make_entry(manifest: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """The env of a manifest with its own ``entry``: the kwargs it names in ``options``, nothing else."""
+    options = set(manifest.get("options", ()))
+    unknown = set(kwargs) - options
+    if unknown:
+        hints = [
+            f"{k} (did you mean {c[0]}?)" if (c := difflib.get_close_matches(k, options, n=1)) else k for k in unknown
+        ]
+        raise TypeError(
+            f"{manifest['name']}: unknown option(s) {', '.join(sorted(hints))}; options are {sorted(options)}"
+        )
+    if "max_turns" in manifest and "max_turns" in options:
+        kwargs.setdefault("max_turns", manifest["max_turns"])
+    return resolve_ref(manifest["entry"])(**manifest.get("entry_args", {}), **kwargs)
 
 
 def _stage_source(manifest: dict[str, Any], kwargs: dict[str, Any], knobs: dict[str, Any]):
@@ -155,6 +179,31 @@ def _unknown_options(unknown: set[str], fields: set[str]) -> str:
     )
 
 
+def env_options(env_id: str) -> frozenset[str]:
+    """The ``gym.make`` kwargs ``env_id`` takes: the env's options, and for a procedural pack or a mixture its
+    generator knobs too (``split`` for a static pack); unknown ids raise as :func:`manifest_for` does."""
+    manifest = manifest_for(env_id)
+    if "entry" in manifest:
+        return frozenset(manifest.get("options", ()))
+    return frozenset(ENV_KWARGS) | {"curriculum"} | _knob_names(manifest)
+
+
+def _knob_names(manifest: dict[str, Any]) -> frozenset[str]:
+    if manifest["type"] == "procedural":
+        return frozenset(f.name for f in dataclasses.fields(resolve_ref(manifest["config"])))
+    if manifest["type"] == "mixture":  # a knob goes to every member, so each must take it
+        members = [_knob_names(manifest_for(m)) for m in manifest["members"]]
+        return frozenset.intersection(*members) if members else frozenset()
+    return frozenset({"split"})
+
+
+def kwargs_for(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``kwargs`` that ``env_id`` takes (:func:`env_options`): how one set of env kwargs (an eval's
+    knobs, a τ-bench user) is handed to several envs of different kinds."""
+    options = env_options(env_id)
+    return {k: v for k, v in kwargs.items() if k in options}
+
+
 SUITE_SPECS = ("bfcl", "ftrl:PATH", "taubench:PATH")
 
 
@@ -164,7 +213,7 @@ def suite_env_ids(spec: str) -> list[str]:
     ``bfcl``: every BFCL category whose data is installed; ``ftrl:PATH``: a folder with a ``manifest.json`` or
     a file of FTRL records (``.jsonl`` / ``.json``), registered as a static pack named after it;
     ``taubench:PATH``: a τ-bench-format domain folder (its tasks play against the scripted user, who states the
-    instruction and ends after the agent's first reply; a model-played user is ``gym.make(id, user=ModelUser(...))``).
+    instruction and ends after the agent's first reply, unless the env kwargs name another ``user``).
     """
     name, _, arg = spec.partition(":")
     if name == "bfcl" and not arg:
@@ -216,21 +265,31 @@ def register_all(root: Path | None = None) -> list[str]:
 
 
 def registered_ids() -> list[str]:
-    return sorted(_MANIFESTS)
+    """Every ToolGym id: the packs' and suites' manifests, and the manifests carried in gym specs."""
+    carried = (eid for eid, spec in gym.registry.items() if _carried(spec) is not None)
+    return sorted({*_MANIFESTS, *carried})
+
+
+def _carried(spec: Any) -> dict[str, Any] | None:
+    """The manifest a gym spec carries in its kwargs (an id a lower layer registered), else None."""
+    if spec.entry_point != "toolgym.registry:make_env":
+        return None
+    manifest = spec.kwargs.get("manifest")
+    return manifest if isinstance(manifest, dict) else None
 
 
 def takes_knobs(env_id: str) -> bool:
     """Whether ``env_id`` takes generator knobs (a procedural pack or a mixture); unknown ids raise as
-    :func:`manifest_for` does. A τ-bench-format domain (registered by :mod:`toolgym.suites.taubench`, outside the
-    pack manifests) takes none."""
-    if env_id not in _MANIFESTS and env_id.startswith(f"{NAMESPACE}/TauBench-") and env_id in gym.registry:
-        return False
-    return manifest_for(env_id)["type"] != "static"
+    :func:`manifest_for` does."""
+    return manifest_for(env_id)["type"] in ("procedural", "mixture")
 
 
 def manifest_for(env_id: str) -> dict[str, Any]:
-    if env_id not in _MANIFESTS:
+    if env_id in _MANIFESTS:
+        return _MANIFESTS[env_id]
+    carried = _carried(gym.registry[env_id]) if env_id in gym.registry else None
+    if carried is None:
         close = difflib.get_close_matches(env_id, registered_ids(), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise PackError(env_id, "id", f"not a registered toolgym env; {hint}known: {', '.join(registered_ids())}")
-    return _MANIFESTS[env_id]
+    return carried

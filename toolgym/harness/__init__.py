@@ -14,6 +14,10 @@ retries (connection errors, timeouts, 5xx, 429, with exponential backoff honouri
 written, so the next run redoes it; once several episodes in a row fail this way, no new episode is started (the
 server is presumably down) and the summary reports how many are missing.
 
+A τ-bench-format env's user (``env_kwargs={"user": {"kind": "model", "model": M}}``, ``toolgym eval
+--user-model M``) talks through the run's client, the agent's own when ``user_base_url`` is its server: its
+requests get the same retries, and one that keeps failing leaves the episode for a rerun as the agent's do.
+
 With ``backend="ray"`` the same episodes run on Ray worker actors (:mod:`toolgym.distributed`; each owns an env
 pool and, for a model, its own client to the server); the driver records each episode as it arrives, so
 ``episodes.jsonl``, resuming and the summary are the same as with the local backend. Both backends play an

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolgym.registry import takes_knobs
+from toolgym.registry import env_options
 
 MODES = ("native", "text")
 RESPONSE_FORMATS = ("json_object", "json_schema")
@@ -60,6 +60,10 @@ class EvalConfig:
     backend: str = "local"  # "ray": episodes on Ray workers (toolgym.distributed)
     ray_address: str | None = None  # a Ray cluster (default: RAY_ADDRESS, else a local Ray instance)
     num_workers: int | None = None  # Ray worker actors (default: the cluster's CPUs)
+    # The server of a model-played user (env_kwargs {"user": {"kind": "model", "model": ...}}); default: the
+    # agent's server, through the agent's very client. Not result-defining, as base_url is not.
+    user_base_url: str | None = None
+    user_api_key: str | None = None
 
     def __post_init__(self) -> None:
         self.env_ids = list(self.env_ids)
@@ -85,8 +89,28 @@ class EvalConfig:
             raise ValueError(f"response_format must be one of {RESPONSE_FORMATS}")
         if self.episodes < 1 or self.concurrency < 1 or self.retries < 0 or self.timeout <= 0:
             raise ValueError("episodes and concurrency must be >= 1, retries >= 0, timeout > 0")
+        taken: set[str] = set()
         for env_id in self.env_ids:
-            takes_knobs(env_id)  # a clear error for an unknown id, before anything runs
+            taken |= env_options(env_id)  # a clear error for an unknown id, before anything runs
+        unknown = sorted(set(self.env_kwargs) - taken)
+        if unknown:
+            raise ValueError(f"no env of {self.env_ids} takes the env kwargs {unknown}")
+        if self.user_model is not None:
+            self.user_base_url = (
+                self.user_base_url
+                or os.environ.get("TOOLGYM_USER_BASE_URL")
+                or self.base_url
+                or os.environ.get("OPENAI_BASE_URL")
+            )
+            if not self.user_base_url:
+                raise ValueError("give the user model's server (user_base_url= / --user-base-url)")
+            self.user_api_key = self.user_api_key or os.environ.get("TOOLGYM_USER_API_KEY") or self.api_key or "EMPTY"
+
+    @property
+    def user_model(self) -> str | None:
+        """The model that plays the user, when the env kwargs ask for one (``{"kind": "model", "model": M}``)."""
+        user = self.env_kwargs.get("user")
+        return user.get("model") if isinstance(user, dict) and user.get("kind") == "model" else None
 
     def result_config(self) -> dict[str, Any]:
         d = asdict(self)

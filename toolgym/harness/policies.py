@@ -125,6 +125,31 @@ class AgentPolicy:
         return agent
 
 
+def make_user_client(cfg: EvalConfig, policy: ModelPolicy | AgentPolicy) -> ChatClient | None:
+    """The client of the model that plays the user (None: no model user): the agent's own client when both talk
+    to one server with one key (one connection pool, one set of counters), else one with the same retries."""
+    if cfg.user_model is None:
+        return None
+    if isinstance(policy, ModelPolicy) and (cfg.user_base_url, cfg.user_api_key) == (cfg.base_url, cfg.api_key):
+        return policy.client
+    return ChatClient(
+        cfg.user_base_url or "",
+        cfg.user_api_key,
+        timeout=cfg.timeout,
+        retries=cfg.retries,
+        backoff=cfg.backoff,
+        seed=cfg.seed,
+    )
+
+
+def request_stats(policy: ModelPolicy | AgentPolicy, user_client: ChatClient | None) -> dict[str, int]:
+    """The run's request counters: the policy's, and a user client's of its own as ``user_<counter>``."""
+    stats = dict(policy.stats)
+    if user_client is not None and user_client is not getattr(policy, "client", None):
+        stats.update({f"user_{k}": v for k, v in user_client.stats.items()})
+    return stats
+
+
 def make_policy(cfg: EvalConfig) -> ModelPolicy | AgentPolicy:
     """The run's policy: the model when one is given, else the built-in agent."""
     return ModelPolicy(cfg) if cfg.model else AgentPolicy(cfg.agent or "")

@@ -1,34 +1,47 @@
 """The eval's Ray backend: episodes as tasks on worker actors (:mod:`toolgym.distributed`), recorded as they arrive.
 
 Each worker actor keeps an env pool and its own policy (for a model: its own client to the server, with its own
-retries) for all its episodes; the driver's ``ray.wait`` loop hands every outcome to the same ``record`` as the
-local backend, so ``episodes.jsonl``, resuming and the summary do not depend on the backend. Ray is imported
-only when :func:`run_ray` runs.
+retries; so does a model-played user) for all its episodes; the driver's ``ray.wait`` loop hands every outcome to
+the same ``record`` as the local backend, so ``episodes.jsonl``, resuming and the summary do not depend on the
+backend. Ray is imported only when :func:`run_ray` runs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
+
 from toolgym.harness.config import EvalConfig
 from toolgym.harness.episode import EnvPool, play_one
-from toolgym.harness.policies import make_policy
+from toolgym.harness.policies import make_policy, make_user_client, request_stats
 
 
 class RayEpisodes:
-    """The state of one Ray worker: an env pool and a policy (its own model client), kept for all its episodes."""
+    """The state of one Ray worker: an env pool and a policy (its own model client), kept for all its episodes.
 
-    def __init__(self, cfg: EvalConfig):
+    ``specs``: gym specs the driver registered at run time that carry their manifest (a ``--suite taubench:PATH``
+    domain), registered here too, since a worker process starts with only the ids ``import toolgym`` makes."""
+
+    def __init__(self, cfg: EvalConfig, specs: tuple[Any, ...] = ()):
         import uuid
 
+        for spec in specs:
+            gym.registry.setdefault(spec.id, spec)
         self.id = uuid.uuid4().hex
-        self.pool = EnvPool(cfg)
         self.policy = make_policy(cfg)
+        self.user_client = make_user_client(cfg, self.policy)
+        self.pool = EnvPool(cfg, self.user_client)
 
 
 async def _ray_play(worker: RayEpisodes, item: tuple[str, int]) -> tuple[tuple[str, Any], str, dict[str, int]]:
     outcome = await play_one(item[0], item[1], worker.pool, worker.policy)
-    return outcome, worker.id, dict(worker.policy.stats)
+    return outcome, worker.id, request_stats(worker.policy, worker.user_client)
+
+
+def _carried_specs(env_ids: list[str]) -> tuple[Any, ...]:
+    """The specs of ``env_ids`` that carry their own manifest: whole, so a worker can register them as they are."""
+    return tuple(gym.spec(e) for e in env_ids if "manifest" in gym.spec(e).kwargs)
 
 
 def run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
@@ -49,7 +62,7 @@ def run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: di
     results = distributed.map_unordered(
         _ray_play,
         todo,
-        setup=functools.partial(RayEpisodes, cfg),
+        setup=functools.partial(RayEpisodes, cfg, _carried_specs(cfg.env_ids)),
         num_workers=n,
         per_worker=per_worker,
         stop=lambda: state["aborted"] is not None,

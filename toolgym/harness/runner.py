@@ -15,7 +15,7 @@ from typing import Any
 
 from toolgym.harness.config import EPISODES_FILE, EvalConfig
 from toolgym.harness.episode import EnvPool, play_one
-from toolgym.harness.policies import make_policy
+from toolgym.harness.policies import make_policy, make_user_client, request_stats
 from toolgym.harness.ray_runner import run_ray
 from toolgym.harness.summary import build_summary, write_chart
 from toolgym.jsonl import complete_lines, exclusive
@@ -106,7 +106,8 @@ async def _run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
 async def _run_local(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
     """``cfg.concurrency`` episodes at a time on this event loop; returns the policy's request counters."""
     policy = make_policy(cfg)
-    pool = EnvPool(cfg)
+    user_client = make_user_client(cfg, policy)
+    pool = EnvPool(cfg, user_client)
     queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     for item in todo:
         queue.put_nowait(item)
@@ -121,7 +122,9 @@ async def _run_local(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, 
     finally:
         pool.close()
         await policy.close()
-    return dict(policy.stats)
+        if user_client is not None and user_client is not getattr(policy, "client", None):
+            await user_client.close()
+    return request_stats(policy, user_client)
 
 
 def run_eval(env_ids: str | list[str], **kwargs: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolgym.evaluate import format_table, summarize
+from toolgym.evaluate import SUITE_METRICS, format_table, summarize
 from toolgym.harness.config import EvalConfig
 
 
@@ -49,7 +49,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def write_chart(summary: dict[str, Any], path: Path) -> None:
-    """Bar chart of Solve-P / Solve-R / Solve-F1 per scenario kind, one panel per env (Agg backend, no display)."""
+    """Bar chart of Solve-P / Solve-R / Solve-F1 per scenario kind, one panel per env (Agg backend, no display);
+    a suite's own score (Pass^1, ...) is a bar of its own, and an n/a metric (no sub-answers) has none."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,17 +58,20 @@ def write_chart(summary: dict[str, Any], path: Path) -> None:
 
     envs = list(summary["envs"].items())
     fig, axes = plt.subplots(len(envs), 1, figsize=(9, 3.2 * len(envs)), squeeze=False)
-    metrics = (("solve_p", "Solve-P"), ("solve_r", "Solve-R"), ("solve_f1", "Solve-F1"))
-    width = 0.27
+    solve = (("solve_p", "Solve-P"), ("solve_r", "Solve-R"), ("solve_f1", "Solve-F1"))
     for ax, (env_id, e) in zip(axes[:, 0], envs, strict=True):
         rows = e["rows"]
         ax.set_title(f"{env_id}  ({e['episodes']} episodes)", fontsize=10)
         if not rows:
             ax.text(0.5, 0.5, "no finished episodes yet", ha="center", va="center", transform=ax.transAxes)
             continue
+        suite = [(k, t) for k, t in SUITE_METRICS.items() if all(k in r for r in rows)]
+        metrics = [m for m in solve if any(r[m[0]] is not None for r in rows)] + suite
+        width = 0.8 / len(metrics)
         xs = range(len(rows))
         for j, (key, label) in enumerate(metrics):
-            ax.bar([x + (j - 1) * width for x in xs], [r[key] for r in rows], width, label=label)
+            values = [float("nan") if r[key] is None else r[key] for r in rows]  # n/a: no bar
+            ax.bar([x + (j - (len(metrics) - 1) / 2) * width for x in xs], values, width, label=label)
         ax.set_xticks(list(xs), [f"{r['kind']}\n(n={r['episodes']})" for r in rows], fontsize=8)
         ax.set_ylim(0, 122)  # headroom for the legend
         ax.set_yticks(range(0, 101, 20))

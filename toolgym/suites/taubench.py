@@ -27,6 +27,7 @@ Tools must therefore be deterministic (τ-bench's are).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import re
@@ -58,6 +59,8 @@ __all__ = [
     "TauTask",
     "load_domain",
     "make_env",
+    "make_user",
+    "manifest",
     "register",
 ]
 
@@ -463,9 +466,12 @@ class ModelUser:
 
     The env's ``step`` is synchronous, so ``reply`` runs the request on one background event loop (a thread
     shared by every ModelUser of the process, so a shared client always runs on one loop); it blocks its caller,
-    also when that caller is a coroutine. ``await areply(...)`` is the same request for async callers that use the
-    client on their own loop. Failures are the client's: :class:`~toolgym.model_client.RunAborted` and
-    :class:`~toolgym.model_client.BadRequest` propagate out of ``step``.
+    also when that caller is a coroutine. ``loop`` names the loop a shared client runs on instead (the eval
+    harness's, whose client the user then shares, retries and counters included): ``reply`` submits the request
+    there, so it must be called from another thread (the harness steps such envs with ``asyncio.to_thread``).
+    ``await areply(...)`` is the same request for async callers that use the client on their own loop. Failures
+    are the client's: :class:`~toolgym.model_client.RunAborted` and :class:`~toolgym.model_client.BadRequest`
+    propagate out of ``step``; ``on_error(attempt, exc)``, when set, sees every failed attempt first.
     """
 
     def __init__(
@@ -478,6 +484,7 @@ class ModelUser:
         seed: int | None = 0,
         max_tokens: int = 256,
         prompt: str = USER_PROMPT,
+        loop: asyncio.AbstractEventLoop | None = None,
         **client_kwargs: Any,
     ):
         self.model = model
@@ -485,7 +492,11 @@ class ModelUser:
         self.seed = seed
         self.max_tokens = max_tokens
         self.prompt = prompt
+        self.loop = loop
+        self.on_error: Any = None  # (attempt, exc) of every failed request: how a caller records them
         if isinstance(client, str):
+            if loop is not None:
+                raise TypeError("loop= is the loop of a shared client; a client built from a URL runs on its own")
             self._client_args: tuple | None = (client, api_key, client_kwargs)
             self.client = self._build_client()
         else:
@@ -526,14 +537,14 @@ class ModelUser:
     async def areply(self, task: TauTask, messages: list[dict[str, Any]]) -> str:
         from toolgym.model_client import BadRequest
 
-        resp = await self.client.complete(self.request(task, messages))
+        resp = await self.client.complete(self.request(task, messages), on_error=self.on_error)
         if not resp.choices:
             raise BadRequest("the server returned no choices")
         text = (resp.choices[0].message.content or "").strip()
         return text or STOP_TOKEN
 
     def reply(self, task: TauTask, messages: list[dict[str, Any]]) -> str:
-        return _run(self.areply(task, messages))
+        return _run(self.areply(task, messages), self.loop)
 
     def close(self) -> None:
         """Close the client when this user built it (a shared client is its owner's to close)."""
@@ -543,7 +554,7 @@ class ModelUser:
     def __getstate__(self) -> dict[str, Any]:
         if self._client_args is None:
             raise TypeError("a ModelUser on a shared ChatClient cannot be pickled: build it from a base URL")
-        return {k: v for k, v in self.__dict__.items() if k != "client"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "on_error")} | {"on_error": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -568,12 +579,62 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _LOOP["loop"]
 
 
-def _run(coro: Any) -> Any:
-    loop = _background_loop()
-    if threading.current_thread() is _LOOP["thread"]:
+def _run(coro: Any, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+    """Run ``coro`` on ``loop`` (default: the background loop) and wait for it, from any other thread."""
+    if loop is None:
+        loop = _background_loop()
+        on_it = threading.current_thread() is _LOOP["thread"]
+    else:
+        try:
+            on_it = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_it = False
+    if on_it:  # waiting here would block the very loop the request needs
         coro.close()
-        raise RuntimeError("ModelUser.reply called on the user model's own loop: await areply() there")
+        raise RuntimeError(
+            "ModelUser.reply called on the loop its client runs on: step the env in another thread "
+            "(asyncio.to_thread) or await areply() there"
+        )
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def make_user(spec: Any = None, client: Any = None, loop: asyncio.AbstractEventLoop | None = None) -> SimulatedUser:
+    """The simulated user a ``user=`` env kwarg names.
+
+    ``spec`` is a user object (anything with ``reply``), ``None`` or ``"scripted"`` (``ScriptedUser()``), or a
+    JSON-able dict, so that it can travel as an env kwarg through ``gym.make``, the eval harness and its
+    ``config.json``: ``{"kind": "scripted", "replies": [...], "opening": ...}`` or ``{"kind": "model", "model":
+    M, "temperature": 0.0, "seed": 0, "max_tokens": 256, "base_url": URL}``. A model user talks through
+    ``client``: a :class:`~toolgym.model_client.ChatClient` shared with the caller (``loop``: the event loop it
+    runs on), else a base URL (default: the spec's ``base_url``; API key from ``TOOLGYM_USER_API_KEY``).
+    """
+    if spec is None or spec == "scripted":
+        return ScriptedUser()
+    if hasattr(spec, "reply"):
+        return spec
+    if not isinstance(spec, Mapping) or spec.get("kind") not in _USER_KEYS:
+        raise ValueError(f"user must be a user object, 'scripted' or a dict with kind in {sorted(_USER_KEYS)}")
+    kind = spec["kind"]
+    unknown = set(spec) - _USER_KEYS[kind] - {"kind"}
+    if unknown:
+        raise ValueError(f"a {kind} user takes {sorted(_USER_KEYS[kind])}, not {sorted(unknown)}")
+    if kind == "scripted":
+        return ScriptedUser(spec.get("replies", ()), opening=spec.get("opening"))
+    if not isinstance(spec.get("model"), str) or not spec["model"]:
+        raise ValueError("a model user needs 'model': the name the server knows it by")
+    options = {k: spec[k] for k in ("temperature", "seed", "max_tokens") if k in spec}
+    if client is None or isinstance(client, str):
+        url = client or spec.get("base_url")
+        if not url:
+            raise ValueError("a model user needs a client: user_client= (a ChatClient or a URL) or 'base_url'")
+        return ModelUser(url, spec["model"], api_key=os.environ.get("TOOLGYM_USER_API_KEY"), **options)
+    return ModelUser(client, spec["model"], loop=loop, **options)
+
+
+_USER_KEYS = {
+    "scripted": frozenset({"replies", "opening"}),
+    "model": frozenset({"model", "temperature", "seed", "max_tokens", "base_url"}),
+}
 
 
 # -- the env ---------------------------------------------------------------------------------------------------------
@@ -610,7 +671,9 @@ class TauBenchEnv(ToolEnv):
 
     ``reset`` picks a task (``options={"index": i}`` for a given one), starts the chat with the domain's wiki as
     the system message and the user's opening message. A ``step`` with tool calls runs them on the episode's
-    world; a ``step`` without calls is a message to the user, answered by ``user`` (default: ``ScriptedUser()``).
+    world; a ``step`` without calls is a message to the user, answered by ``user`` (default: ``ScriptedUser()``;
+    any spec :func:`make_user` reads, e.g. ``{"kind": "model", "model": M}`` with ``user_client`` a ChatClient
+    or a base URL and ``user_loop`` the loop a shared client runs on).
     On the last step ``info`` holds ``pass`` (1.0 iff the world equals the gold world and every output string
     was said to the user, case-insensitive, commas dropped: τ-bench's rule), ``world_diff`` (the tables that
     differ) and ``missing_outputs``. ``reward="pass"`` (default) gives 0 before the last step and ``pass`` on it;
@@ -626,7 +689,9 @@ class TauBenchEnv(ToolEnv):
         self,
         domain: TauDomain,
         *,
-        user: SimulatedUser | None = None,
+        user: Any = None,
+        user_client: Any = None,
+        user_loop: asyncio.AbstractEventLoop | None = None,
         max_turns: int = 30,
         reward: Any = "pass",
         **kwargs: Any,
@@ -642,7 +707,7 @@ class TauBenchEnv(ToolEnv):
             **kwargs,
         )
         self.domain = domain
-        self.user = user if user is not None else ScriptedUser()
+        self.user = make_user(user, user_client, user_loop)
         self.pass_reward = reward
 
     # -- episode setup ---------------------------------------------------------------------------------------------
@@ -751,9 +816,56 @@ class TauBenchEnv(ToolEnv):
 
 
 # -- registration ----------------------------------------------------------------------------------------------------
+# What gym.make takes for a τ-bench id: this env's own keyword arguments and ToolEnv's, but the system prompt.
+OPTIONS = tuple(
+    sorted(
+        {
+            name
+            for cls in (TauBenchEnv, ToolEnv)
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        - {"system_prompt"}
+    )
+)
+
+
 def make_env(path: str, tasks: str | None = None, name: str = "", **kwargs: Any) -> TauBenchEnv:
-    """Gymnasium entry point of every registered τ-bench domain; ``kwargs`` go to :class:`TauBenchEnv`."""
+    """The env of a τ-bench manifest's ``entry`` (see :func:`manifest`); ``kwargs`` go to :class:`TauBenchEnv`."""
     return TauBenchEnv(cached_domain(path, tasks, name), **kwargs)
+
+
+def manifest(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    tasks: str | os.PathLike[str] | None = None,
+    version: int = 0,
+) -> dict[str, Any]:
+    """Check the domain at ``path`` and describe it as a registry manifest of type ``"taubench"``.
+
+    The manifest names its ``entry`` (:func:`make_env`) with ``entry_args`` (the files) and the ``options``
+    ``gym.make`` takes, so the registry makes, lists and vectorizes the env like any other, and the eval harness
+    hands it the env kwargs it takes (``user``, ...) and not the generator knobs it does not.
+    """
+    root = Path(path).resolve()
+    name = root.name if name is None else name
+    if not _NAME.fullmatch(name) or re.search(r"-v\d+$", name):
+        raise ValueError(f"name {name!r}: use letters, digits, '_', '.' and inner '-' (no '-v<N>' suffix)")
+    if not isinstance(version, int) or version < 0:
+        raise ValueError("version must be an integer >= 0")
+    tasks_arg = str(Path(tasks).resolve()) if tasks is not None else None
+    domain = cached_domain(str(root), tasks_arg, name)  # fail now, with the file, record and field
+    return {
+        "name": f"TauBench-{name}",
+        "version": version,
+        "type": "taubench",
+        "description": f"τ-bench-format domain {root.name}: {len(domain.tasks)} tasks, a simulated user",
+        "entry": "toolgym.suites.taubench:make_env",
+        "entry_args": {"path": str(root), "tasks": tasks_arg, "name": name},
+        "options": list(OPTIONS),
+        "max_turns": 30,
+    }
 
 
 def register(
@@ -768,22 +880,19 @@ def register(
     ``name`` defaults to the folder's name. ``gym.make(id, user=ScriptedUser(...) | ModelUser(...), max_turns=...)``
     then makes a :class:`TauBenchEnv` (the domain is loaded once per process while its files are unchanged), and
     ``gym.make_vec(id, num_envs=n, user=...)`` a vector env. Registering the same id again replaces it.
+
+    The id is registered as every ToolGym id is, through the registry's entry points, with its manifest
+    (:func:`manifest`) in the spec's kwargs: the registry reads it from there, so this module imports nothing
+    above it.
     """
-    root = Path(path).resolve()
-    name = root.name if name is None else name
-    if not _NAME.fullmatch(name) or re.search(r"-v\d+$", name):
-        raise ValueError(f"name {name!r}: use letters, digits, '_', '.' and inner '-' (no '-v<N>' suffix)")
-    if not isinstance(version, int) or version < 0:
-        raise ValueError("version must be an integer >= 0")
-    tasks_arg = str(Path(tasks).resolve()) if tasks is not None else None
-    cached_domain(str(root), tasks_arg, name)  # fail now, with the file, record and field, not at gym.make
-    env_id = f"{NAMESPACE}/TauBench-{name}-v{version}"
+    m = manifest(path, name, tasks=tasks, version=version)
+    env_id = f"{NAMESPACE}/{m['name']}-v{m['version']}"
     if env_id in gym.registry:
         del gym.registry[env_id]
     gym.register(
         id=env_id,
-        entry_point="toolgym.suites.taubench:make_env",
-        vector_entry_point="toolgym.vector:make_taubench_vector_env",
-        kwargs={"path": str(root), "tasks": tasks_arg, "name": name},
+        entry_point="toolgym.registry:make_env",
+        vector_entry_point="toolgym.vector:make_vector_env",
+        kwargs={"pack": env_id, "manifest": m},
     )
     return env_id
