@@ -45,7 +45,6 @@ __all__ = [
     "ToolVectorEnv",
     "batch_infos",
     "make_async",
-    "make_taubench_vector_env",
     "make_vector_env",
 ]
 
@@ -292,24 +291,6 @@ def make_vector_env(
     if num_envs < 1:
         raise ValueError("num_envs must be >= 1")
     return ToolVectorEnv([lambda: make_env(pack, **kwargs)] * num_envs, autoreset_mode=autoreset_mode)
-
-
-def make_taubench_vector_env(
-    num_envs: int = 1,
-    *,
-    path: str,
-    tasks: str | None = None,
-    name: str = "",
-    autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-    **kwargs: Any,
-) -> ToolVectorEnv:
-    """``vector_entry_point`` of τ-bench-format domains (:func:`toolgym.suites.taubench.register`): their envs
-    share the one ``user`` (both built-in users are stateless: they read the chat they are given)."""
-    from toolgym.suites.taubench import make_env
-
-    if num_envs < 1:
-        raise ValueError("num_envs must be >= 1")
-    return ToolVectorEnv([lambda: make_env(path, tasks, name, **kwargs)] * num_envs, autoreset_mode=autoreset_mode)
 
 
 def make_async(
