@@ -63,10 +63,20 @@ def test_own_modules_import_each_other_and_classes_become_objects() -> None:
     assert len(tb.describe(a, limit=8)["items"]) <= 8
 
 
+def test_methods_of_stdlib_bases_are_not_tools() -> None:
+    src = "import string\nclass T(string.Template):\n    def own(self):\n        return self.template\n"
+    tb = Toolbox({}, modules={"m": src})
+    t = tb.instantiate("m", "T", "$x")
+    assert tb.call_method(t, "own", {}).output == "$x"
+    for name in ("substitute", "safe_substitute", "get_identifiers", "pattern"):
+        with pytest.raises(KeyError):
+            tb.call_method(t, name, {})
+
+
 def test_private_and_missing_methods_are_not_tools() -> None:
     tb = Toolbox({}, modules=PKG)
     a = tb.instantiate("pkg.store", "Store")
-    for name in ("_secret", "__init__", "__eq__", "nope", "items"):
+    for name in ("_secret", "__init__", "__eq__", "nope", "items", "__class__", "", "_load_scenario"):
         with pytest.raises(KeyError):
             tb.call_method(a, name, {})
     out = tb.call_method(a, "put", {"key": "k"})
@@ -216,3 +226,23 @@ def test_decimal_at_the_precision_bound_stays_short() -> None:
     )
     out = Toolbox({"f": src}, time_limit=2.0).call("f", {})
     assert out.ok, out.output
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.text(max_size=12), st.sampled_from(["put", "get", "_secret", "__eq__", "__init__", "__class__"])),
+    st.dictionaries(st.text(max_size=6), st.one_of(st.integers(), st.text(max_size=6), st.none()), max_size=3),
+)
+def test_any_method_name_and_arguments_give_an_outcome_or_key_error(name: str, arguments: dict) -> None:
+    """What a model can send: a call never raises but KeyError for a name that is not a public own method."""
+    tb = _STORE_BOX
+    ob = tb.instantiate("pkg.store", "Store")
+    try:
+        out = tb.call_method(ob, name, arguments)
+    except KeyError:
+        assert name not in ("put", "get")
+    else:
+        assert name in ("put", "get") and isinstance(out.output, str)
+
+
+_STORE_BOX = Toolbox({}, modules=PKG)

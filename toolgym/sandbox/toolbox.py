@@ -367,10 +367,10 @@ class Toolbox:
             return None
         if name[:1] == "_" and not private:
             return None
-        cls = type(target.value)
-        attr = next((c.__dict__[name] for c in cls.__mro__ if name in c.__dict__), None)
-        if not isinstance(attr, types.FunctionType):
-            return None  # properties, class attributes and the stdlib's methods are not tools
+        owner = next((c for c in type(target.value).__mro__ if name in c.__dict__), None)
+        attr = owner.__dict__[name] if owner is not None else None
+        if not isinstance(attr, types.FunctionType) or not is_own_class(owner):
+            return None  # properties, class attributes and methods a stdlib base defines are not tools
         return types.MethodType(attr, target.value)
 
     def _run_trusted(self, what: str, fn: Any, args: tuple, kwargs: dict) -> Any:
