@@ -20,20 +20,35 @@ from toolgym.eval_cli import add_model_args, cmd_model_eval, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
 from toolgym.registry import manifest_for, registered_ids, suite_env_ids, takes_knobs
-from toolgym.scenario import KINDS
+from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
     knobs = {}
-    for key in ("kind", "hops", "parallel", "distractors"):
+    for key in ("kind", "hops", "parallel", "distractors", "kinds"):
         val = getattr(args, key, None)
         if val is not None:
             knobs[key] = val
     return knobs
 
 
+def _kind_list(text: str) -> list[str]:
+    """``--kinds``: comma-separated kinds, or ``all`` for FTRL's four and the extra ones."""
+    kinds = list(ALL_KINDS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ALL_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"kinds are {', '.join(ALL_KINDS)} (or all), got {text!r}")
+    return kinds
+
+
 def _add_knobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument("--kind", choices=ALL_KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument(
+        "--kinds",
+        type=_kind_list,
+        metavar="K1,K2|all",
+        help=f"the mix of kinds to draw from (default: FTRL's four; extra kinds: {', '.join(EXTRA_KINDS)})",
+    )
     p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
     p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
     p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
@@ -130,6 +145,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             kinds, knobs = "as recorded", "-"
         else:
             kinds = ", ".join(m.get("kinds", KINDS))
+            if m.get("extra_kinds"):
+                kinds += f" (on request: {', '.join(m['extra_kinds'])})"
             knobs = ", ".join(m.get("knobs", _COMMON_KNOBS))
         print(f"{env_id}  [{m['type']}]  {m.get('description', '')}")
         print(f"    kinds: {kinds}")
