@@ -8,12 +8,11 @@ independent chains (``parallel_multi_hop``). In multi-hop kinds a share of scena
 one chain with an update, whose answer is the confirmation code ``<prefix><counter>`` read in advance from
 ``state["counters"]``.
 
-The kinds beyond FTRL's (:data:`toolgym.scenario.EXTRA_KINDS`) reuse the chains: ``irrelevance`` is one chain of
-one call (a read of a plain value, not an id, or with ``write_share`` an update), whose answering tools stage 4
-withholds, so its query has
-no answer among the tools offered; ``missing_info`` is one chain of one or ``hops`` calls whose query names the
-starting record only as "my <entity>", preceded by a sub-question that asks the user for the record's id (its
-answer); no tool lists records, so nothing but the user can reveal that id.
+The kinds beyond FTRL's (:data:`toolgym.scenario.EXTRA_KINDS`) reuse the chains. ``irrelevance`` is one chain of
+one call (a read of a plain value, not an id, or with ``write_share`` an update) whose answering tools stage 4
+withholds, so no tool offered answers its query. ``missing_info`` is one chain of one or ``hops`` calls whose query
+names the starting record only as "my <entity>", preceded by a sub-question that asks the user for the record's id
+(its answer); every tool needs an id and none lists records, so nothing but the user can reveal that one.
 
 Records are picked so answers are distinctive under FTRL's substring matching: no sub-answer occurs in the
 query or inside another sub-answer, and no other record of the same table holds it (so the same tool called
