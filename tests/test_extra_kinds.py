@@ -306,3 +306,15 @@ def test_cli_selects_the_extra_kinds(tmp_path):
     assert "ask_user" in shown and "kind=missing_info" in shown
     listing = subprocess.run([sys.executable, "-m", "toolgym.cli", "list"], capture_output=True, text=True).stdout
     assert "on request: irrelevance, missing_info" in listing
+
+
+@pytest.mark.parametrize("kind", EXTRA_KINDS)
+def test_train_and_test_splits_of_the_extra_kinds_are_disjoint(kind):
+    domain = resolve_ref(find_domains()["library"])
+    keys = {}
+    for split in ("train", "test"):
+        rng = np.random.default_rng(0)
+        got = [generate(rng, BuildConfig(kind=kind, split=split), domain) for _ in range(30)]
+        assert all(s.metadata["split"] == split and s.kind == kind for s in got)
+        keys[split] = {k for s in got for k in s.metadata["split_keys"]}
+    assert keys["train"] and keys["test"] and not keys["train"] & keys["test"]
