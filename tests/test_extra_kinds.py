@@ -318,3 +318,18 @@ def test_train_and_test_splits_of_the_extra_kinds_are_disjoint(kind):
         assert all(s.metadata["split"] == split and s.kind == kind for s in got)
         keys[split] = {k for s in got for k in s.metadata["split_keys"]}
     assert keys["train"] and keys["test"] and not keys["train"] & keys["test"]
+
+
+def test_extra_kind_scenarios_load_back_as_a_static_pack(tmp_path):
+    from toolgym.packs import load_scenarios
+
+    domain = resolve_ref(find_domains()["car_rental"])
+    rng = np.random.default_rng(2)
+    made = [generate(rng, BuildConfig(kinds=ALL_KINDS), domain) for _ in range(12)]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(s.to_json() + "\n" for s in made))
+    loaded = load_scenarios(str(path), "toolgym")
+    assert [s.to_dict() for s in loaded] == [s.to_dict() for s in made]
+    for sc in loaded:
+        rewards, info = _play_gold(_env(sc))
+        assert rewards[-1] == 1.0 and info["episode"]["solve_f1"] == 1.0
