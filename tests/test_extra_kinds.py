@@ -333,3 +333,13 @@ def test_extra_kind_scenarios_load_back_as_a_static_pack(tmp_path):
     for sc in loaded:
         rewards, info = _play_gold(_env(sc))
         assert rewards[-1] == 1.0 and info["episode"]["solve_f1"] == 1.0
+
+
+def test_export_cli_takes_the_extra_kinds(tmp_path):
+    cmd = [sys.executable, "-m", "toolgym.cli", "export", HOTEL, "--format", "rl", "--episodes", "6"]
+    cmd += ["--out", str(tmp_path), "--kinds", "irrelevance,missing_info", "--no-parquet"]
+    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for f in sorted(tmp_path.rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert rows and {r["kind"] for r in rows} <= set(EXTRA_KINDS)
+    bad = subprocess.run([*cmd[:-3], "--kinds", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "kinds are" in bad.stderr

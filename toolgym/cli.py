@@ -32,20 +32,11 @@ def _knobs(args: argparse.Namespace) -> dict[str, Any]:
     return knobs
 
 
-def _kind_list(text: str) -> list[str]:
-    """``--kinds``: comma-separated kinds, or ``all`` for FTRL's four and the extra ones."""
-    kinds = list(ALL_KINDS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ALL_KINDS]
-    if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"kinds are {', '.join(ALL_KINDS)} (or all), got {text!r}")
-    return kinds
-
-
 def _add_knobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=ALL_KINDS, help="scenario kind (default: the pack's mix)")
     p.add_argument(
         "--kinds",
-        type=_kind_list,
+        type=export_cli.kinds_argument,
         metavar="K1,K2|all",
         help=f"the mix of kinds to draw from (default: FTRL's four; extra kinds: {', '.join(EXTRA_KINDS)})",
     )
