@@ -20,12 +20,12 @@ from toolgym.eval_cli import add_model_args, cmd_model_eval, user_kwargs, user_s
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
 from toolgym.registry import env_options, kwargs_for, manifest_for, registered_ids, suite_env_ids, takes_knobs
-from toolgym.scenario import KINDS
+from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
     knobs = {}
-    for key in ("kind", "hops", "parallel", "distractors"):
+    for key in ("kind", "hops", "parallel", "distractors", "kinds"):
         val = getattr(args, key, None)
         if val is not None:
             knobs[key] = val
@@ -33,7 +33,13 @@ def _knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_knobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument("--kind", choices=ALL_KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument(
+        "--kinds",
+        type=export_cli.kinds_argument,
+        metavar="K1,K2|all",
+        help=f"the mix of kinds to draw from (default: FTRL's four; extra kinds: {', '.join(EXTRA_KINDS)})",
+    )
     p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
     p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
     p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")
@@ -133,6 +139,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         m = manifest_for(env_id)
         if takes_knobs(env_id):
             kinds = ", ".join(m.get("kinds", KINDS))
+            if m.get("extra_kinds"):
+                kinds += f" (on request: {', '.join(m['extra_kinds'])})"
             knobs = ", ".join(m.get("knobs", _COMMON_KNOBS))
         else:
             kinds, knobs = "as recorded", "-"

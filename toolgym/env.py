@@ -203,7 +203,8 @@ class ToolEnv(gym.Env):
         self.tracker = R.SolveTracker(
             R.Expected(s.tool, a, s.id, tuple(s.state_checks)) for s in scenario.subtasks for a in s.answers
         )
-        self._answer = scenario.answer or None
+        self._answer = scenario.reply_answer
+        self._solve_scores = R.solve_scores_for(scenario.kind)
         self._checks = [c for s in scenario.subtasks for c in s.state_checks]
         msgs = list(scenario.messages)
         if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
@@ -325,7 +326,7 @@ class ToolEnv(gym.Env):
         comp["n_calls"] = float(p)
         comp["n_solved_now"] = float(n_solved)
         comp["n_unsolved"] = float(t)
-        comp["precision"], comp["recall"], comp["f1"] = R.solve_scores(s, n_calls, n_exp)
+        comp["precision"], comp["recall"], comp["f1"] = self._solve_scores(s, n_calls, n_exp)
         comp["format_ok"] = 0.0 if malformed else 1.0
         comp["args_valid"] = n_valid / p if p else 1.0
         comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
@@ -417,7 +418,7 @@ class ToolEnv(gym.Env):
         """Solve-P / Solve-R / Solve-F1 of the episode so far (the paper's definitions)."""
         n_exp = self.tracker.n_expected
         s = n_exp - self.tracker.n_unsolved
-        solve_p, solve_r, solve_f1 = R.solve_scores(s, self._n_calls, n_exp)
+        solve_p, solve_r, solve_f1 = self._solve_scores(s, self._n_calls, n_exp)
         return {
             "solve_p": solve_p,
             "solve_r": solve_r,

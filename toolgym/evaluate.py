@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 
 from toolgym.agents import make_agent
+from toolgym.scenario import EXTRA_KINDS
 
 
 def run_episode(env: gym.Env, agent: Any, seed: int, options: dict | None = None) -> dict[str, Any]:
@@ -54,15 +55,18 @@ _SOLVE = ("solve_p", "solve_r", "solve_f1")
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per scenario kind plus an ``all`` row: episode-averaged metrics (×100) and mean return.
 
+    The kinds beyond FTRL's (:data:`toolgym.scenario.EXTRA_KINDS`) get their own rows after ``all`` and are left
+    out of it, so ``all`` stays the paper's metric over FTRL's kinds (it is absent when only extra kinds ran).
     A suite's own score (:data:`SUITE_METRICS`) is averaged too (×100) when every episode of the row has it; a
     row whose episodes all have a score of :data:`NO_SUB_ANSWERS` has ``None`` for Solve-P/R/F1.
     """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[r["kind"]].append(r)
-        groups["all"].append(r)
+        if r["kind"] not in EXTRA_KINDS:
+            groups["all"].append(r)
     rows = []
-    for kind in sorted(groups, key=lambda k: (k == "all", k)):
+    for kind in sorted(groups, key=lambda k: (k in EXTRA_KINDS, k == "all", k)):
         rs = groups[kind]
         n = len(rs)
         no_subs = any(all(k in r for r in rs) for k in NO_SUB_ANSWERS)

@@ -8,12 +8,21 @@ import sys
 from toolgym.distributed import add_backend_args
 from toolgym.export import FORMATS, ExportError, export
 from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT
-from toolgym.scenario import KINDS
+from toolgym.scenario import ALL_KINDS, EXTRA_KINDS
 from toolgym.splits import SPLITS
 
 
+def kinds_argument(text: str) -> list[str]:
+    """``--kinds`` (here and in ``toolgym eval``/``show``): comma-separated kinds, or ``all`` for all six."""
+    kinds = list(ALL_KINDS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds or any(k not in ALL_KINDS for k in kinds):
+        raise argparse.ArgumentTypeError(f"kinds are {', '.join(ALL_KINDS)} (or all), got {text!r}")
+    return kinds
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    knobs = {k: getattr(args, k) for k in ("kind", "hops", "parallel", "distractors") if getattr(args, k) is not None}
+    names = ("kind", "hops", "parallel", "distractors", "kinds")
+    knobs = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         res = export(
             args.env_id,
@@ -77,7 +86,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="rl prompts: tools in the row's tools column for the chat template (default), listed in the system "
         "message as text (hermes; for rollouts with one global tool list, e.g. verl's stock agent loops), or none",
     )
-    p.add_argument("--kind", choices=KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument("--kind", choices=ALL_KINDS, help="scenario kind (default: the pack's mix)")
+    p.add_argument(
+        "--kinds",
+        type=kinds_argument,
+        metavar="K1,K2|all",
+        help=f"the mix of kinds to draw from (default: FTRL's four; extra kinds: {', '.join(EXTRA_KINDS)})",
+    )
     p.add_argument("--hops", type=int, help="chain length of multi-hop scenarios")
     p.add_argument("--parallel", type=int, help="branches of parallel scenarios")
     p.add_argument("--distractors", type=int, help="extra tools offered beyond the needed ones")

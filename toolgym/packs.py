@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from toolgym.sandbox import ToolSourceError, check_tool_sources
-from toolgym.scenario import KINDS, Scenario, SubTask
+from toolgym.scenario import ALL_KINDS, Scenario, SubTask
 
 MANIFEST = "manifest.json"
 PACK_TYPES = ("procedural", "static", "mixture")
@@ -260,8 +260,8 @@ def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
         ("answer", str),
     ):
         _need(record, key, types, where)
-    if record["kind"] not in (*KINDS, "unknown"):
-        raise PackError(where, "kind", f"must be one of {KINDS}, got {record['kind']!r}")
+    if record["kind"] not in (*ALL_KINDS, "unknown"):
+        raise PackError(where, "kind", f"must be one of {ALL_KINDS}, got {record['kind']!r}")
     _check_tools(record["tools"], where)
     for i, sub in enumerate(record["subtasks"]):
         if not isinstance(sub, dict):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from toolgym.calls import MALFORMED_MARKERS
+from toolgym.scenario import EXTRA_KINDS
 
 # Reward for a turn with p parsed calls of which q solved a sub-answer.
 TURN_VARIANTS: dict[str, Callable[[int, int], float]] = {
@@ -85,6 +86,28 @@ def solve_scores(n_obtained: int, n_calls: int, n_expected: int) -> tuple[float,
         n_obtained / n_expected if n_expected else 1.0,
         2 * n_obtained / (n_calls + n_expected) if n_calls + n_expected else 1.0,
     )
+
+
+def strict_solve_scores(n_obtained: int, n_calls: int, n_expected: int) -> tuple[float, float, float]:
+    """Solve-P/R/F1 of the kinds beyond FTRL's: with nothing expected, all three are 1 without a call, else 0.
+
+    FTRL's definitions leave Solve-R at 1 whenever nothing is expected, so a policy that calls tools where none
+    answers would keep full recall; for a kind whose point is not calling, every call is a miss. With sub-answers
+    expected (``missing_info``) these are FTRL's scores.
+    """
+    if n_expected:
+        return solve_scores(n_obtained, n_calls, n_expected)
+    score = 0.0 if n_calls else 1.0
+    return score, score, score
+
+
+SolveScores = Callable[[int, int, int], tuple[float, float, float]]
+
+
+def solve_scores_for(kind: str) -> SolveScores:
+    """The Solve-P/R/F1 rule of a scenario kind: FTRL's, or :func:`strict_solve_scores` for the extra kinds
+    (suites' own kinds, e.g. BFCL's irrelevance category, keep FTRL's rule and their published numbers)."""
+    return strict_solve_scores if kind in EXTRA_KINDS else solve_scores
 
 
 @dataclass(slots=True)

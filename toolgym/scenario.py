@@ -14,8 +14,28 @@ from typing import Any
 
 from toolgym.splits import SPLITS, TEST_SHARE, split_of  # re-exported: a scenario's split, by its id
 
-KINDS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
-__all__ = ["KINDS", "SPLITS", "TEST_SHARE", "Scenario", "StateCheck", "SubTask", "split_of", "tool_schema"]
+KINDS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")  # FTRL's four: the default mix
+# Kinds beyond FTRL's, which join a mix only when asked for (so FTRL's envs and numbers stay as they are): in
+# ``irrelevance`` no offered tool answers the query and the right turn is a plain reply without a call; in
+# ``missing_info`` a value the calls need is in neither the query nor any tool, and the right first call asks the
+# user for it.
+EXTRA_KINDS = ("irrelevance", "missing_info")
+ALL_KINDS = KINDS + EXTRA_KINDS
+# Kinds whose right final turn is a reply without any call: whatever non-empty text it holds is the right answer.
+NO_CALL_KINDS = ("irrelevance",)
+__all__ = [
+    "ALL_KINDS",
+    "EXTRA_KINDS",
+    "KINDS",
+    "NO_CALL_KINDS",
+    "SPLITS",
+    "TEST_SHARE",
+    "Scenario",
+    "StateCheck",
+    "SubTask",
+    "split_of",
+    "tool_schema",
+]
 
 
 @dataclass
@@ -84,6 +104,17 @@ class Scenario:
     @property
     def query(self) -> str:
         return next((m["content"] for m in self.messages if m.get("role") == "user"), "")
+
+    @property
+    def reply_answer(self) -> str | None:
+        """The text the reward looks for in the final reply; None when there is none to check.
+
+        A scenario of a no-call kind keeps its empty answer: FTRL's containment test then holds for every
+        non-empty reply, which is the right final turn there (a reply after no call scores 1, as the answer does).
+        """
+        if self.kind in NO_CALL_KINDS:
+            return self.answer
+        return self.answer or None
 
     @property
     def tool_names(self) -> list[str]:

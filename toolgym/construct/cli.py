@@ -26,14 +26,15 @@ from toolgym.construct.pipeline import BuildConfig, BuildStats, build, find_doma
 from toolgym.construct.spec import SpecError, validate_domain
 from toolgym.distributed import add_backend_args
 from toolgym.packs import packs_dir, read_manifest
-from toolgym.scenario import KINDS
+from toolgym.scenario import ALL_KINDS, KINDS
 
 
 def check_domain(ref: str, n: int, seed: int = 0, config: BuildConfig | None = None) -> dict[str, Any]:
-    """Validate a domain and build ``n`` verified scenarios per kind; returns per-kind counts and timings."""
+    """Validate a domain and build ``n`` verified scenarios per kind (FTRL's four, then the extra kinds); returns
+    per-kind counts and timings."""
     domain = _validated(ref)
     report: dict[str, Any] = {"domain": domain.name, "kinds": {}}
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(ALL_KINDS):
         report["kinds"][kind] = check_kind(ref, i, n, seed, config)
     report["max_hops"] = max_hops(domain, seed)
     return report
@@ -47,9 +48,9 @@ def _validated(ref: str) -> Any:
 
 
 def check_kind(ref: str, i: int, n: int, seed: int = 0, config: BuildConfig | None = None) -> dict[str, Any]:
-    """Build and verify ``n`` scenarios of kind ``KINDS[i]`` (seeded by ``[seed, i]``): counts and speed."""
+    """Build and verify ``n`` scenarios of kind ``ALL_KINDS[i]`` (seeded by ``[seed, i]``): counts and speed."""
     domain = resolve_domain(ref)
-    cfg = BuildConfig(**{**(config.to_dict() if config else {}), "kind": KINDS[i]})
+    cfg = BuildConfig(**{**(config.to_dict() if config else {}), "kind": ALL_KINDS[i]})
     stats = BuildStats()
     rng = np.random.default_rng([seed, i])
     t0 = time.perf_counter()
@@ -93,7 +94,7 @@ def check_domains_ray(
             reports[name] = exc
             continue
         reports[name] = {"domain": domain.name, "kinds": {}, "max_hops": None}
-        items += [(ref, "kind", i) for i in range(len(KINDS))] + [(ref, "max_hops", 0)]
+        items += [(ref, "kind", i) for i in range(len(ALL_KINDS))] + [(ref, "max_hops", 0)]
     by_ref = {ref: name for name, ref in refs.items()}
     if items:
         distributed.init(address)
@@ -106,12 +107,12 @@ def check_domains_ray(
             if isinstance(got, Exception):
                 reports[name] = got
             elif what == "kind":
-                reports[name]["kinds"][KINDS[i]] = got
+                reports[name]["kinds"][ALL_KINDS[i]] = got
             else:
                 reports[name]["max_hops"] = got
     for report in reports.values():  # kinds in the usual order
         if isinstance(report, dict):
-            report["kinds"] = {k: report["kinds"][k] for k in KINDS if k in report["kinds"]}
+            report["kinds"] = {k: report["kinds"][k] for k in ALL_KINDS if k in report["kinds"]}
     return reports
 
 

@@ -8,6 +8,12 @@ independent chains (``parallel_multi_hop``). In multi-hop kinds a share of scena
 one chain with an update, whose answer is the confirmation code ``<prefix><counter>`` read in advance from
 ``state["counters"]``.
 
+The kinds beyond FTRL's (:data:`toolgym.scenario.EXTRA_KINDS`) reuse the chains. ``irrelevance`` is one chain of
+one call (a read of a plain value, not an id, or with ``write_share`` an update) whose answering tools stage 4
+withholds, so no tool offered answers its query. ``missing_info`` is one chain of one or ``hops`` calls whose query
+names the starting record only as "my <entity>", preceded by a sub-question that asks the user for the record's id
+(its answer); every tool needs an id and none lists records, so nothing but the user can reveal that one.
+
 Records are picked so answers are distinctive under FTRL's substring matching: no sub-answer occurs in the
 query or inside another sub-answer, and no other record of the same table holds it (so the same tool called
 on a wrong record cannot return it). Stage 5 re-checks all of this by running the tools.
@@ -27,7 +33,7 @@ from typing import Any
 from toolgym import splits
 from toolgym.construct.spec import Domain, SpecError
 from toolgym.reward import normalize
-from toolgym.scenario import KINDS
+from toolgym.scenario import ALL_KINDS
 from toolgym.splits import SPLITS as SPLITS  # re-exported
 
 SPLIT_BUCKETS = splits.BUCKETS
@@ -74,7 +80,9 @@ class SubQuestion:
 
     ``answer`` is its sub-answer; ``value`` the update's parameter value (``param`` names the field);
     ``state_checks`` are ``[path, equals]`` pairs an update must make true; ``text`` phrases it, with
-    ``{qN}`` standing for the answer of sub-question ``qN``.
+    ``{qN}`` standing for the answer of sub-question ``qN``. With neither ``attr`` nor ``update`` it asks the
+    user (``missing_info``) for the id ``answer`` of the ``entity`` record the query leaves out (``param``
+    names the key).
     """
 
     id: str
@@ -88,6 +96,10 @@ class SubQuestion:
     depends_on: list[str] = field(default_factory=list)
     state_checks: list[list[Any]] = field(default_factory=list)
     text: str = ""
+
+    @property
+    def asks_user(self) -> bool:
+        return self.attr is None and self.update is None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SubQuestion:
@@ -274,14 +286,19 @@ def _branch(
     first: int,
     read_tpl: int,
     write_tpl: int,
+    ask: str | None = None,
 ) -> tuple[list[SubQuestion], str, str] | None:
-    """Walk ``chain`` from ``start_id``; returns (sub-questions, sentence, final answer) or None if unfit."""
+    """Walk ``chain`` from ``start_id``; returns (sub-questions, sentence, final answer) or None if unfit.
+
+    With ``ask`` (the id of a sub-question asking the user for ``start_id``) the sentence names the start only
+    as "my <entity>" and the first call depends on that sub-question.
+    """
     state = world.state
     ent = info.entities[chain.start]
     rec = state[ent.table][start_id]
-    target = _label(ent, rec)
+    target = _label(ent, rec) if ask is None else f"my {ent.name}"
     subs: list[SubQuestion] = []
-    prev: str | None = None
+    prev: str | None = ask
     arg = start_id
     visited = {start_id}
     for k, (ename, aname) in enumerate(chain.steps):
@@ -356,6 +373,17 @@ def _branch(
     return (subs, sentence, code) if _distinct(subs, sentence) else None
 
 
+def _is_ref(info: DomainInfo, chain: Chain) -> bool:
+    return info.entities[chain.final_entity].attr(chain.final_attr).ref is not None
+
+
+def _ask_user(info: DomainInfo, first: SubQuestion, qid: str) -> SubQuestion:
+    """The sub-question asking the user which record ``first`` starts from: its answer is that record's id."""
+    e = info.entities[first.entity]
+    text = f"Which {e.name} do you mean? Please tell me its id."
+    return SubQuestion(qid, e.name, "", first.argument, param=e.key, text=text)
+
+
 def _distinct(subs: list[SubQuestion], sentence: str) -> bool:
     """No sub-answer occurs in the sentence or inside another sub-answer."""
     q = normalize(sentence)
@@ -390,6 +418,7 @@ def _search(
     first: int,
     read_tpl: int,
     write_tpl: int,
+    ask: str | None = None,
 ) -> tuple[Chain, str, tuple[list[SubQuestion], str, str]] | None:
     """The first (chain, start record) that fits, from a random chain and a random record on."""
     if not chains:
@@ -404,7 +433,7 @@ def _search(
             key = f"{domain.name}|{chain.signature}|{start}"
             if start in used or not in_split(key, split):
                 continue
-            got = _branch(info, world, r, chain, start, first, read_tpl, write_tpl)
+            got = _branch(info, world, r, chain, start, first, read_tpl, write_tpl, ask)
             if got is not None and not {s.argument for s in got[0]} & used:
                 return chain, key, got
     return None
@@ -421,13 +450,18 @@ def decompose(
     split: str | None = None,
 ) -> Decomposition | None:
     """Stage 1: the sub-questions of one scenario of ``kind`` on ``state``, or None if none fits this world."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"kind must be one of {ALL_KINDS}, got {kind!r}")
     info = domain_info(domain)
     world = _World(state)
     n_branches = parallel if kind.startswith("parallel") else 1
     n_calls = hops if kind.endswith("multi_hop") else 1
-    writer = r.randrange(n_branches) if n_calls > 1 and r.random() < write_share else -1
+    ask = None
+    if kind == "missing_info":
+        n_calls = hops if r.random() < 0.5 else 1
+        ask = "q1"
+    writes = n_calls > 1 or kind in ("irrelevance", "missing_info")
+    writer = r.randrange(n_branches) if writes and r.random() < write_share else -1
     read_tpl, write_tpl = r.randrange(len(READ_TEMPLATES)), r.randrange(len(WRITE_TEMPLATES))
     subs: list[SubQuestion] = []
     sentences: list[str] = []
@@ -440,9 +474,13 @@ def decompose(
         # the writing branch tries update chains first, then falls back to reads if none fits this world
         pools = [info.chains.get((n_calls, True)) or []] if b == writer else []
         pools.append(info.chains.get((n_calls, False)) or [])
+        if kind == "irrelevance":
+            # an id also sits in every record that refers to it; a plain value only in its own, which no tool reads
+            pools = [[c for c in p if c.final_attr is None or not _is_ref(info, c)] for p in pools]
         got = None
+        first = len(subs) + (2 if ask else 1)
         for chains in pools:
-            got = _search(domain, info, world, r, chains, used, split, len(subs) + 1, read_tpl, write_tpl)
+            got = _search(domain, info, world, r, chains, used, split, first, read_tpl, write_tpl, ask)
             if got is not None:
                 break
         if got is None:
@@ -463,6 +501,11 @@ def decompose(
         query = " ".join([INTROS[intro].format(n=n_branches), *(f"({i}) {s}" for i, s in enumerate(sentences, 1))])
     if n_branches > 1 and not _distinct(subs, query):
         return None
+    if ask is not None:
+        subs.insert(0, _ask_user(info, subs[0], ask))
+        branches[0].insert(0, ask)
+        if not _distinct(subs, query):
+            return None
     return Decomposition(
         domain=domain.name,
         kind=kind,

@@ -1,7 +1,7 @@
 """Stage 5, localized deployment: tool code from templates, the scenario, and verification by execution.
 
 Each offered function gets its own source text, generated from a template per ``op`` (read, lookup, update,
-manage, fake) and parameter roles. The text depends only on :meth:`Function.code_key` (name, behaviour,
+manage, fake, ask) and parameter roles. The text depends only on :meth:`Function.code_key` (name, behaviour,
 parameters; not the description) and is cached on it, so identical functions in different scenarios have
 identical source and the sandbox compiles each once per process. The code is sandbox-safe (no imports, no
 underscore names), reads and writes the global ``state`` the env binds per call, returns the right record for
@@ -12,6 +12,12 @@ copy of the world: the gold plan, turn by turn, must solve every sub-question (F
 ``SolveTracker``) with schema-valid arguments and leave every state check true; each gold call redirected to
 another record must not yield its sub-answer (a write must not make its state checks true); a read distractor
 called on the scenario's records must not return a sub-answer. A failing scenario is discarded with a reason.
+
+The kinds beyond FTRL's: an ``irrelevance`` scenario has no sub-tasks and an empty answer (the right turn is a
+reply without a call); its query's hidden sub-answer is what every offered read is checked not to return, and it
+must offer at least one tool besides ``ask_user``. In a ``missing_info`` scenario the world holds
+``state["user"] = {"knows": <the id the query leaves out>}``, which ``ask_user`` replies with; where nothing is
+missing there is no such entry and ``ask_user`` says it has nothing to add.
 """
 
 from __future__ import annotations
@@ -269,12 +275,27 @@ def _render_manage(fn: Function) -> list[str]:
     return [*lines, *_postlude(fn)]
 
 
+def _render_ask(fn: Function) -> list[str]:
+    q = fn.param("question").name
+    return [
+        f"def {fn.name}({_signature(fn)}):",
+        f"{IND}if not isinstance({q}, str) or not {q}.strip():",
+        f'{IND}{IND}return {{"error": "{q} must be a non-empty string"}}',
+        f"{IND}user = state.get({fn.spec['reply_from']!r}) or {{}}",
+        f'{IND}value = user.get("knows")',
+        f"{IND}if value is None:",
+        f'{IND}{IND}return {{"reply": "I have nothing to add: everything I can tell you is in my request."}}',
+        f'{IND}return {{"reply": "It is " + str(value) + "."}}',
+    ]
+
+
 _RENDER = {
     "read": _render_read,
     "lookup": _render_lookup,
     "fake": _render_fake,
     "update": _render_update,
     "manage": _render_manage,
+    "ask": _render_ask,
 }
 
 
@@ -344,17 +365,21 @@ def deploy(
 ) -> Scenario:
     """Stage 5 (assembly): the Scenario with generated tool source, gold sub-tasks and the world."""
     subtasks = []
-    for sq in decomposition.subquestions:
+    irrelevance = decomposition.kind == "irrelevance"
+    for sq in () if irrelevance else decomposition.subquestions:
         call = scaled.calls[sq.id]
         checks = [StateCheck(list(path), value) for path, value in sq.state_checks]
         subtasks.append(SubTask(sq.id, call.tool, call.arguments, [sq.answer], list(sq.depends_on), checks))
+        if sq.asks_user:
+            state["user"] = {"knows": sq.answer}
+    answer = "" if irrelevance else decomposition.answer
     tools = [fn.schema() for fn in scaled.functions]
     source = {fn.name: tool_source(fn) for fn in scaled.functions}
     body = repr(
         (
             decomposition.split_keys,
             decomposition.query,
-            decomposition.answer,
+            answer,
             [(t.tool, t.arguments, t.answers) for t in subtasks],
         )
     )
@@ -366,7 +391,7 @@ def deploy(
         source=source,
         state=state,
         subtasks=subtasks,
-        answer=decomposition.answer,
+        answer=answer,
         metadata=dict(metadata or {}),
     )
 
@@ -444,6 +469,8 @@ def verify(
     # the same tool on another record must not yield the answer (nor make a write's checks true)
     for s in scenario.subtasks:
         sq: SubQuestion = by_id[s.id]
+        if sq.asks_user:  # the user's reply is the answer whatever is asked: there is no other record to ask
+            continue
         ids = list(scenario.state[table_of[sq.entity]])
         if len(ids) < 2:
             continue
@@ -461,8 +488,10 @@ def verify(
             out = _call(fn, scenario.source[s.tool], args, scenario.state)
             if any(answer_in_output(out.output, a) for a in s.answers):
                 return "wrong_record_answers"
-    # read distractors on the scenario's records must not reveal a sub-answer
-    answers = [a for s in scenario.subtasks for a in s.answers]
+    # read distractors on the scenario's records must not reveal a sub-answer (an irrelevance scenario's hidden one)
+    answers = [sq.answer for sq in decomposition.subquestions]
+    if decomposition.kind == "irrelevance" and not scaled.distractors:
+        return "nothing_to_offer"
     for name in scaled.distractors:
         fn = fns[name]
         if fn.op not in READ_OPS:
@@ -476,7 +505,7 @@ def verify(
         tables = [entity] if entity else list(table_of)
         for ent in tables:
             table = scenario.state[table_of[ent]]
-            rids = {sq.argument for sq in decomposition.subquestions if sq.entity == ent}
+            rids = {sq.argument for sq in decomposition.subquestions if sq.entity == ent and not sq.asks_user}
             rids.update(sq.answer for sq in decomposition.subquestions if sq.answer in table)
             for rid in sorted(rids):
                 out = _call(fn, scenario.source[name], _probe(fn, rid, ent), scenario.state)

@@ -1,7 +1,8 @@
 """Stage 2, document generation: one narrow function document per sub-question, generated from the spec.
 
 A read of attribute ``a`` of entity ``e`` becomes ``get_<e>_<a>(<e.key>)`` returning the key and that one
-field; an update becomes ``<update>(<e.key>[, <param>])``. Identical sub-questions (the same attribute of two
+field; an update becomes ``<update>(<e.key>[, <param>])``; asking the user (``missing_info``) becomes
+``ask_user(question)``. Identical sub-questions (the same attribute of two
 records) get identical documents here; stage 3 merges overlapping ones.
 """
 
@@ -113,7 +114,30 @@ def _update_function(update: Update, entity: Entity) -> Function:
     return Function(update.name, desc, "update", update_spec(update, entity), params)
 
 
+ASK_USER = "ask_user"
+
+
+def ask_function() -> Function:
+    """``ask_user(question)``: the scripted user's reply, which holds the value the request left out, if any.
+
+    The same function in every scenario of an env that offers it, so that its presence tells nothing about
+    whether anything is missing.
+    """
+    return interned(("ask",), None, _ask_function)
+
+
+def _ask_function() -> Function:
+    desc = (
+        "Ask the user a question, when the request lacks something the tools need (such as which record it is "
+        "about) and no tool can tell. Returns the user's reply."
+    )
+    question = Param("question", "question", {"type": "string", "minLength": 1, "description": "What to ask."})
+    return Function(ASK_USER, desc, "ask", {"reply_from": "user"}, [question])
+
+
 def narrow_function(domain: Domain, sq: SubQuestion) -> Function:
+    if sq.asks_user:
+        return ask_function()
     entity = domain.entity(sq.entity)
     if sq.update is not None:
         update = next(u for u in domain.updates if u.name == sq.update)

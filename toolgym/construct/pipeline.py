@@ -47,7 +47,7 @@ from toolgym.construct.integrate import Integrated, integrate
 from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
 from toolgym.construct.spec import Domain
 from toolgym.packs import current_ref
-from toolgym.scenario import KINDS, Scenario
+from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS, Scenario
 from toolgym.splits import SPLITS
 
 MAX_ATTEMPTS = 200
@@ -61,7 +61,11 @@ DOMAINS_PACKAGE = "toolgym.construct.domains"
 class BuildConfig:
     """Knobs of the procedural pipeline (all are ``gym.make`` kwargs of a spec-based env).
 
-    ``kind=None`` draws one of the four FTRL kinds per scenario. ``hops``: calls per chain of multi-hop kinds;
+    ``kind=None`` draws one of ``kinds`` per scenario: by default FTRL's four (:data:`~toolgym.scenario.KINDS`);
+    ``kinds`` lists the mix to draw from instead, which may hold the extra kinds ``irrelevance`` and
+    ``missing_info`` (:data:`~toolgym.scenario.EXTRA_KINDS`; ``kinds=ALL_KINDS`` mixes all six). An env whose
+    ``kind`` or ``kinds`` names an extra kind offers ``ask_user`` in every scenario, so that offering it tells
+    nothing; with the default mix no scenario changes. ``hops``: calls per chain of multi-hop kinds;
     ``parallel``: chains of parallel kinds; ``distractors``: extra tools offered; ``integrate``: merge the narrow
     reads of an entity into ``get_<entity>``; ``generalize``/``expand``/``type_generalize``: FTRL's complexity
     scaling levels (0 = off, see :mod:`toolgym.construct.scale`); ``write_share``: probability that a multi-hop
@@ -78,10 +82,33 @@ class BuildConfig:
     type_generalize: int = 0
     write_share: float = 0.33
     split: str | None = None
+    kinds: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kinds, list):  # from JSON metadata or a gym.make list: one hashable, comparable form
+            self.kinds = tuple(self.kinds)
+
+    @property
+    def mix(self) -> tuple[str, ...]:
+        """The kinds ``kind=None`` draws from."""
+        return KINDS if self.kinds is None else self.kinds
+
+    @property
+    def offers_ask_user(self) -> bool:
+        """Whether every scenario offers ``ask_user``: ``kind`` or ``kinds`` names a kind beyond FTRL's.
+
+        ``kinds`` counts even when ``kind`` fixes the kind, so that ``kind="single_hop", kinds=ALL_KINDS`` plays
+        the single-hop scenarios of the six-kind env, with the same tools.
+        """
+        return self.kind in EXTRA_KINDS or any(k in EXTRA_KINDS for k in self.mix)
 
     def validate(self) -> None:
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"kind must be None or one of {KINDS}, got {self.kind!r}")
+        if self.kind is not None and self.kind not in ALL_KINDS:
+            raise ValueError(f"kind must be None or one of {ALL_KINDS}, got {self.kind!r}")
+        if self.kinds is not None:
+            ks = self.kinds
+            if not isinstance(ks, tuple) or not ks or any(k not in ALL_KINDS for k in ks) or len(set(ks)) < len(ks):
+                raise ValueError(f"kinds must be None or distinct kinds of {ALL_KINDS}, got {ks!r}")
         bounds = {"hops": (2, 4), "parallel": (2, 4), "distractors": (0, MAX_DISTRACTORS)}
         bounds.update({k: (0, v) for k, v in LEVELS.items()})
         for name, (lo, hi) in bounds.items():
@@ -97,7 +124,13 @@ class BuildConfig:
             raise ValueError(f"split must be None, 'train' or 'test', got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _FIELDS}
+        """Every knob; ``kinds`` only when set, so that scenarios of the default mix record what they always did."""
+        out = {f: getattr(self, f) for f in _FIELDS}
+        if out["kinds"] is None:
+            del out["kinds"]
+        else:
+            out["kinds"] = list(out["kinds"])
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
@@ -208,7 +241,8 @@ def build(
     """One attempt from ``seed``: the verified Scenario (or all stages), or None if it was discarded."""
     r = random.Random(seed)
     state = domain.world(world_rng(seed))
-    kind = config.kind if config.kind is not None else KINDS[r.randrange(len(KINDS))]
+    mix = config.mix
+    kind = config.kind if config.kind is not None else mix[r.randrange(len(mix))]
     dec = decompose(domain, state, r, kind, config.hops, config.parallel, config.write_share, config.split)
     if dec is None:
         if stats is not None:
@@ -225,6 +259,7 @@ def build(
         expand_level=config.expand,
         type_level=config.type_generalize,
         distractors=config.distractors,
+        ask_user=config.offers_ask_user,
     )
     metadata = {
         "domain": domain.name,
@@ -321,6 +356,7 @@ def manifest(
         "description": domain.description,
         "defaults": dict(defaults or {}),
         "kinds": list(KINDS),
+        "extra_kinds": list(EXTRA_KINDS),
         "knobs": list(KNOBS),
         "max_turns": 20,
     }

@@ -18,6 +18,12 @@ Applied in this order (each a pure function of its input and the ``random.Random
   ``locale`` the gold call fills with ``"en-US"``.
 
 Gold calls are re-derived from the final functions (see :func:`toolgym.construct.tool_docs.gold_call`).
+
+The kinds beyond FTRL's: an ``irrelevance`` scenario withholds its needed functions and offers ``distractors + 1``
+of the domain's other tools instead (at least one of them a real read or update, not a look-alike), so it offers
+as many tools as its single-hop twin and none that answers. With ``ask_user`` set (an env whose kinds include the
+extra ones) every scenario offers ``ask_user``, needed or not. ``ask_user`` is never generalized or expanded: it
+is the same tool in every scenario.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from functools import lru_cache
 from typing import Any
 
 from toolgym.construct.decompose import Decomposition
-from toolgym.construct.document import article, id_param, read_function, update_function, update_spec, whole_read
+from toolgym.construct.document import (
+    article,
+    ask_function,
+    id_param,
+    read_function,
+    update_function,
+    update_spec,
+    whole_read,
+)
 from toolgym.construct.integrate import Integrated
 from toolgym.construct.spec import Domain, Entity
 from toolgym.construct.tool_docs import (
@@ -377,7 +391,7 @@ def _id_pattern(domain: Domain, fn: Function) -> str | None:
 
 def type_generalize(domain: Domain, fn: Function, level: int) -> Function:
     """Ids get patterns and values enums (level 1); reads take id lists, values nest in ``changes`` (2)."""
-    if level == 0:
+    if level == 0 or fn.op == "ask":
         return fn
     return interned(("typed", id(fn), level), fn, lambda: _type_generalize(domain, fn, level))
 
@@ -458,7 +472,7 @@ def _type_generalize(domain: Domain, fn: Function, level: int) -> Function:
 
 def expand(fn: Function, level: int, r: random.Random) -> Function:
     """One or two optional extra parameters (level 1), plus the required ``locale`` (level 2)."""
-    if level == 0:
+    if level == 0 or fn.op == "ask":
         return fn
     pool = WRITE_EXTRAS if fn.op in ("update", "manage") else READ_EXTRAS
     taken = {p.name for p in fn.params}
@@ -484,20 +498,47 @@ def scale(
     expand_level: int = 0,
     type_level: int = 0,
     distractors: int = 3,
+    ask_user: bool = False,
 ) -> Scaled:
     """Stage 4: generalize, extend with distractors, generalize parameter types, expand parameters; shuffle."""
     needed, renames = generalize(domain, integrated.functions, generalize_level)
     pool = distractor_pool(domain, decomposition, needed, generalize_level)
-    extra = pick_distractors(pool, decomposition, distractors, r)
-    offered = [*needed, *extra]
+    irrelevance = decomposition.kind == "irrelevance"
+    if irrelevance:
+        extra = pick_irrelevant(pool, decomposition, distractors + 1, r)
+        offered = list(extra)
+    else:
+        extra = pick_distractors(pool, decomposition, distractors, r)
+        offered = [*needed, *extra]
+    if ask_user and not any(f.op == "ask" for f in offered):
+        offered.append(ask_function())
     offered = [expand(type_generalize(domain, fn, type_level), expand_level, r) for fn in offered]
     r.shuffle(offered)
     by_name = {f.name: f for f in offered}
-    calls = {sq.id: gold_call(by_name[renames[integrated.calls[sq.id].tool]], sq) for sq in decomposition.subquestions}
+    calls = {}
+    if not irrelevance:
+        calls = {
+            sq.id: gold_call(by_name[renames[integrated.calls[sq.id].tool]], sq) for sq in decomposition.subquestions
+        }
     knobs = {
         "generalize": generalize_level,
         "expand": expand_level,
         "type_generalize": type_level,
         "distractors": distractors,
     }
+    if ask_user:
+        knobs["ask_user"] = True
     return Scaled(offered, calls, [f.name for f in extra], renames, knobs)
+
+
+def pick_irrelevant(pool: list[Function], decomposition: Decomposition, k: int, r: random.Random) -> list[Function]:
+    """An irrelevance scenario's ``k`` tools: one real read or update of the domain, then :func:`pick_distractors`.
+
+    ``pool`` already leaves out every function that could answer the query (see :func:`distractor_pool`).
+    """
+    real = [f for f in pool if f.op != "fake"]
+    if not real:
+        return []
+    first = real[r.randrange(len(real))]
+    rest = [f for f in pool if f.name != first.name]
+    return [first, *pick_distractors(rest, decomposition, k - 1, r)]

@@ -16,11 +16,13 @@ action     which update to perform (``manage_<entity>``)    the sub-question's u
 value      the update's parameter value                     the sub-question's value
 changes    an object holding the update's parameter value   ``{param: value}``
 extra      an added parameter the behaviour ignores/checks  ``gold`` when required, else left out
+question   what ``ask_user`` asks the user                  the sub-question's text
 =========  ===============================================  ================================
 
 Ops: ``read`` (one entity, ``spec``: entity, table, key, fields), ``lookup`` (any entity, ``spec.types``),
-``update`` (one update, ``spec``: the update), ``manage`` (several updates of one entity, ``spec.actions``) and
-``fake`` (a distractor returning synthetic data, ``spec.synth``).
+``update`` (one update, ``spec``: the update), ``manage`` (several updates of one entity, ``spec.actions``),
+``fake`` (a distractor returning synthetic data, ``spec.synth``) and ``ask`` (``ask_user``: the scripted user's
+reply, read from the world's ``user`` entry; offered only by envs whose kinds include the extra ones).
 
 Functions are treated as immutable values: the stages build them through :func:`interned`, so the same
 function (e.g. ``get_hotel`` of a domain at a given scaling) is one object across scenarios, and its schema,
@@ -37,8 +39,8 @@ from typing import Any
 
 from toolgym.scenario import tool_schema
 
-ROLES = ("id", "ids", "type", "fields", "action", "value", "changes", "extra")
-OPS = ("read", "lookup", "update", "manage", "fake")
+ROLES = ("id", "ids", "type", "fields", "action", "value", "changes", "extra", "question")
+OPS = ("read", "lookup", "update", "manage", "fake", "ask")
 READ_OPS = ("read", "lookup", "fake")
 
 
@@ -182,6 +184,8 @@ def gold_call(fn: Function, sq: Any) -> Call:
                 args[p.name] = {sq.param: sq.value}
         elif role == "extra" and p.required:
             args[p.name] = p.gold
+        elif role == "question":
+            args[p.name] = sq.text
     return Call(fn.name, args)
 
 
