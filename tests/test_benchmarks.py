@@ -17,6 +17,7 @@ TINY = {
     "thread_overhead.py": ["--rounds", "1", "--calls", "50"],
     "policy_overhead.py": ["--rounds", "1", "--calls", "50", "--entries", "3"],
     "scorer_concurrency.py": ["--calls", "60", "--rounds", "1", "--threads", "1,4", "--episodes", "1"],
+    "phrase_diversity.py": ["--scenarios", "30"],  # tests/test_phrase_build.py also runs it on a phrased pack
 }
 
 

@@ -34,6 +34,7 @@ LAYERS = {
     "toolgym.curriculum": 2,
     "toolgym.agents": 2,
     "toolgym.construct": 3,
+    "toolgym.construct.llm.phrase": 3,  # the phrasing build and its rules (phrase_rules) play scenarios in the env
     "toolgym.suites": 3,
     "toolgym": 4,  # the package itself registers the ids on import
     "toolgym.registry": 4,

@@ -8,6 +8,10 @@ domain and kind, plus the chain-length probe) on Ray workers; the counts are the
 
 ``--backend openai`` drives the same five stages with any OpenAI-compatible chat model instead
 (:mod:`toolgym.construct.llm`) and writes a static pack to ``--out``; rerunning the command resumes it.
+
+``--phrase`` builds ``--scenarios`` verified scenarios per ``--domain`` (or ``--all``) procedurally and has the
+model at ``--base-url`` rewrite their user queries (:mod:`toolgym.construct.llm.phrase`); a rewrite is kept only
+when it passes :mod:`toolgym.construct.llm.phrase_rules`. The static pack goes to ``--out``; a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -180,7 +184,7 @@ def cmd_llm_build(args: argparse.Namespace) -> int:
             kind=args.kind,
             name=args.name,
             temperature=args.temperature,
-            max_tokens=args.max_tokens,
+            max_tokens=args.max_tokens if args.max_tokens is not None else 1024,
             attempts=args.attempts,
             retries=args.retries,
             timeout=args.timeout,
@@ -208,22 +212,84 @@ def cmd_llm_build(args: argparse.Namespace) -> int:
     return 0 if report["complete"] else 1
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    if args.backend == "openai":
-        return cmd_llm_build(args)
+def _domain_refs(args: argparse.Namespace) -> dict[str, str] | None:
+    """Module name -> ref of the domains ``--domain``/``--all`` select; None (after printing why) when none."""
     domains = find_domains()
     if args.all:
-        refs = dict(domains)
-    elif args.domain:
-        refs = {}
-        for name in args.domain:
-            if name not in domains:
-                known = ", ".join(domains) or "none"
-                print(f"error: no module toolgym/construct/domains/{name}.py defining DOMAIN (known: {known})")
-                return 2
-            refs[name] = domains[name]
-    else:
+        return dict(domains)
+    if not args.domain:
         print("error: pass --domain NAME (repeatable) or --all")
+        return None
+    refs = {}
+    for name in args.domain:
+        if name not in domains:
+            known = ", ".join(domains) or "none"
+            print(f"error: no module toolgym/construct/domains/{name}.py defining DOMAIN (known: {known})")
+            return None
+        refs[name] = domains[name]
+    return refs
+
+
+def cmd_phrase_build(args: argparse.Namespace) -> int:
+    """``toolgym build --phrase``: procedural scenarios with model-written queries, as a static pack (resumable)."""
+    import asyncio
+
+    from toolgym.construct.llm.phrase import PhraseConfig, arun_phrase
+
+    refs = _domain_refs(args)
+    if refs is None:
+        return 2
+    model = args.model or os.environ.get("TOOLGYM_MODEL")
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if not model or not base_url or not args.out:
+        print("error: --phrase needs --model, --base-url and --out (the pack folder)")
+        return 2
+    try:
+        cfg = PhraseConfig(
+            model=model,
+            base_url=base_url,
+            api_key=args.api_key,
+            out=args.out,
+            domains=list(refs.values()),
+            scenarios=args.scenarios,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            kind=args.kind,
+            name=args.name,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens if args.max_tokens is not None else 256,
+            attempts=args.attempts,
+            retries=args.retries,
+            timeout=args.timeout,
+            response_format=args.response_format,
+            progress=not args.no_progress,
+        )
+        report = asyncio.run(arun_phrase(cfg))
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    run = report.get("run", {})
+    print(
+        f"{report['pack']}: phrased {report['attempted']}/{report['scenarios']}, accepted {report['accepted']} "
+        f"({100 * report['acceptance_rate']:.1f}%), rejected {report['rejected']}, missing {report['missing']} "
+        f"({run.get('seconds', 0.0):.0f} s this run)"
+    )
+    for reason, n in report["reject_reasons"].items():
+        print(f"  rejected {reason}: {n} (original query kept)")
+    if report["manifest"]:
+        print(f"  wrote {report['manifest']} (ToolGym/{report['pack']}-v0 once the folder is under envs_generated)")
+    if run.get("aborted"):
+        print(f"  stopped early: {run['aborted']}; rerun the same command to resume")
+    return 0 if report["complete"] else 1
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.phrase:
+        return cmd_phrase_build(args)
+    if args.backend == "openai":
+        return cmd_llm_build(args)
+    refs = _domain_refs(args)
+    if refs is None:
         return 2
     out = Path(args.out) if args.out else packs_dir()
     status = 0
@@ -270,22 +336,27 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("build", help="check spec-based domains and write their pack manifests")
     p.add_argument("--domain", action="append", metavar="NAME", help="domain module name (repeatable)")
     p.add_argument("--all", action="store_true", help="every module under toolgym/construct/domains defining DOMAIN")
-    p.add_argument("--out", help="procedural: packs folder (default: envs_generated); openai: the pack folder")
+    p.add_argument("--out", help="procedural: packs folder (default: envs_generated); else the pack folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", type=int, default=50, metavar="N", help="scenarios to build and verify per kind")
     p.add_argument("--save-stages", metavar="DIR", help="also write one scenario's stage outputs as JSON")
     add_backend_args(p, extra=("openai",))
-    g = p.add_argument_group("openai backend (--backend openai)")
+    g = p.add_argument_group("model backends (--backend openai, --phrase)")
     g.add_argument("--model", help="model name (default: $TOOLGYM_MODEL)")
     g.add_argument("--base-url", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL)")
     g.add_argument("--api-key", help="API key (default: $OPENAI_API_KEY)")
-    g.add_argument("--scenarios", type=int, default=10, metavar="N", help="scenario indices to build")
+    g.add_argument(
+        "--phrase",
+        action="store_true",
+        help="rewrite the queries of --scenarios procedural scenarios per --domain/--all with the model",
+    )
+    g.add_argument("--scenarios", type=int, default=10, metavar="N", help="scenario indices (--phrase: per domain)")
     g.add_argument("--concurrency", type=int, default=4, metavar="K", help="requests in flight")
     g.add_argument("--topic", help="topic of every task (default: a seeded choice per scenario)")
     g.add_argument("--kind", choices=KINDS, help="kind of every task (default: the four kinds in turn)")
     g.add_argument("--name", help="pack name, CamelCase (default: from the --out folder name)")
     g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--max-tokens", type=int, default=1024)
+    g.add_argument("--max-tokens", type=int, default=None, help="tokens per reply (default: 1024; --phrase: 256)")
     g.add_argument("--attempts", type=int, default=3, help="replies per stage before a scenario is discarded")
     g.add_argument("--retries", type=int, default=4, help="retries of a failed request (connection, 5xx, 429)")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")

@@ -38,7 +38,10 @@ Modules, one job each: :mod:`~toolgym.construct.llm.config` (``LLMBuildConfig``)
 :mod:`~toolgym.construct.llm.assemble` (plan and scenario record), :mod:`~toolgym.construct.llm.code_check`
 (out-of-process validation of tool code, also the validator process: ``python -m
 toolgym.construct.llm.code_check``), :mod:`~toolgym.construct.llm.journal`, :mod:`~toolgym.construct.llm.pack`
-(pack and report) and :mod:`~toolgym.construct.llm.build` (``run_build``, ``arun_build``). Requests and their
+(pack and report) and :mod:`~toolgym.construct.llm.build` (``run_build``, ``arun_build``).
+:mod:`~toolgym.construct.llm.phrase` (``toolgym build --phrase``: model-written queries of procedural scenarios)
+and :mod:`~toolgym.construct.llm.phrase_rules` (when such a rewrite is accepted) reuse the model, journal and pack
+format. Requests and their
 retries are :mod:`toolgym.model_client`'s. This package's ``__init__`` imports nothing, so the validator process
 starts without the build's imports.
 
