@@ -35,6 +35,7 @@ LAYERS = {
     "toolgym.agents": 2,
     "toolgym.construct": 3,
     "toolgym.suites": 3,
+    "toolgym.suites.bfcl_multi_turn": 3,
     "toolgym": 4,  # the package itself registers the ids on import
     "toolgym.registry": 4,
     "toolgym.vector": 4,

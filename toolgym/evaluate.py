@@ -42,8 +42,8 @@ def evaluate(env_id: str, agent_name: str, episodes: int, seed: int = 0, **env_k
 
 
 # A suite's own episode score, reported beside Solve-P/R/F1 as FTRL's Table 2 does (key in the episode metrics ->
-# column title): BFCL's AST accuracy and τ-bench's Pass^1.
-SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "pass": "Pass^1"}
+# column title): BFCL's AST accuracy, its multi-turn accuracy and τ-bench's Pass^1.
+SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "bfcl_multi_turn": "BFCL-MT", "pass": "Pass^1"}
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
