@@ -207,8 +207,11 @@ def test_copies_rebuild_the_instances_by_replaying_the_episode(envs):
 def test_options_are_checked():
     with pytest.raises(ValueError, match="unknown reward"):
         BFCLMultiTurnEnv(reward="ftrl")
-    with pytest.raises(TypeError, match="max_steps_per_turn"):
-        gym.make("ToolGym/BFCL-multi_turn_base-v0", max_turns=3)
+    short = gym.make("ToolGym/BFCL-multi_turn_base-v0", max_turns=2).unwrapped
+    short.reset(seed=0, options={"index": 1})
+    short.step(short.gold_actions()[0])
+    _, _, terminated, truncated, info = short.step("Done.")  # the first user turn passed, the episode is cut
+    assert truncated and not terminated and info["bfcl_turn"]["passed"] and info["bfcl_multi_turn"] == 0.0
     env = gym.make("ToolGym/BFCL-multi_turn_base-v0", reward="turn_passed").unwrapped
     env.reset(seed=0, options={"index": 1})
     env.step(env.gold_actions()[0])

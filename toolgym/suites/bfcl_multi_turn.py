@@ -401,7 +401,8 @@ class BFCLMultiTurnEnv(ToolEnv):
     ``bfcl_multi_turn`` (on the last step). A call whose arguments break its schema still runs (BFCL runs what the
     model wrote); it is counted. ``reward="bfcl_multi_turn"`` (default) is sparse: ``bfcl_multi_turn`` on the last
     step, 0 before; ``"turn_passed"`` rewards each passed user turn; a callable ``(components, env) -> float`` is
-    called on every step.
+    called on every step. ``max_steps_per_turn`` is BFCL's per-turn step limit; ``max_turns`` (default: none)
+    caps the assistant steps of the whole episode, as in every toolgym env (an episode cut short fails).
     """
 
     def __init__(
@@ -410,6 +411,7 @@ class BFCLMultiTurnEnv(ToolEnv):
         *,
         reward: Any = "bfcl_multi_turn",
         max_steps_per_turn: int = MAXIMUM_STEP_LIMIT,
+        max_turns: int | None = None,
         max_output_chars: int = 1 << 20,
         **kwargs: Any,
     ):
@@ -417,12 +419,10 @@ class BFCLMultiTurnEnv(ToolEnv):
             raise ValueError(f"unknown reward {reward!r}: {' or '.join(map(repr, _REWARDS))} or a callable")
         if max_steps_per_turn < 1:
             raise ValueError("max_steps_per_turn must be >= 1")
-        if "max_turns" in kwargs:
-            raise TypeError("a BFCL multi-turn episode ends after its user turns; cap steps with max_steps_per_turn")
         entries = load_entries(category)
         super().__init__(
             StaticSource(f"BFCL-{category}", [_scenario(e) for e in entries]),
-            max_turns=_NO_STEP_LIMIT,
+            max_turns=_NO_STEP_LIMIT if max_turns is None else max_turns,
             max_output_chars=max_output_chars,
             **kwargs,
         )
@@ -489,11 +489,12 @@ class BFCLMultiTurnEnv(ToolEnv):
                 verdict = TurnVerdict(self._user_turn, "step_limit")
                 self.verdicts.append(verdict)
                 truncated = True
+        truncated = truncated or (not terminated and self._turn >= self.max_turns)
         self._done = done = terminated or truncated
         if verdict is not None:
             comp["turn_end"] = 1.0
             comp["turn_passed"] = float(verdict.passed)
-            comp["state_ok"] = float(verdict.reason not in ("state", "step_limit", "empty_turn"))
+            comp["state_ok"] = float(verdict.reason in ("", "response"))  # the state check ran and passed
             comp["response_ok"] = float(verdict.passed)
             info["bfcl_turn"] = verdict.to_dict()
         if done:
@@ -567,7 +568,7 @@ class BFCLMultiTurnEnv(ToolEnv):
         metrics["bfcl_multi_turn"] = self.score()
         metrics["turns_passed"] = float(sum(v.passed for v in self.verdicts))
         metrics["user_turns"] = float(len(self.entry.turns))
-        metrics["state_ok"] = float(all(v.reason not in ("state", "step_limit") for v in self.verdicts))
+        metrics["state_ok"] = float(all(v.reason in ("", "response") for v in self.verdicts))
         return metrics
 
     # -- gold play -------------------------------------------------------------------------------------------------
