@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections import Counter
 
 import gymnasium as gym
@@ -105,6 +106,24 @@ def test_results_read_as_bfcls_executor_writes_them(envs):
     assert comp["n_calls"] == 3 and comp["n_unknown_tool"] == 1 and comp["n_tool_errors"] == 2
     assert bfcl_multi_turn.bfcl_result('{"a": "é"}') == '{"a": "\\u00e9"}'
     assert bfcl_multi_turn.bfcl_result('["a", 1]') == "['a', 1]"
+
+
+def test_omitted_list_defaults_are_fresh_lists(envs):
+    """post_tweet keeps its default lists in the tweet and mention extends them: the sandbox keeps defaults
+    read-only, so an omitted one is passed as a fresh copy (what a first call in a fresh BFCL process binds)."""
+    assert bfcl_multi_turn.mutable_defaults() == {("TwitterAPI", "post_tweet"): {"tags": [], "mentions": []}}
+    env = envs["multi_turn_base"]
+    entry = next(i for i, e in enumerate(load_entries("multi_turn_base")) if "TwitterAPI" in e.involved_classes)
+    env.reset(seed=0, options={"index": entry})
+    config = env.entry.initial_config["TwitterAPI"]
+    login = ("authenticate_twitter", {"username": config["username"], "password": config["password"]})
+    env.step(format_hermes([login, ("post_tweet", {"content": "x"})]))
+    tweet_id = next(m for m in reversed(env._messages) if m["role"] == "tool")["content"]
+    tweet_id = json.loads(tweet_id)["id"]
+    _, _, _, _, info = env.step(format_hermes([("mention", {"tweet_id": tweet_id, "mentioned_usernames": ["@u"]})]))
+    assert info["new_messages"][1]["content"] == '{"mention_status": "Users mentioned successfully"}'
+    _, _, _, _, info = env.step(format_hermes([("post_tweet", {"content": "y"})]))
+    assert json.loads(info["new_messages"][1]["content"])["mentions"] == []
 
 
 # ------------------------------------------------------------------------------------------------ gold plays
@@ -204,6 +223,22 @@ def test_copies_rebuild_the_instances_by_replaying_the_episode(envs):
         assert info["bfcl_turn"] == {"turn": 1, "passed": True, "reason": "", "state_diff": {}, "missing": []}
 
 
+def test_miss_func_offers_the_held_out_functions_at_their_turn(envs):
+    env = gym.make("ToolGym/BFCL-multi_turn_miss_func-v0").unwrapped
+    entry = load_entries("multi_turn_miss_func")[0]
+    ((turn, held),) = entry.added.items()
+    names = [t["function"]["name"] for t in held]
+    obs, _ = env.reset(seed=0, options={"index": 0})
+    assert names and not set(names) & {t["function"]["name"] for t in obs["tools"]}
+    for t in range(turn):
+        if entry.gold[t]:
+            env.step(env.gold_actions()[0])
+        obs, *_ = env.step("Done.")
+    assert obs["messages"][-1] == {"role": "user", "content": bfcl_multi_turn.ADDITIONAL_FUNCTION_PROMPT}
+    assert [t["function"]["name"] for t in obs["tools"][-len(names) :]] == names
+    assert obs["tools"][: -len(names)] == entry.tools
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="unknown reward"):
         BFCLMultiTurnEnv(reward="ftrl")
@@ -228,7 +263,8 @@ def bfcl_checker():
 
     def check(entry, turns: list[list[tuple[str, dict]]]) -> dict:
         model = f"toolgym{next(_NAMES)}"
-        decoded = [[[_call_text(n, a) for n, a in calls], []] if calls else [[]] for calls in turns]
+        # as BFCL's eval_runner decodes a turn: its steps with calls (the closing text step decodes to none)
+        decoded = [[[_call_text(n, a) for n, a in calls]] if calls else [] for calls in turns]
         test_entry = {"id": entry.id, "initial_config": entry.initial_config}
         test_entry["involved_classes"] = list(entry.involved_classes)
         try:
@@ -249,8 +285,8 @@ def _call_text(name: str, arguments: dict) -> str:
 
 
 def _perturbations(entry) -> dict[str, list[list[tuple[str, dict]]]]:
-    """Gold, plays that each break one turn (a call dropped, a string argument changed, no call at all), and gold
-    with failing calls added."""
+    """Gold, plays that each break one turn (a call dropped, a string argument changed, no call at all), gold with
+    failing calls added, and, in a turn without gold calls, the next turn's calls made early."""
     gold = gold_turns(entry)
     out = {"gold": gold}
     for t, calls in enumerate(gold):
@@ -265,21 +301,27 @@ def _perturbations(entry) -> dict[str, list[list[tuple[str, dict]]]]:
                 turns[t][j][1][key] += "_x"
                 out[f"wrong_arg@{t}"] = turns
                 break
+        if not calls and t + 1 < len(gold):  # a turn BFCL does not check: the next turn's calls made here too
+            turns = copy.deepcopy(gold)
+            turns[t] = copy.deepcopy(gold[t + 1])
+            out[f"early@{t}"] = turns
+    first = next(t for t, calls in enumerate(gold) if calls)
     noisy = copy.deepcopy(gold)  # failing calls leave the state alone; their error texts only join the results
-    name, args = noisy[0][0]
-    noisy[0][:0] = [("no_such_method", {}), (name, {**args, "zzz": 1})]
-    out["noise@0"] = noisy
+    name, args = noisy[first][0]
+    noisy[first][:0] = [("no_such_method", {}), (name, {**args, "zzz": 1})]
+    out[f"noise@{first}"] = noisy
     last = len(gold) - 1
     out[f"silent@{last}"] = [*copy.deepcopy(gold[:last]), []]
     return out
 
 
+@pytest.mark.parametrize("stride", [8, pytest.param(1, marks=pytest.mark.slow)], ids=["every_8th", "all"])
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_verdicts_agree_with_bfcls_checker(envs, bfcl_checker, category):
+def test_verdicts_agree_with_bfcls_checker(envs, bfcl_checker, category, stride):
     env = envs[category]
     entries = load_entries(category)
     seen, disagreements, outcomes = set(), [], Counter()
-    for i in range(0, len(entries), 8):
+    for i in range(0, len(entries), stride):
         entry = entries[i]
         for kind, turns in _perturbations(entry).items():
             ours = play(env, i, turns)

@@ -1,16 +1,19 @@
 """BFCL v4 multi-turn categories: BFCL's stateful classes run in the sandbox, scored by its state and response checks.
 
-An entry of ``multi_turn_base`` (and ``multi_turn_long_context``) is a dialogue of several user turns over a few of
-BFCL's classes (a file system, a trading bot, a travel agency, ...) whose instances start from the entry's
-``initial_config``. The data and the classes' source are read from the installed ``bfcl-eval`` package, never
-vendored: the eight class files and ``long_context.py`` run as one tool package in a
-:class:`~toolgym.sandbox.Toolbox` (built once per env; each episode gets fresh instances), so the model's calls
-execute the real classes as BFCL's executor does, under the sandbox's guards.
+An entry of ``multi_turn_base`` (and of ``multi_turn_long_context``, ``multi_turn_miss_param``,
+``multi_turn_miss_func``) is a dialogue of several user turns over a few of BFCL's classes (a file system, a
+trading bot, a travel agency, ...) whose instances start from the entry's ``initial_config``. The data and the
+classes' source are read from the installed ``bfcl-eval`` package, never vendored: the eight class files and
+``long_context.py`` run as one tool package in a :class:`~toolgym.sandbox.Toolbox` (built once per env; each
+episode gets fresh instances), so the model's calls execute the real classes as BFCL's executor does, under the
+sandbox's guards.
 
 An episode (:class:`BFCLMultiTurnEnv`) follows BFCL's function-calling inference loop:
 
 * the observation is the first user turn and the OpenAI schemas of every function of the involved classes (BFCL
-  offers them all; its ``excluded_function`` field is unused by BFCL too);
+  offers them all; its ``excluded_function`` field is unused by BFCL too). A miss_func entry holds some back
+  until a later turn, whose user message is then BFCL's "I have updated some more functions ..." prompt;
+  long_context loads the classes' long-context scenario;
 * a call runs on the instance whose class has that method; when two involved classes share a name, the later one
   in ``involved_classes`` wins, as BFCL's name-to-instance mapping does. Results read as BFCL's executor writes
   them: a ``dict`` as ``json.dumps``, a string as is, anything else as ``str()``, a failure as ``Error during
@@ -21,8 +24,9 @@ An episode (:class:`BFCLMultiTurnEnv`) follows BFCL's function-calling inference
   (toolgym's rule: the model gets feedback and retries; it counts as a step).
 
 The check of a user turn is BFCL's ``multi_turn_checker``: the turn's ground-truth calls run on a parallel set of
-gold instances (same Toolbox, their own objects, carried over from turn to turn), then, in BFCL's order, a turn
-whose gold calls are not empty fails when the model made no call in it (``empty_turn``), when an involved class's
+gold instances (same Toolbox, their own objects, carried over from turn to turn). A turn without gold calls
+(miss_param's and miss_func's turns the model cannot complete) is not checked, as in BFCL's checker; any other
+fails, in BFCL's order, when the model made no call in it (``empty_turn``), when an involved class's
 public attributes differ between the model's and the gold instance (``state``), or when a gold result of the turn
 is missing from the model's results of all turns so far, matched as a multiset (``response``). The episode passes
 (``bfcl_multi_turn`` = 1.0, BFCL's accuracy) when every turn does.
@@ -42,7 +46,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from toolgym.arguments import check_arguments
+from toolgym.arguments import check_arguments, parameters_validator
 from toolgym.calls import format_hermes
 from toolgym.env import COMPONENT_KEYS as ENV_COMPONENT_KEYS
 from toolgym.env import ToolEnv
@@ -65,7 +69,14 @@ __all__ = [
 ]
 
 # toolgym category -> whether BFCL loads the classes' long-context scenario (``long_context=True``).
-CATEGORIES = {"multi_turn_base": False, "multi_turn_long_context": True}
+CATEGORIES = {
+    "multi_turn_base": False,
+    "multi_turn_long_context": True,
+    "multi_turn_miss_param": False,
+    "multi_turn_miss_func": False,
+}
+# The user turn of a miss_func entry in which the held-out functions are offered (BFCL's default_prompts).
+ADDITIONAL_FUNCTION_PROMPT = "I have updated some more functions you can choose from. What about now?"
 PACKAGE_PREFIX = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code"
 # BFCL class -> (its module's file stem, its function-doc file): constants/executable_backend_config.py.
 CLASS_FILES = {
@@ -155,6 +166,34 @@ def method_parameters() -> dict[tuple[str, str], tuple[str, ...]]:
 
 
 @cache
+def mutable_defaults() -> dict[tuple[str, str], dict[str, Any]]:
+    """(class, method) -> its parameters whose default is a list, dict or set literal, with that value.
+
+    The sandbox keeps function defaults read-only, and BFCL's ``post_tweet(tags=[], mentions=[])`` keeps its
+    default lists in the tweet, which ``mention`` then extends: a call that leaves such a parameter out gets a
+    fresh copy of its default, the value a first call in a fresh BFCL process binds (in BFCL the shared default
+    then grows for every later call).
+    """
+    sources = package_sources()
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for cls, (stem, _) in CLASS_FILES.items():
+        tree = ast.parse(sources[module_name(stem)])
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        for fn in node.body:
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            args = fn.args.posonlyargs + fn.args.args
+            pairs = [
+                *zip(args[len(args) - len(fn.args.defaults) :], fn.args.defaults, strict=True),
+                *((a, d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults, strict=True) if d is not None),
+            ]
+            found = {a.arg: ast.literal_eval(d) for a, d in pairs if isinstance(d, (ast.List, ast.Dict, ast.Set))}
+            if found:
+                out[cls, fn.name] = found
+    return out
+
+
+@cache
 def function_docs(cls: str) -> tuple[dict[str, Any], ...]:
     root = data_dir()
     if root is None:
@@ -179,7 +218,8 @@ class Entry:
     """One BFCL multi-turn entry: its user turns, classes, initial configuration and ground truth per turn.
 
     ``gold`` holds, per user turn, the ground-truth calls as (method, keyword arguments): positional arguments
-    named after the method's parameters, so they can be played as tool calls.
+    named after the method's parameters, so they can be played as tool calls. ``tools`` are offered from the
+    start; ``added`` maps a user turn to the schemas offered from then on (miss_func's held-out functions).
     """
 
     id: str
@@ -190,6 +230,7 @@ class Entry:
     ground_truth: tuple[tuple[str, ...], ...]
     gold: tuple[tuple[tuple[str, dict[str, Any]], ...], ...]
     tools: list[dict[str, Any]]
+    added: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def long_context(self) -> bool:
@@ -234,17 +275,30 @@ def _load(category: str) -> tuple[Entry, ...]:
         truth = answers.get(item["id"])
         if truth is None or len(truth) != len(item["question"]):
             raise ValueError(f"BFCL entry {item['id']}: no ground truth for each of its user turns")
-        tools = [tool_schema(f) for c in classes for f in function_docs(c)]
+        docs = [f for c in classes for f in function_docs(c)]
+        added = {}
+        turns = [[dict(m) for m in turn] for turn in item["question"]]
+        for key, names in item.get("missed_function", {}).items():  # BFCL: held out, offered at that turn
+            held = []
+            for name in names:
+                i = next(i for i, f in enumerate(docs) if f["name"] == name)
+                held.append(tool_schema(docs.pop(i)))
+            added[int(key)] = held
+            if turns[int(key)]:
+                raise ValueError(f"BFCL entry {item['id']}: the turn offering {names} has a user message")
+            turns[int(key)] = [{"role": "user", "content": ADDITIONAL_FUNCTION_PROMPT}]
+        tools = [tool_schema(f) for f in docs]
         out.append(
             Entry(
                 id=item["id"],
                 category=category,
-                turns=tuple(tuple(dict(m) for m in turn) for turn in item["question"]),
+                turns=tuple(tuple(turn) for turn in turns),
                 involved_classes=classes,
                 initial_config=item["initial_config"],
                 ground_truth=tuple(tuple(turn) for turn in truth),
                 gold=tuple(tuple(_named(classes, c) for c in turn) for turn in truth),
                 tools=tools,
+                added=added,
             )
         )
     return tuple(out)
@@ -321,6 +375,9 @@ class Instances:
         owner = _owner(self.classes, method)
         if owner is None:
             return f"Error during execution: name '{method}' is not defined", False
+        fresh = mutable_defaults().get((owner, method))
+        if fresh:
+            arguments = {**{k: copy.deepcopy(v) for k, v in fresh.items() if k not in arguments}, **arguments}
         try:
             outcome = self.box.call_method(self.objects[owner], method, arguments)
         except KeyError:
@@ -458,6 +515,23 @@ class BFCLMultiTurnEnv(ToolEnv):
         self._results: list[str] = []  # every call's result, all turns: BFCL's response check reads them all
         self._log: list[tuple[int, str, dict[str, Any]]] = []  # (user turn, method, arguments): for pickling
         self.verdicts: list[TurnVerdict] = []
+        self._tools = scenario.tools
+        self._offer(0)
+
+    def _offer(self, turn: int) -> None:
+        """Add the functions a miss_func entry holds out until ``turn`` to the tools on offer (BFCL appends them)."""
+        new = self.entry.added.get(turn)
+        if not new:
+            return
+        self._tools = [*self._tools, *new]
+        for tool in new:
+            f = tool["function"]
+            self._schemas[f["name"]] = f
+            self._validators[f["name"]] = parameters_validator(f.get("parameters") or {})
+        self._tool_names = frozenset(self._schemas)
+
+    def _obs(self) -> dict[str, Any]:
+        return {"messages": list(self._messages), "tools": self._tools}
 
     def _reset_info(self) -> dict[str, Any]:
         return {**super()._reset_info(), "bfcl_id": self.entry.id, "n_user_turns": len(self.entry.turns)}
@@ -481,6 +555,7 @@ class BFCLMultiTurnEnv(ToolEnv):
             if self._user_turn < len(self.entry.turns):
                 turn = [dict(m) for m in self.entry.turns[self._user_turn]]
                 self._messages.extend(turn)
+                self._offer(self._user_turn)
                 info["new_messages"].extend(turn)
                 terminated = False
         else:
@@ -523,13 +598,13 @@ class BFCLMultiTurnEnv(ToolEnv):
             if problem is not None:
                 comp["n_" + problem] += 1
                 valid = 0
+        gold = self.entry.gold[self._user_turn] if self._user_turn < len(self.entry.gold) else ()
+        if self._gold_done < len(gold) and gold[self._gold_done] == (name, arguments):
+            self._gold_done += 1
         text, ok = self.model.run(name, arguments)
         if not ok or text.startswith('{"error"'):
             comp["n_tool_errors"] += 1
         self._results.append(text)
-        gold = self.entry.gold[self._user_turn] if self._user_turn < len(self.entry.gold) else ()
-        if self._gold_done < len(gold) and gold[self._gold_done] == (name, arguments):
-            self._gold_done += 1
         return text, 0, valid
 
     def _schema_problem(self, name: str, arguments: dict[str, Any]) -> str | None:
@@ -540,7 +615,8 @@ class BFCLMultiTurnEnv(ToolEnv):
     def _check_turn(self) -> TurnVerdict:
         """BFCL's check of the user turn that just ended (gold calls run on the gold instances first)."""
         t = self._user_turn
-        gold_results = [self.gold.run(name, args)[0] for name, args in self.entry.gold[t]]
+        # copies: a call may keep its arguments (post_tweet keeps its lists, mention extends them later)
+        gold_results = [self.gold.run(name, copy.deepcopy(args))[0] for name, args in self.entry.gold[t]]
         verdict = self._verdict(t, gold_results)
         self.verdicts.append(verdict)
         return verdict
@@ -597,11 +673,11 @@ class BFCLMultiTurnEnv(ToolEnv):
         self.model = Instances(box, self.entry)
         self.gold = Instances(box, self.entry)
         for _, name, arguments in self._log:
-            self.model.run(name, arguments)
+            self.model.run(name, copy.deepcopy(arguments))
         checked = [v for v in self.verdicts if v.reason != "step_limit"]  # the turns whose gold calls have run
         for t in range(len(checked)):
             for name, arguments in self.entry.gold[t]:
-                self.gold.run(name, arguments)
+                self.gold.run(name, copy.deepcopy(arguments))
 
 
 def make_env(category: str = "multi_turn_base", **kwargs: Any) -> BFCLMultiTurnEnv:
