@@ -368,23 +368,23 @@ class Instances:
             self.objects[cls] = obj
         self.classes = entry.involved_classes
 
-    def run(self, method: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        """(BFCL's result text, ran without failing) of one call."""
+    def run(self, method: str, arguments: dict[str, Any]) -> tuple[str, str | None]:
+        """(BFCL's result text, the failure kind or ``None``) of one call."""
         if method in BLOCKED_METHODS:
-            return f"Error during execution: Function call {method} is not allowed.", False
+            return f"Error during execution: Function call {method} is not allowed.", "blocked"
         owner = _owner(self.classes, method)
         if owner is None:
-            return f"Error during execution: name '{method}' is not defined", False
+            return f"Error during execution: name '{method}' is not defined", "unknown"
         fresh = mutable_defaults().get((owner, method))
         if fresh:
             arguments = {**{k: copy.deepcopy(v) for k, v in fresh.items() if k not in arguments}, **arguments}
         try:
             outcome = self.box.call_method(self.objects[owner], method, arguments)
         except KeyError:
-            return f"Error during execution: name '{method}' is not defined", False
+            return f"Error during execution: name '{method}' is not defined", "unknown"
         if not outcome.ok:
-            return bfcl_error(outcome.output), False
-        return bfcl_result(outcome.output), True
+            return bfcl_error(outcome.output), outcome.error or "exception"
+        return bfcl_result(outcome.output), None
 
     def differences(self, other: Instances) -> dict[str, list[str]]:
         """Class -> the public attributes whose values differ from ``other``'s (BFCL's state check; ``other`` is
@@ -456,10 +456,12 @@ class BFCLMultiTurnEnv(ToolEnv):
     unknown tools, schema problems, tool errors, timeouts, ``format_ok``, ``args_valid``), ``turn_end`` and
     ``turn_passed`` (this step ended a user turn, which passed), ``state_ok`` and ``response_ok`` (its checks), and
     ``bfcl_multi_turn`` (on the last step). A call whose arguments break its schema still runs (BFCL runs what the
-    model wrote); it is counted. ``reward="bfcl_multi_turn"`` (default) is sparse: ``bfcl_multi_turn`` on the last
-    step, 0 before; ``"turn_passed"`` rewards each passed user turn; a callable ``(components, env) -> float`` is
-    called on every step. ``max_steps_per_turn`` is BFCL's per-turn step limit; ``max_turns`` (default: none)
-    caps the assistant steps of the whole episode, as in every toolgym env (an episode cut short fails).
+    model wrote), and so does a call of a method not on offer (a miss_func function before its turn, an
+    undocumented public method); both are counted. ``reward="bfcl_multi_turn"`` (default) is sparse:
+    ``bfcl_multi_turn`` on the last step, 0 before; ``"turn_passed"`` rewards each passed user turn; a callable
+    ``(components, env) -> float`` is called on every step. ``max_steps_per_turn`` is BFCL's per-turn step limit;
+    ``max_turns`` (default: none) caps the assistant steps of the whole episode, as in every toolgym env (an
+    episode cut short fails).
     """
 
     def __init__(
@@ -601,8 +603,10 @@ class BFCLMultiTurnEnv(ToolEnv):
         gold = self.entry.gold[self._user_turn] if self._user_turn < len(self.entry.gold) else ()
         if self._gold_done < len(gold) and gold[self._gold_done] == (name, arguments):
             self._gold_done += 1
-        text, ok = self.model.run(name, arguments)
-        if not ok or text.startswith('{"error"'):
+        text, failure = self.model.run(name, arguments)
+        if failure == "timeout":
+            comp["n_timeouts"] += 1
+        elif failure is not None or text.startswith('{"error"'):  # an exception, or the class's own error result
             comp["n_tool_errors"] += 1
         self._results.append(text)
         return text, 0, valid
