@@ -48,8 +48,9 @@ def test_eval_suites_print_their_own_score_beside_solve_metrics(tmp_path):
     out = tmp_path / "report.json"
     res = run("eval", "--suite", "bfcl", "--agent", "gold", "--episodes", "3", "--json", str(out))
     report = json.loads(out.read_text())
-    assert len(report) == 11 and all(r["env_id"].startswith("ToolGym/BFCL-") for r in report)
-    acc = {r["env_id"]: r["rows"][-1]["bfcl_ast"] for r in report}
+    assert len(report) == 15 and all(r["env_id"].startswith("ToolGym/BFCL-") for r in report)
+    acc = {r["env_id"]: r["rows"][-1]["bfcl_multi_turn" if "multi_turn" in r["env_id"] else "bfcl_ast"] for r in report}
+    assert "BFCL-MT" in res.stdout and acc["ToolGym/BFCL-multi_turn_base-v0"] == 100.0
     # live_relevance has no gold calls (any call passes): the gold agent, having none to make, answers and fails
     assert "BFCL-acc" in res.stdout and acc.pop("ToolGym/BFCL-live_relevance-v0") == 0.0
     assert set(acc.values()) == {100.0}

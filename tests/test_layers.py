@@ -36,6 +36,7 @@ LAYERS = {
     "toolgym.construct": 3,
     "toolgym.construct.llm.phrase": 3,  # the phrasing build and its rules (phrase_rules) play scenarios in the env
     "toolgym.suites": 3,
+    "toolgym.suites.bfcl_multi_turn": 3,
     "toolgym": 4,  # the package itself registers the ids on import
     "toolgym.registry": 4,
     "toolgym.vector": 4,

@@ -43,12 +43,13 @@ def evaluate(env_id: str, agent_name: str, episodes: int, seed: int = 0, **env_k
 
 
 # A suite's own episode score, reported beside Solve-P/R/F1 as FTRL's Table 2 does (key in the episode metrics ->
-# column title): BFCL's AST accuracy and τ-bench's Pass^1.
-SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "pass": "Pass^1"}
+# column title): BFCL's AST accuracy, its multi-turn accuracy and τ-bench's Pass^1.
+SUITE_METRICS = {"bfcl_ast": "BFCL-acc", "bfcl_multi_turn": "BFCL-MT", "pass": "Pass^1"}
 # Suite scores of episodes without sub-answers: a row of such episodes has no Solve-P/R/F1 (None, printed "n/a").
 # τ-bench's tasks are judged on the end state of the world and on the outputs said to the user; most have no
 # outputs at all, and the writes that matter are not values a tool returns, so no sub-answer set is faithful.
-NO_SUB_ANSWERS = ("pass",)
+# BFCL's multi-turn entries are judged per user turn on the instances' state and the calls' results, likewise.
+NO_SUB_ANSWERS = ("pass", "bfcl_multi_turn")
 _SOLVE = ("solve_p", "solve_r", "solve_f1")
 
 

@@ -96,6 +96,10 @@ def make_env(pack: str, manifest: dict[str, Any] | None = None, **kwargs: Any) -
     if "entry" in manifest:
         return _make_entry(manifest, kwargs)
     curriculum = kwargs.pop("curriculum", None)
+    if "env" in manifest:  # a suite with its own env class (e.g. BFCL's multi-turn dialogues): kwargs go to it
+        if curriculum is not None:
+            raise TypeError(f"{pack} has no generator knobs to stage: it takes no curriculum")
+        return resolve_ref(manifest["env"])(**manifest.get("env_args", {}), **kwargs)
     env_kwargs = {k: kwargs.pop(k) for k in ENV_KWARGS if k in kwargs}
     env_kwargs.setdefault("max_turns", manifest.get("max_turns", 20))
     if "turn_scorer" in manifest:  # a suite's own score of each turn, added to the reward components

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolgym.suites import bfcl
+from toolgym.suites import bfcl, bfcl_multi_turn
 
-SUITES = (bfcl,)
+SUITES = (bfcl, bfcl_multi_turn)
 
 
 def manifests() -> list[dict[str, Any]]:
