@@ -17,10 +17,8 @@ result. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import importlib
-import inspect
 import json
 import statistics
 import time
@@ -86,69 +84,37 @@ def time_boxed(box: Toolbox, n: int) -> float:
 # ----------------------------------------------------------------------------------------------- BFCL corpus
 
 
-PREFIX = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code"
-CLASSES = {
-    "GorillaFileSystem": "gorilla_file_system",
-    "MathAPI": "math_api",
-    "MessageAPI": "message_api",
-    "TwitterAPI": "posting_api",
-    "TicketAPI": "ticket_api",
-    "TradingBot": "trading_bot",
-    "TravelAPI": "travel_booking",
-    "VehicleControlAPI": "vehicle_control",
-}
-
-
-def bfcl_corpus(limit: int) -> tuple[dict[str, str], dict[str, str], list[tuple[dict, list]]] | None:
+def bfcl_corpus(limit: int) -> tuple[dict[str, str], dict[str, str], list] | None:
     """BFCL's class files (module name -> text), each class's module and the base category's entries."""
-    try:
-        import bfcl_eval
-    except ImportError:
+    from toolgym.suites import bfcl_multi_turn as mt
+
+    if mt.source_dir() is None:
         return None
-    root = Path(bfcl_eval.__file__).parent
-    sources = {
-        f"{PREFIX}.{stem}": (root / "eval_checker/multi_turn_eval/func_source_code" / f"{stem}.py").read_text()
-        for stem in (*CLASSES.values(), "long_context")
-    }
-
-    def rows(path: Path) -> list[dict]:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    answers = {a["id"]: a["ground_truth"] for a in rows(root / "data/possible_answer/BFCL_v4_multi_turn_base.json")}
-    entries = [(q, answers[q["id"]]) for q in rows(root / "data/BFCL_v4_multi_turn_base.json")][:limit]
-    return sources, {c: f"{PREFIX}.{m}" for c, m in CLASSES.items()}, entries
-
-
-def _parse(call: str) -> tuple[str, list, dict]:
-    node = ast.parse(call, mode="eval").body
-    return (
-        node.func.id,
-        [ast.literal_eval(a) for a in node.args],
-        {k.arg: ast.literal_eval(k.value) for k in node.keywords},
-    )
+    modules = {cls: mt.module_name(stem) for cls, (stem, _) in mt.CLASS_FILES.items()}
+    return mt.package_sources(), modules, mt.load_entries("multi_turn_base")[:limit]
 
 
 def replay(entries, modules: dict[str, str], box: Toolbox | None) -> tuple[float, int]:
     """Seconds spent in the gold calls of ``entries`` (plain Python when ``box`` is None), and how many."""
+    from toolgym.suites.bfcl_multi_turn import STATELESS_CLASSES
+
     spent, calls = 0.0, 0
-    for entry, turns in entries:
+    for entry in entries:
         objs = {}
-        for cls in entry["involved_classes"]:
-            module = modules[cls]
-            config = copy.deepcopy(entry["initial_config"].get(cls, {}))
+        for cls in entry.involved_classes:
+            config = copy.deepcopy(entry.initial_config.get(cls, {}))
             if box is None:
-                objs[cls] = getattr(importlib.import_module(module), cls)()
-                if cls != "MathAPI":
+                objs[cls] = getattr(importlib.import_module(modules[cls]), cls)()
+                if cls not in STATELESS_CLASSES:
                     objs[cls]._load_scenario(config)
             else:
-                objs[cls] = box.instantiate(module, cls)
-                if cls != "MathAPI":
+                objs[cls] = box.instantiate(modules[cls], cls)
+                if cls not in STATELESS_CLASSES:
                     box.invoke(objs[cls], "_load_scenario", config)
-        for calls_ in turns:
-            for call in calls_:
-                name, args, kwargs = _parse(call)
-                cls = next(c for c in entry["involved_classes"] if name in _methods(modules[c], c))
-                kwargs.update(zip(_methods(modules[cls], cls)[name], args, strict=False))
+        plain = {c: getattr(importlib.import_module(modules[c]), c) for c in entry.involved_classes}
+        for turn in entry.gold:
+            for name, kwargs in turn:
+                cls = next(c for c in reversed(entry.involved_classes) if callable(getattr(plain[c], name, None)))
                 t0 = time.perf_counter()
                 if box is None:
                     try:
@@ -160,21 +126,6 @@ def replay(entries, modules: dict[str, str], box: Toolbox | None) -> tuple[float
                 spent += time.perf_counter() - t0
                 calls += 1
     return spent, calls
-
-
-_SIGNATURES: dict[str, dict[str, list[str]]] = {}
-
-
-def _methods(module: str, cls: str) -> dict[str, list[str]]:
-    key = f"{module}.{cls}"
-    if key not in _SIGNATURES:
-        klass = getattr(importlib.import_module(module), cls)
-        _SIGNATURES[key] = {
-            n: [p for p in inspect.signature(f).parameters if p != "self"]
-            for n, f in inspect.getmembers(klass, inspect.isfunction)
-            if not n.startswith("_")
-        }
-    return _SIGNATURES[key]
 
 
 def main() -> None:
