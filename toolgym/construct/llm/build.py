@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,10 @@ async def arun_build(cfg: LLMBuildConfig) -> dict[str, Any]:
 async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     todo = [i for i in range(cfg.scenarios) if i not in journal.finals]
-    state: dict[str, Any] = {"failed": 0, "consecutive": 0, "aborted": None, "finished": 0, "last_error": None}
     if not todo:
         return {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
     journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": len(todo)})
     model = Model(cfg)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in todo:
-        queue.put_nowait(i)
-    limit = cfg.max_consecutive_failures or max(3, cfg.concurrency)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -68,11 +64,48 @@ async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) ->
             dynamic_ncols=True,
         )
 
+    def progress() -> None:
+        done = [f for f in journal.finals.values() if f["index"] < cfg.scenarios]
+        if bar is not None:
+            bar.set_postfix(accepted=sum(f["event"] == "accepted" for f in done), failed=stats["failed"])
+
+    async def one(index: int) -> dict[str, Any]:
+        return await ScenarioBuild(cfg, model, journal, index).run()
+
+    stats: dict[str, Any] = {"failed": 0}
+    return await drain(cfg, model, todo, one, journal, bar, t0, progress, stats)
+
+
+async def drain(
+    cfg: Any,
+    model: Model,
+    todo: list[Any],
+    one: Callable[[Any], Awaitable[dict[str, Any]]],
+    journal: Any,
+    bar: Any,
+    t0: float,
+    progress: Callable[[], None] | None = None,
+    state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``one(item)`` for every item, ``cfg.concurrency`` at a time, journaling each record it returns.
+
+    The loop the construction backends share (a build's scenarios, a phrasing run's queries): a scenario that
+    fails after its retries is counted and skipped, ``cfg.max_consecutive_failures`` of them in a row (default
+    ``max(3, concurrency)``) abort the run, as does a :class:`RunAborted` from the client; the model is closed
+    at the end. Returns the run's counts and the model's request stats.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for item in todo:
+        queue.put_nowait(item)
+    limit = cfg.max_consecutive_failures or max(3, cfg.concurrency)
+    state = state if state is not None else {}
+    state.update({"failed": 0, "consecutive": 0, "aborted": None, "finished": 0, "last_error": None})
+
     async def worker() -> None:
         while not queue.empty() and state["aborted"] is None:
-            index = queue.get_nowait()
+            item = queue.get_nowait()
             try:
-                rec = await ScenarioBuild(cfg, model, journal, index).run()
+                rec = await one(item)
             except ScenarioFailed as exc:
                 state["failed"] += 1
                 state["consecutive"] += 1
@@ -88,8 +121,8 @@ async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) ->
             journal.append(rec)
             if bar is not None:
                 bar.update(1)
-                done = [f for f in journal.finals.values() if f["index"] < cfg.scenarios]
-                bar.set_postfix(accepted=sum(f["event"] == "accepted" for f in done), failed=state["failed"])
+                if progress is not None:
+                    progress()
 
     try:
         await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(todo)))))

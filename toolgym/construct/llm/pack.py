@@ -57,17 +57,24 @@ def write_pack(cfg: LLMBuildConfig, journal: Journal) -> Path | None:
     if not accepted:  # a static pack needs a scenario: no manifest (an older one would point at an empty file)
         manifest.unlink(missing_ok=True)
         return None
-    load_scenarios(out / DATA)  # the pack loader must accept what was written (raises PackError naming the line)
+    description = f"{len(accepted)} scenarios built by the openai backend with {cfg.model}"
+    return write_manifest(out, cfg.name, description + (f" on {cfg.topic}" if cfg.topic else ""))
+
+
+def write_manifest(out: Path, name: str, description: str) -> Path:
+    """The static pack's manifest beside its ``scenarios.jsonl``, written atomically once the pack loader has
+    accepted the data (raises PackError naming the line) and read back by the manifest reader."""
+    load_scenarios(out / DATA)
     data = {
-        "name": cfg.name,
+        "name": name,
         "version": 0,
         "type": "static",
         "format": "toolgym",
         "data": DATA,
-        "description": f"{len(accepted)} scenarios built by the openai backend with {cfg.model}"
-        + (f" on {cfg.topic}" if cfg.topic else ""),
+        "description": description,
         "max_turns": 20,
     }
+    manifest = out / MANIFEST
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
     os.replace(tmp, manifest)

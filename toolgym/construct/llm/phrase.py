@@ -36,17 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from toolgym.construct.llm.build import drain
 from toolgym.construct.llm.config import LLMBuildConfig
 from toolgym.construct.llm.journal import JOURNAL, Journal
-from toolgym.construct.llm.pack import DATA, REPORT
+from toolgym.construct.llm.pack import DATA, REPORT, write_manifest
 from toolgym.construct.llm.phrase_rules import Verdict, check_rewrite, gold_score, query_values, with_query
 from toolgym.construct.llm.prompts import feedback_messages
-from toolgym.construct.llm.stages import Model, ScenarioFailed
+from toolgym.construct.llm.stages import Model
 from toolgym.construct.llm.validate import Reject, parse_reply
 from toolgym.construct.pipeline import BuildConfig, generate, resolve_domain
 from toolgym.jsonl import exclusive
-from toolgym.model_client import RunAborted
-from toolgym.packs import MANIFEST, load_scenarios, read_manifest
+from toolgym.packs import MANIFEST
 from toolgym.scenario import Scenario
 
 PROMPT_VERSION = 1
@@ -244,52 +244,16 @@ async def _run(
         return {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
     journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": len(todo)})
     model = Model(cfg)
-    queue: asyncio.Queue[tuple[Scenario, str]] = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
-    limit = cfg.max_consecutive_failures or max(3, cfg.concurrency)
-    state: dict[str, Any] = {"failed": 0, "consecutive": 0, "aborted": None, "finished": 0, "last_error": None}
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"phrase {cfg.name}", unit="sc", dynamic_ncols=True)
 
-    async def worker() -> None:
-        while not queue.empty() and state["aborted"] is None:
-            scenario, digest = queue.get_nowait()
-            try:
-                rec = await phrase_one(cfg, model, scenario, digest)
-            except ScenarioFailed as exc:
-                state["failed"] += 1
-                state["consecutive"] += 1
-                state["last_error"] = str(exc)
-                if state["consecutive"] >= limit and state["aborted"] is None:
-                    state["aborted"] = f"{state['consecutive']} scenarios in a row failed after retries ({exc})"
-                continue
-            except RunAborted as exc:
-                state["aborted"] = str(exc)
-                continue
-            state["consecutive"] = 0
-            state["finished"] += 1
-            journal.append(rec)
-            if bar is not None:
-                bar.update(1)
+    async def one(item: tuple[Scenario, str]) -> dict[str, Any]:
+        return await phrase_one(cfg, model, *item)
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(todo)))))
-    finally:
-        if bar is not None:
-            bar.close()
-        await model.close()
-    return {
-        "finished_this_run": state["finished"],
-        "failed_this_run": state["failed"],
-        "aborted": state["aborted"],
-        "last_error": state["last_error"],
-        "seconds": round(time.monotonic() - t0, 1),
-        **dict(model.stats),
-    }
+    return await drain(cfg, model, todo, one, journal, bar, t0)
 
 
 def write_phrase_pack(
@@ -309,22 +273,10 @@ def write_phrase_pack(
     if not rows:
         manifest.unlink(missing_ok=True)
         return None
-    load_scenarios(out / DATA)  # the pack loader must accept what was written
     accepted = sum(bool(s.metadata["phrase"]["accepted"]) for s in rows)
-    data = {
-        "name": cfg.name,
-        "version": 0,
-        "type": "static",
-        "format": "toolgym",
-        "data": DATA,
-        "description": f"{len(rows)} procedural scenarios, {accepted} with queries rewritten by {cfg.model}",
-        "max_turns": 20,
-    }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, manifest)
-    read_manifest(manifest)
-    return manifest
+    return write_manifest(
+        out, cfg.name, f"{len(rows)} procedural scenarios, {accepted} with queries rewritten by {cfg.model}"
+    )
 
 
 def phrase_report(
