@@ -667,8 +667,8 @@ WITHHELD: dict[str, tuple[str, ...]] = {
     "b_pay": ("pay_booking",),  # the confirmation number exists only once the payment is made
 }
 _IRRELEVANT = (
-    _pool([(s,) for s in WITHHELD if s not in ("b_pay",)]),
-    _pool([("b_pay",)]),
+    _pool([(s,) for s in WITHHELD if not _has_write((s,))]),
+    _pool([(s,) for s in WITHHELD if _has_write((s,))]),
 )
 # missing_info: chains starting from a booking or a flight, which the query calls "my booking" / "my flight"
 _MINE = {"B": ("booking", "booking_id"), "F": ("flight", "flight_id")}
@@ -1103,7 +1103,7 @@ def _generate_one(rng: np.random.Generator, config: FlightBookingConfig) -> Scen
         state["user"] = {"knows": subs[0].answers[0]}
     multi = kind.endswith("multi_hop")
     par = kind.startswith("parallel")
-    hops = config.hops if multi else len(subs) - 1 if kind == "missing_info" else 1
+    hops = config.hops if multi else (len(subs) - 1 if kind == "missing_info" else 1)
     metadata = {
         "domain": NAME,
         "version": VERSION,
