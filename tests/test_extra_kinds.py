@@ -8,6 +8,7 @@ extra kind, no ``ask_user``, the same scenarios.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from toolgym.construct.pipeline import BuildConfig, Stages, build, find_domains,
 from toolgym.evaluate import summarize
 from toolgym.packs import resolve_ref
 from toolgym.registry import make_source
-from toolgym.reward import normalize, solve_scores, solve_scores_for, strict_solve_scores
+from toolgym.reward import answer_in_output, normalize, solve_scores, solve_scores_for, strict_solve_scores
 from toolgym.sandbox import Toolbox
 from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS, Scenario
 from toolgym.sources import ProceduralSource
@@ -343,3 +344,227 @@ def test_export_cli_takes_the_extra_kinds(tmp_path):
     assert rows and {r["kind"] for r in rows} <= set(EXTRA_KINDS)
     bad = subprocess.run([*cmd[:-3], "--kinds", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "kinds are" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------ FlightBooking
+# The hand-written domain takes the same kind knobs, with the same ask_user and reward hooks.
+
+FLIGHT = "ToolGym/FlightBooking-v0"
+FLIGHT_KNOBS = ({}, {"distractors": 12}, {"hops": 4}, {"distractors": 0, "split": "test"})
+
+
+@cache
+def _flight(kind: str, knobs_i: int) -> tuple[tuple[Scenario, list], ...]:
+    """FlightBooking scenarios of ``kind`` from seeds 0..24, each with the sub-tasks its query was composed from
+    (for an irrelevance scenario: the hidden question, which the scenario itself does not hold)."""
+    from toolgym.construct.domains import flight_booking as fb
+
+    config = fb.FlightBookingConfig(kind=kind, **FLIGHT_KNOBS[knobs_i])
+    out = []
+    for seed in SEEDS:
+        composed = []
+        real = fb._compose
+
+        def spy(*args, real=real, composed=composed):
+            got = real(*args)
+            composed.append(got)
+            return got
+
+        fb._compose = spy
+        try:
+            sc = fb.generate(np.random.default_rng(seed), config)
+        finally:
+            fb._compose = real
+        out.append((sc, [s for s in composed if s is not None][-1][0]))
+    return tuple(out)
+
+
+def _flight_values(state: dict, schema: dict) -> list:
+    """Every value of the world a FlightBooking parameter could take (enums, ids, codes, names, dates, seats)."""
+    if "enum" in schema:
+        return list(schema["enum"])
+    desc, pattern = schema.get("description", ""), schema.get("pattern", "")
+    if pattern.startswith("^FL"):
+        return list(state["flights"])
+    if pattern.startswith("^BK"):
+        return list(state["bookings"])
+    if "airport" in desc.lower() or pattern == "^[A-Z]{3}$":
+        return list(state["airports"])
+    if "airline" in desc.lower():
+        return list(state["airlines"])
+    if "YYYY" in desc:
+        return sorted({f["date"] for f in state["flights"].values()})
+    if "Seat" in desc:
+        return ["10A", "14B", "18C", "22D", "39F", *(b["seat"] for b in state["bookings"].values())]
+    return list(state["passengers"])
+
+
+def _flight_probes(state: dict, tool: dict) -> list[dict]:
+    import itertools
+
+    params = tool["function"]["parameters"]
+    names = list(params["properties"])
+    pools = [_flight_values(state, params["properties"][n]) for n in names]
+    calls = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*pools)]
+    required = params.get("required", [])
+    optional = [n for n in names if n not in required]
+    if optional:  # and each optional parameter left out
+        calls += [{k: v for k, v in c.items() if k not in optional} for c in calls[:: len(pools[-1]) or 1]]
+    return calls
+
+
+@pytest.mark.parametrize("knobs_i", range(len(FLIGHT_KNOBS)))
+@pytest.mark.parametrize("kind", EXTRA_KINDS)
+def test_flight_gold_scores_the_maximum(kind, knobs_i):
+    for sc, _ in _flight(kind, knobs_i):
+        assert sc.kind == kind and ASK_USER in sc.tool_names
+        rewards, info = _play_gold(_env(sc))
+        calls = [len(turn) for turn in sc.gold_plan()]
+        assert rewards == pytest.approx([2 * p / (p + 1) for p in calls] + [1.0])
+        episode = info["episode"]
+        assert (episode["solve_p"], episode["solve_r"], episode["solve_f1"], episode["state_ok"]) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("knobs_i", [0, 1])
+def test_flight_irrelevance_offers_no_tool_that_answers(knobs_i):
+    """Every offered tool, on every value of the world for each parameter, never returns the hidden answer."""
+    from toolgym.construct.domains import flight_booking as fb
+
+    seen = set()
+    # with every tool offered the probes are many (book_flight: flights x passengers x cabins): fewer seeds then
+    for sc, (hidden,) in _flight("irrelevance", knobs_i)[: 25 if knobs_i == 0 else 8]:
+        assert sc.subtasks == [] and sc.answer == "" and hidden.tool not in sc.tool_names
+        seen.add(hidden.tool)
+        step = next(s for s in fb.WITHHELD if fb._STEPS[s][0] == hidden.tool)
+        assert not set(fb.WITHHELD[step]) & set(sc.tool_names)
+        assert len(sc.tools) == FLIGHT_KNOBS[knobs_i].get("distractors", 3) + 2  # as many as single_hop, + ask_user
+        assert set(sc.tool_names) & set(fb.CORE_TOOLS)  # a real tool of the domain
+        # the withheld tool would answer: the probes look for the right thing
+        out = Toolbox({hidden.tool: fb.TOOL_SOURCE}).call(hidden.tool, hidden.arguments, sc.fresh_state()).output
+        assert all(answer_in_output(out, a) for a in hidden.answers)
+        reads = sc.fresh_state()  # a read leaves the world as it is: one copy serves them all
+        for tool in sc.tools:
+            name = tool["function"]["name"]
+            box = Toolbox({name: sc.source[name]})
+            for args in _flight_probes(sc.state, tool):
+                out = box.call(name, args, sc.fresh_state() if name in fb.WRITE_TOOLS else reads).output
+                assert not any(answer_in_output(out, a) for a in hidden.answers), (name, args, hidden)
+    assert len(seen) >= 3
+
+
+def test_flight_irrelevance_baselines_score_what_the_definitions_say():
+    for sc, _ in _flight("irrelevance", 0):
+        rewards, info = _play(_env(sc), ["None of the tools I have can answer that, sorry."])
+        assert rewards == [1.0] and info["reward_components"]["answer_correct"] == 1.0
+        assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [1.0, 1.0, 1.0]
+        assert _play(_env(sc), [""])[0] == [-0.5]
+        # always call: every offered tool on the first value of the world for each parameter
+        calls = [(t["function"]["name"], _flight_probes(sc.state, t)[0]) for t in sc.tools]
+        rewards, info = _play(_env(sc), [format_hermes(calls), "I could not find it."])
+        assert rewards == [0.0, 1.0]
+        assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("knobs_i", range(len(FLIGHT_KNOBS)))
+def test_flight_missing_info_hides_the_id_and_only_the_user_gives_it(knobs_i):
+    lengths = set()
+    for sc, _ in _flight("missing_info", knobs_i):
+        ask, *chain = sc.subtasks
+        lengths.add(len(chain))
+        assert ask.tool == ASK_USER and chain[0].depends_on == [ask.id] and ask.arguments["question"].strip()
+        assert sc.state["user"] == {"knows": ask.answers[0]}
+        assert ask.answers[0] in chain[0].arguments.values()
+        query = normalize(sc.query)
+        assert "my booking" in query or "my flight" in query
+        for table in ("bookings", "flights"):  # the query names no booking or flight: the user must say which
+            assert not any(normalize(rid) in query for rid in sc.state[table]), sc.query
+        assert all(ask.answers[0] not in json.dumps(t) for t in sc.tools)
+        out = Toolbox({ASK_USER: sc.source[ASK_USER]}).call(ASK_USER, {"question": "Which one?"}, sc.state)
+        assert ask.answers[0] in out.output
+    assert lengths == {1, min(FLIGHT_KNOBS[knobs_i].get("hops", 2), 3)}  # no chain from a booking/flight is longer
+
+
+def test_flight_missing_info_baselines_score_what_the_definitions_say():
+    for sc, _ in _flight("missing_info", 0):
+        n = len(sc.subtasks)
+        rewards, info = _play(_env(sc), ["I need more information."])
+        assert rewards == [0.0]
+        assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [1.0, 0.0, 0.0]
+        first = sc.subtasks[1]
+        guess = {k: "UNKNOWN" for k in first.arguments}
+        rewards, info = _play(_env(sc), [format_hermes([(first.tool, guess)]), "Sorry."])
+        assert rewards == [0.0, 0.0] and info["episode"]["solve_r"] == 0.0
+        env = _env(sc)
+        ask = format_hermes([(ASK_USER, {"question": "Which one do you mean?"})])
+        rewards, info = _play(env, [ask, ask])
+        assert rewards == [1.0, 0.0]
+        rewards, info = _play_gold(env)
+        assert info["episode"]["solve_r"] == 1.0 and info["episode"]["solve_p"] == pytest.approx(n / (n + 1))
+
+
+def test_flight_ask_user_is_the_spec_built_domains_tool():
+    from toolgym.construct.deploy import tool_source
+    from toolgym.construct.document import ask_function
+
+    env = gym.make(FLIGHT, kind="single_hop", kinds=list(ALL_KINDS))
+    for seed in range(10):
+        obs, info = env.reset(seed=seed)
+        sc = env.unwrapped.scenario
+        assert info["kind"] == "single_hop" and "user" not in sc.state
+        assert sc.source[ASK_USER] == tool_source(ask_function())
+        assert next(t for t in obs["tools"] if t["function"]["name"] == ASK_USER) == ask_function().schema()
+        n = info["n_unsolved"]
+        _, r, *_, step = env.step(format_hermes([(ASK_USER, {"question": "Anything else?"})]))
+        assert r == 0.0 and "nothing to add" in step["feedback"][0]
+        _, done_info = _play_gold(env)
+        assert done_info["episode"]["solve_p"] == pytest.approx(n / (n + 1)) and done_info["episode"]["solve_r"] == 1
+
+
+@pytest.mark.parametrize("env_id", [FLIGHT, "ToolGym/Mixed-v1"])
+def test_flight_default_mix_is_unchanged(env_id):
+    """No extra kind and no ask_user by default; naming FTRL's four draws the very same scenarios."""
+    plain, named = gym.make(env_id), gym.make(env_id, kinds=list(KINDS))
+    seen = set()
+    for seed in range(40):
+        obs, info = plain.reset(seed=seed)
+        seen.add(info["kind"])
+        assert ASK_USER not in [t["function"]["name"] for t in obs["tools"]]
+        assert "user" not in plain.unwrapped.state
+        a, b = plain.unwrapped.scenario, (named.reset(seed=seed), named.unwrapped.scenario)[1]
+        if a.metadata["domain"] == "FlightBooking":
+            assert "kinds" not in a.metadata and b.metadata["kinds"] == list(KINDS)
+        assert {**a.to_dict(), "metadata": None} == {**b.to_dict(), "metadata": None}
+    assert seen == set(KINDS)
+
+
+def test_mixed_takes_the_extra_kinds_in_every_member_flightbooking_included():
+    env = gym.make("ToolGym/Mixed-v1", kinds=["single_hop", "irrelevance", "missing_info"])
+    got = set()
+    for seed in range(80):
+        obs, _ = env.reset(seed=seed)
+        sc = env.unwrapped.scenario
+        got.add((sc.metadata["domain"], sc.kind))
+        assert ASK_USER in [t["function"]["name"] for t in obs["tools"]]
+        _, done = _play_gold(env)
+        assert done["episode"]["solve_f1"] == 1.0
+    assert {k for d, k in got if d == "FlightBooking"} == {"single_hop", "irrelevance", "missing_info"}
+    assert {k for _, k in got} == {"single_hop", "irrelevance", "missing_info"}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"kind": "abstain"}, {"kinds": []}, {"kinds": ["single_hop", "single_hop"]}, {"kinds": ["nope"]}]
+)
+def test_flight_bad_kinds_are_refused(bad):
+    with pytest.raises(ValueError, match="kind"):
+        gym.make(FLIGHT, **bad)
+
+
+def test_flight_and_mixed_manifests_list_the_kind_knobs():
+    from toolgym.construct.domains.flight_booking import FlightBookingConfig
+    from toolgym.registry import env_options, manifest_for
+
+    fields = {f.name for f in dataclasses.fields(FlightBookingConfig)}
+    for env_id in (FLIGHT, "ToolGym/Mixed-v1"):
+        m = manifest_for(env_id)
+        assert m["kinds"] == list(KINDS) and m["extra_kinds"] == list(EXTRA_KINDS)
+        assert set(m["knobs"]) == fields and set(m["knobs"]) <= env_options(env_id)

@@ -33,9 +33,40 @@ __all__ = [
     "Scenario",
     "StateCheck",
     "SubTask",
+    "check_kinds",
+    "kind_mix",
+    "offers_ask_user",
     "split_of",
     "tool_schema",
 ]
+
+
+# The kind knobs every procedural generator takes (spec-built domains and hand-written ones alike), defined once
+# so that ``kind``/``kinds`` mean the same in every env and a mixture can pass them to all its members.
+
+
+def check_kinds(kind: str | None, kinds: tuple[str, ...] | None) -> None:
+    """Raise ValueError unless ``kind`` is None or a kind, and ``kinds`` None or a non-empty tuple of distinct kinds."""
+    if kind is not None and kind not in ALL_KINDS:
+        raise ValueError(f"kind must be None or one of {ALL_KINDS}, got {kind!r}")
+    if kinds is not None:
+        ks = kinds
+        if not isinstance(ks, tuple) or not ks or any(k not in ALL_KINDS for k in ks) or len(set(ks)) < len(ks):
+            raise ValueError(f"kinds must be None or distinct kinds of {ALL_KINDS}, got {ks!r}")
+
+
+def kind_mix(kinds: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The kinds ``kind=None`` draws from: ``kinds``, or FTRL's four by default."""
+    return KINDS if kinds is None else kinds
+
+
+def offers_ask_user(kind: str | None, kinds: tuple[str, ...] | None) -> bool:
+    """Whether every scenario offers ``ask_user``: ``kind`` or ``kinds`` names a kind beyond FTRL's.
+
+    ``kinds`` counts even when ``kind`` fixes the kind, so that ``kind="single_hop", kinds=ALL_KINDS`` plays the
+    single-hop scenarios of the six-kind env, with the same tools (offering ``ask_user`` then tells nothing).
+    """
+    return kind in EXTRA_KINDS or any(k in EXTRA_KINDS for k in kind_mix(kinds))
 
 
 @dataclass

@@ -47,7 +47,7 @@ from toolgym.construct.integrate import Integrated, integrate
 from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
 from toolgym.construct.spec import Domain
 from toolgym.packs import current_ref
-from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS, Scenario
+from toolgym.scenario import EXTRA_KINDS, KINDS, Scenario, check_kinds, kind_mix, offers_ask_user
 from toolgym.splits import SPLITS
 
 MAX_ATTEMPTS = 200
@@ -91,7 +91,7 @@ class BuildConfig:
     @property
     def mix(self) -> tuple[str, ...]:
         """The kinds ``kind=None`` draws from."""
-        return KINDS if self.kinds is None else self.kinds
+        return kind_mix(self.kinds)
 
     @property
     def offers_ask_user(self) -> bool:
@@ -100,15 +100,10 @@ class BuildConfig:
         ``kinds`` counts even when ``kind`` fixes the kind, so that ``kind="single_hop", kinds=ALL_KINDS`` plays
         the single-hop scenarios of the six-kind env, with the same tools.
         """
-        return self.kind in EXTRA_KINDS or any(k in EXTRA_KINDS for k in self.mix)
+        return offers_ask_user(self.kind, self.kinds)
 
     def validate(self) -> None:
-        if self.kind is not None and self.kind not in ALL_KINDS:
-            raise ValueError(f"kind must be None or one of {ALL_KINDS}, got {self.kind!r}")
-        if self.kinds is not None:
-            ks = self.kinds
-            if not isinstance(ks, tuple) or not ks or any(k not in ALL_KINDS for k in ks) or len(set(ks)) < len(ks):
-                raise ValueError(f"kinds must be None or distinct kinds of {ALL_KINDS}, got {ks!r}")
+        check_kinds(self.kind, self.kinds)
         bounds = {"hops": (2, 4), "parallel": (2, 4), "distractors": (0, MAX_DISTRACTORS)}
         bounds.update({k: (0, v) for k, v in LEVELS.items()})
         for name, (lo, hi) in bounds.items():

@@ -9,6 +9,20 @@ outputs. Everything is drawn from the caller's numpy
 Answers are chosen to be distinctive under FTRL's substring reward: ids, seat labels, cities, loyalty numbers
 and integer prices >= 100; airline codes are digit+letter (``3K``) and booking letters avoid their letters so
 one never appears inside another; every answer is checked not to occur in the query.
+
+The kinds beyond FTRL's (:data:`toolgym.scenario.EXTRA_KINDS`) are drawn only when ``kind`` or ``kinds`` asks for
+them, with the spec-built domains' semantics and their ``ask_user`` tool
+(:func:`~toolgym.construct.document.ask_function`, source from :func:`~toolgym.construct.deploy.tool_source`),
+and the same reward hooks (:attr:`~toolgym.scenario.Scenario.reply_answer`, the strict Solve-P/R/F1 of
+:func:`~toolgym.reward.solve_scores_for`), which go by the kind alone. ``irrelevance`` is one call's
+question whose answer is a value only its own record holds (a loyalty number, a gate, a city, a seat, or a payment
+confirmation that only the payment would create); every tool that could return it is withheld (:data:`WITHHELD`)
+and ``distractors + 1`` others are offered, so the query has no answer among them and has no sub-tasks.
+``missing_info`` is one chain of one or ``hops`` calls that starts from "my booking" or "my flight": the id is in
+neither the query nor any tool (no tool lists bookings or flights without a name or a route the query leaves
+out), and a first sub-task asks the user for it; the world's ``user`` entry holds it for ``ask_user`` to reply
+with. An env whose kinds include the extra ones offers ``ask_user`` in every scenario; the default mix draws
+exactly as before.
 """
 
 from __future__ import annotations
@@ -21,7 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.scenario import KINDS, Scenario, StateCheck, SubTask, tool_schema
+from toolgym.construct.decompose import ask_question
+from toolgym.construct.deploy import tool_source
+from toolgym.construct.document import ASK_USER, ask_function
+from toolgym.scenario import Scenario, StateCheck, SubTask, check_kinds, kind_mix, offers_ask_user, tool_schema
 from toolgym.splits import SCENARIO_IDS, SPLITS, split_of
 
 NAME = "FlightBooking"
@@ -247,23 +264,43 @@ SCHEMAS: dict[str, dict[str, Any]] = {s["function"]["name"]: s for s in _SCHEMA_
 CORE_TOOLS = tuple(name for name in SCHEMAS)[:14]
 NEAR_MISS_TOOLS = tuple(name for name in SCHEMAS)[14:]
 WRITE_TOOLS = ("book_flight", "cancel_booking", "change_seat", "pay_booking")
+# ask_user as the spec-built domains offer it: the same schema and sandboxed source (reading state["user"])
+ASK_SCHEMA = ask_function().schema()
+ASK_SOURCE = tool_source(ask_function())
 
 # ----------------------------------------------------------------------------------------------- config
 
 
 @dataclass
 class FlightBookingConfig:
-    """Generator knobs; ``kind=None`` draws one of the four FTRL kinds uniformly per scenario."""
+    """Generator knobs; ``kind=None`` draws one of ``kinds`` uniformly per scenario (by default FTRL's four).
+
+    ``kinds`` may name the extra kinds ``irrelevance`` and ``missing_info``; with either in ``kind`` or ``kinds``
+    every scenario offers ``ask_user`` (the knobs mean what they mean in the spec-built domains'
+    :class:`~toolgym.construct.pipeline.BuildConfig`).
+    """
 
     kind: str | None = None
     hops: int = 2
     parallel: int = 2
     distractors: int = 3
     split: str | None = None  # "train" / "test": only scenarios whose id hashes into that split
+    kinds: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kinds, list):  # a gym.make list: one hashable, comparable form
+            self.kinds = tuple(self.kinds)
+
+    @property
+    def mix(self) -> tuple[str, ...]:
+        return kind_mix(self.kinds)
+
+    @property
+    def offers_ask_user(self) -> bool:
+        return offers_ask_user(self.kind, self.kinds)
 
     def validate(self) -> None:
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"kind must be None or one of {KINDS}, got {self.kind!r}")
+        check_kinds(self.kind, self.kinds)
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be None or one of {SPLITS}, got {self.split!r}")
         for name, lo, hi in (("hops", 2, 4), ("parallel", 2, 4), ("distractors", 0, 12)):
@@ -618,6 +655,37 @@ def _has_write(chain: tuple[str, ...]) -> bool:
 
 
 _TEMPLATES = _templates()
+
+# irrelevance: step -> every tool that could return its answer (all withheld); ids are left out, since an id also
+# sits in every record that refers to it. A seat label can come back from book_flight (another flight's first free
+# seat) or from change_seat (the previous seat, or its error's example seat).
+WITHHELD: dict[str, tuple[str, ...]] = {
+    "p_loyalty": ("get_passenger_profile",),
+    "f_gate": ("get_flight_status",),
+    "t_city": ("get_airport_info",),
+    "b_seat": ("get_booking", "change_seat", "book_flight"),
+    "b_pay": ("pay_booking",),  # the confirmation number exists only once the payment is made
+}
+_IRRELEVANT = (
+    _pool([(s,) for s in WITHHELD if not _has_write((s,))]),
+    _pool([(s,) for s in WITHHELD if _has_write((s,))]),
+)
+# missing_info: chains starting from a booking or a flight, which the query calls "my booking" / "my flight"
+_MINE = {"B": ("booking", "booking_id"), "F": ("flight", "flight_id")}
+_EXAMPLE_IDS = ("FL1234", "BK3F9A")  # in the schemas' descriptions: never the id the user is asked for
+
+
+def _missing_templates() -> dict[int, tuple[_Pool, _Pool]]:
+    """The (read-only, with-write) chains of each length from a booking or a flight; no such chain is longer
+    than 3 calls, so a longer ``hops`` gets the longest there are (the scenario's metadata records its length)."""
+    out: dict[int, tuple[_Pool, _Pool]] = {}
+    for n, pools in sorted(_TEMPLATES.items()):
+        mine = tuple(_pool([c for c in chains if _STEPS[c[0]][1] in _MINE]) for chains, _ in pools)
+        out[n] = mine if all(chains for chains, _ in mine) else out[n - 1]
+    return out
+
+
+_MISSING = _missing_templates()
 _WRITE_SHARE = 0.35  # share of scenarios whose query includes a write sub-task
 
 
@@ -867,13 +935,17 @@ def _ask(step: str, x: str, ctx: dict[str, Any]) -> str:
 _Branch = tuple[list[SubTask], str, list[str]]
 
 
-def _branch(plan: _Plan, hops: int, write: bool, first_id: int) -> _Branch | None:
-    """One chain of ``hops`` sub-tasks on fresh entities: (sub-tasks, sentence, last answers), or None."""
-    chains, cumulative = _TEMPLATES[hops][1 if write else 0]
+def _branch(plan: _Plan, pool: _Pool, first_id: int, after: str | None = None) -> _Branch | None:
+    """One chain from ``pool`` on fresh entities: (sub-tasks, sentence, last answers), or None.
+
+    With ``after`` (the id of the sub-task asking the user for the start, ``missing_info``) the sentence names the
+    start only as "my booking" / "my flight" and the first call depends on that sub-task.
+    """
+    chains, cumulative = pool
     chain = chains[min(bisect.bisect_right(cumulative, plan.dice.unit()), len(chains) - 1)]
     start_kind = _STEPS[chain[0]][1]
     value = _start(plan, start_kind)
-    if value is None:
+    if value is None or (after is not None and value in _EXAMPLE_IDS):
         return None
     booked, paid = plan.booked, plan.paid
     ctx: dict[str, Any] = {}
@@ -895,12 +967,15 @@ def _branch(plan: _Plan, hops: int, write: bool, first_id: int) -> _Branch | Non
     subs = []
     for k, (step, _, res) in enumerate(results):
         sid = f"s{first_id + k}"
-        deps = [f"s{first_id + k - 1}"] if k else []
+        deps = [f"s{first_id + k - 1}"] if k else ([after] if after else [])
         # Several facts from one call form ONE expected answer "A, B" (every part must be in the output):
         # separate entries would each need their own call, since a call solves at most one.
         subs.append(SubTask(sid, _STEPS[step][0], res[0], [", ".join(res[1])], deps, res[3]))
 
-    x = _START_TEXT[start_kind].format(results[0][1]) if start_kind != "R" else ""
+    if after is not None:
+        x = f"my {_MINE[start_kind][0]}"
+    else:
+        x = _START_TEXT[start_kind].format(results[0][1]) if start_kind != "R" else ""
     last = len(chain) - 1
     if chain[-1] == "n_pay":
         last -= 1  # book + pay read as one request
@@ -930,16 +1005,25 @@ def _norm(text: str) -> str:
 
 
 def _compose(plan: _Plan, kind: str, hops: int, parallel: int) -> tuple[list[SubTask], str, str] | None:
+    """Sub-tasks, query and answer of one scenario of ``kind`` (for ``irrelevance``: of the hidden question)."""
     dice = plan.dice
     branches = parallel if kind.startswith("parallel") else 1
     length = hops if kind.endswith("multi_hop") else 1
+    after = None
+    if kind == "irrelevance":
+        pools = _IRRELEVANT
+    elif kind == "missing_info":
+        length = hops if dice.unit() < 0.5 else 1
+        pools, after = _MISSING[length], "s1"
+    else:
+        pools = _TEMPLATES[length]
     writer = dice.below(branches) if dice.unit() < _WRITE_SHARE else -1
     subs: list[SubTask] = []
     sentences: list[str] = []
     finals: list[str] = []
     for b in range(branches):
         for _ in range(12):
-            got = _branch(plan, length, b == writer, len(subs) + 1)
+            got = _branch(plan, pools[1 if b == writer else 0], len(subs) + 1 + (after is not None), after)
             if got is not None:
                 break
         else:
@@ -951,6 +1035,10 @@ def _compose(plan: _Plan, kind: str, hops: int, parallel: int) -> tuple[list[Sub
         query = sentences[0]
     else:
         query = " ".join([dice.pick(_INTROS), *(f"({i}) {t}" for i, t in enumerate(sentences, 1))])
+    if after is not None:  # the user's id of the start record, asked for first
+        noun, key = next(v for v in _MINE.values() if v[1] in subs[0].arguments)
+        ask = {"question": ask_question(noun)}
+        subs.insert(0, SubTask(after, ASK_USER, ask, [subs[0].arguments[key]], [], []))
     q = _norm(query)
     per_tool: dict[str, set[str]] = {}
     for sub in subs:
@@ -983,7 +1071,7 @@ def _generate_one(rng: np.random.Generator, config: FlightBookingConfig) -> Scen
     u = rng.random(_N_WORLD + _N_DICE)  # one rng call for the world and the first scenario decisions
     state = _world(u)
     dice = _Dice(rng, u[_N_WORLD:].tolist())
-    kind = config.kind if config.kind is not None else dice.pick(KINDS)
+    kind = config.kind if config.kind is not None else dice.pick(config.mix)
     for _ in range(100):
         plan = _Plan(state, dice)
         got = _compose(plan, kind, config.hops, config.parallel)
@@ -993,31 +1081,47 @@ def _generate_one(rng: np.random.Generator, config: FlightBookingConfig) -> Scen
         raise RuntimeError("FlightBooking: could not compose a scenario")
     subs, query, answer = got
 
-    needed = list(dict.fromkeys(s.tool for s in subs))
-    others = [t for t in CORE_TOOLS if t not in needed]
     k = config.distractors
+    if kind == "irrelevance":  # no tool that could answer; as many tools as its single-hop twin offers
+        withheld = next(WITHHELD[s] for s in WITHHELD if _STEPS[s][0] == subs[0].tool)
+        needed: list[str] = []
+        others = [t for t in CORE_TOOLS if t not in withheld]
+        k += 1
+        subs, answer = [], ""
+    else:
+        needed = list(dict.fromkeys(s.tool for s in subs))
+        others = [t for t in CORE_TOOLS if t not in needed]
     if k <= len(others):
         extra = dice.sample(others, k)
     else:  # near-miss look-alikes only once the other real tools are used up
         extra = others + dice.sample(NEAR_MISS_TOOLS, k - len(others))
-    offered = dice.shuffle(needed + extra)
+    names = needed + extra
+    if config.offers_ask_user and ASK_USER not in names:
+        names.append(ASK_USER)
+    offered = dice.shuffle(names)
+    if kind == "missing_info":
+        state["user"] = {"knows": subs[0].answers[0]}
     multi = kind.endswith("multi_hop")
     par = kind.startswith("parallel")
+    hops = config.hops if multi else (len(subs) - 1 if kind == "missing_info" else 1)
+    metadata = {
+        "domain": NAME,
+        "version": VERSION,
+        "kind": kind,
+        "hops": hops,
+        "parallel": config.parallel if par else 1,
+        "distractors": config.distractors,
+    }
+    if config.kinds is not None:  # only when set, so that the default mix records what it always did
+        metadata["kinds"] = list(config.kinds)
     return Scenario(
         id="flight-" + hashlib.sha256(f"{query}\n{answer}".encode()).hexdigest()[:10],
         kind=kind,
         messages=[{"role": "user", "content": query}],
-        tools=[SCHEMAS[name] for name in offered],
-        source=dict.fromkeys(offered, TOOL_SOURCE),
+        tools=[ASK_SCHEMA if name == ASK_USER else SCHEMAS[name] for name in offered],
+        source={name: ASK_SOURCE if name == ASK_USER else TOOL_SOURCE for name in offered},
         state=state,
         subtasks=subs,
         answer=answer,
-        metadata={
-            "domain": NAME,
-            "version": VERSION,
-            "kind": kind,
-            "hops": config.hops if multi else 1,
-            "parallel": config.parallel if par else 1,
-            "distractors": config.distractors,
-        },
+        metadata=metadata,
     )
