@@ -46,6 +46,12 @@ def mark_own(cls: type) -> type:
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 
 
+def _bad(v: Any) -> bool:
+    """A world value to drop: a tool class's instance, or a tuple or set holding one (dicts and lists are
+    walked and edited in place instead)."""
+    return is_own(v) or (isinstance(v, (tuple, set, frozenset)) and _holds_own(v))
+
+
 def _holds_own(v: Any) -> bool:
     """A tuple or set value of the world holds a tool class's instance, at any depth (they cannot be edited
     in place, so the whole value is dropped)."""
@@ -93,8 +99,8 @@ def strip_own(state: Any) -> int:
                 if type(k) not in plain and (is_own(k) or (isinstance(k, (tuple, frozenset)) and _holds_own(k))):
                     bad = True
             if bad:
-                kept = [(k, None if _holds_own(v) else v) for k, v in x.items() if not _holds_own(k)]
-                found += len(x) - len(kept) + sum(1 for k, v in x.items() if not _holds_own(k) and _holds_own(v))
+                kept = [(k, None if _bad(v) else v) for k, v in x.items() if not _bad(k)]
+                found += len(x) - len(kept) + sum(1 for k, v in x.items() if not _bad(k) and _bad(v))
                 dict.clear(x)
                 dict.update(x, kept)
         elif isinstance(x, list):
