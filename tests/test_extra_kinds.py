@@ -179,26 +179,30 @@ def test_missing_info_hides_the_id_and_only_the_user_gives_it(module):
             assert ask.answers[0] in out.output
 
 
+def _check_missing_info_baselines(sc) -> None:
+    """Never call, call on a guessed id, ask twice: each scores what the missing_info definition says."""
+    n = len(sc.subtasks)
+    # never call: the answer is not known, so the reply scores 0 with nothing found
+    rewards, info = _play(_env(sc), ["I need more information."])
+    assert rewards == [0.0]
+    assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [1.0, 0.0, 0.0]
+    # always call, never ask: the first gold tool on a guessed id solves nothing
+    first = sc.subtasks[1]
+    guess = {k: "UNKNOWN" for k in first.arguments}
+    rewards, info = _play(_env(sc), [format_hermes([(first.tool, guess)]), "Sorry."])
+    assert rewards == [0.0, 0.0] and info["episode"]["solve_r"] == 0.0
+    # asking twice: the second ask finds nothing new and lowers precision like any useless call
+    env = _env(sc)
+    ask = format_hermes([(ASK_USER, {"question": "Which one do you mean?"})])
+    rewards, info = _play(env, [ask, ask])
+    assert rewards == [1.0, 0.0]
+    rewards, info = _play_gold(env)
+    assert info["episode"]["solve_r"] == 1.0 and info["episode"]["solve_p"] == pytest.approx(n / (n + 1))
+
+
 def test_missing_info_baselines_score_what_the_definitions_say(module):
     for st in _built(module, "missing_info", 0):
-        sc = st.scenario
-        n = len(sc.subtasks)
-        # never call: the answer is not known, so the reply scores 0 with nothing found
-        rewards, info = _play(_env(sc), ["I need more information."])
-        assert rewards == [0.0]
-        assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [1.0, 0.0, 0.0]
-        # always call, never ask: the first gold tool on a guessed id solves nothing
-        first = sc.subtasks[1]
-        guess = {k: "UNKNOWN" for k in first.arguments}
-        rewards, info = _play(_env(sc), [format_hermes([(first.tool, guess)]), "Sorry."])
-        assert rewards == [0.0, 0.0] and info["episode"]["solve_r"] == 0.0
-        # asking twice: the second ask finds nothing new and lowers precision like any useless call
-        env = _env(sc)
-        ask = format_hermes([(ASK_USER, {"question": "Which one do you mean?"})])
-        rewards, info = _play(env, [ask, ask])
-        assert rewards == [1.0, 0.0]
-        rewards, info = _play_gold(env)
-        assert info["episode"]["solve_r"] == 1.0 and info["episode"]["solve_p"] == pytest.approx(n / (n + 1))
+        _check_missing_info_baselines(st.scenario)
 
 
 def test_ask_user_in_an_env_with_the_extra_kinds_has_nothing_to_add_when_nothing_is_missing():
@@ -486,20 +490,7 @@ def test_flight_missing_info_hides_the_id_and_only_the_user_gives_it(knobs_i):
 
 def test_flight_missing_info_baselines_score_what_the_definitions_say():
     for sc, _ in _flight("missing_info", 0):
-        n = len(sc.subtasks)
-        rewards, info = _play(_env(sc), ["I need more information."])
-        assert rewards == [0.0]
-        assert [info["episode"][k] for k in ("solve_p", "solve_r", "solve_f1")] == [1.0, 0.0, 0.0]
-        first = sc.subtasks[1]
-        guess = {k: "UNKNOWN" for k in first.arguments}
-        rewards, info = _play(_env(sc), [format_hermes([(first.tool, guess)]), "Sorry."])
-        assert rewards == [0.0, 0.0] and info["episode"]["solve_r"] == 0.0
-        env = _env(sc)
-        ask = format_hermes([(ASK_USER, {"question": "Which one do you mean?"})])
-        rewards, info = _play(env, [ask, ask])
-        assert rewards == [1.0, 0.0]
-        rewards, info = _play_gold(env)
-        assert info["episode"]["solve_r"] == 1.0 and info["episode"]["solve_p"] == pytest.approx(n / (n + 1))
+        _check_missing_info_baselines(sc)
 
 
 def test_flight_ask_user_is_the_spec_built_domains_tool():

@@ -27,13 +27,7 @@ async def arun_build(cfg: LLMBuildConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, "build"):
         journal = Journal(out / JOURNAL).load()
-        mine = json.loads(json.dumps(cfg.result_config()))
-        if journal.starts:
-            theirs = journal.starts[0]["config"]
-            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-            if diff:
-                detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-                raise ValueError(f"{out} holds a build with other settings ({detail}); use another --out")
+        mine = same_settings(journal, cfg, out)
         try:
             run = await _run(cfg, journal, mine)
         finally:
@@ -43,6 +37,19 @@ async def arun_build(cfg: LLMBuildConfig) -> dict[str, Any]:
         rep["manifest"] = str(manifest) if manifest else None
         (out / REPORT).write_text(json.dumps(rep, indent=2, ensure_ascii=False) + "\n", "utf-8")
         return rep
+
+
+def same_settings(journal: Any, cfg: Any, out: Path) -> dict[str, Any]:
+    """``cfg``'s result-defining settings as JSON; ValueError when the journal in ``out`` was started with
+    others (a resumed build or phrasing run must not mix the output of two settings)."""
+    mine = json.loads(json.dumps(cfg.result_config()))
+    if journal.starts:
+        theirs = journal.starts[0]["config"]
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise ValueError(f"{out} holds a build with other settings ({detail}); use another --out")
+    return mine
 
 
 async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.llm.build import drain
+from toolgym.construct.llm.build import drain, same_settings
 from toolgym.construct.llm.config import LLMBuildConfig
 from toolgym.construct.llm.journal import JOURNAL, Journal
 from toolgym.construct.llm.pack import DATA, REPORT, write_manifest
@@ -212,13 +212,7 @@ async def arun_phrase(cfg: PhraseConfig) -> dict[str, Any]:
     digests = [s.digest() for s in sources]
     with exclusive(out, "build"):
         journal = PhraseJournal(out / JOURNAL).load()
-        mine = json.loads(json.dumps(cfg.result_config()))
-        if journal.starts:
-            theirs = journal.starts[0]["config"]
-            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-            if diff:
-                detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-                raise ValueError(f"{out} holds a build with other settings ({detail}); use another --out")
+        mine = same_settings(journal, cfg, out)
         try:
             run = await _run(cfg, journal, mine, sources, digests)
         finally:
