@@ -21,7 +21,10 @@ TINY = {
 }
 
 
-COVERED = {"server_throughput.py": "tests/test_serve.py::test_benchmark_smoke"}  # smoke runs with more checks
+COVERED = {  # smoke runs with more checks
+    "server_throughput.py": "tests/test_serve.py::test_benchmark_smoke",
+    "llm_code_corpus.py": "tests/test_llm_code_corpus.py",
+}
 
 
 def test_every_benchmark_has_a_tiny_run():

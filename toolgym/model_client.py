@@ -146,6 +146,25 @@ def client_rng(seed: int) -> random.Random:
 OnError = Callable[[int, BaseException], None]
 
 
+DECODING_MAX_LENGTH = 1000  # llama.cpp could not parse the grammar of a string with maxLength 1500 (1000 parsed)
+
+
+def decoding_schema(schema: Any, max_length: int = DECODING_MAX_LENGTH) -> Any:
+    """``schema`` as sent for schema-constrained decoding: a ``maxLength`` above ``max_length`` is left out.
+
+    Servers turn the schema into a grammar, and llama.cpp spells ``maxLength: n`` as ``n`` nested optional
+    characters: past about a thousand it fails to parse the grammar and its server process dies. The caller still
+    checks the reply against the full schema, so the long limit holds; only the decoder no longer enforces it."""
+    if isinstance(schema, list):
+        return [decoding_schema(s, max_length) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: decoding_schema(v, max_length) for k, v in schema.items()}
+    if isinstance(out.get("maxLength"), int) and out["maxLength"] > max_length:
+        del out["maxLength"]
+    return out
+
+
 class ChatClient:
     """One ``AsyncOpenAI`` client and the retry loop around its chat completions.
 

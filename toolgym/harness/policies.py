@@ -14,7 +14,7 @@ import gymnasium as gym
 
 from toolgym.agents import make_agent
 from toolgym.harness.config import EvalConfig
-from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, error_text
+from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, decoding_schema, error_text
 from toolgym.prompts import (
     JSON_TOOLS_PROMPT,
     action_schema,
@@ -67,7 +67,7 @@ class ModelPolicy:
                 req["tools"] = tools
         elif cfg.json_schema:
             req["messages"] = with_system(text_history(messages), JSON_TOOLS_PROMPT.format(tools=tool_lines(tools)))
-            schema = action_schema(tools)
+            schema = decoding_schema(action_schema(tools))
             if cfg.response_format == "json_object":
                 req["response_format"] = {"type": "json_object", "schema": schema}
             else:

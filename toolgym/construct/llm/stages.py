@@ -28,7 +28,7 @@ from toolgym.construct.llm.validate import (
     validate_integration,
     validate_scaling,
 )
-from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted
+from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, decoding_schema
 
 STAGES = ("decompose", "document", "integrate", "scale", "deploy")
 
@@ -75,10 +75,11 @@ class Model:
             "max_tokens": cfg.max_tokens,
             "seed": seed,
         }
+        wire = decoding_schema(schema)
         if cfg.response_format == "json_object":
-            req["response_format"] = {"type": "json_object", "schema": schema}
+            req["response_format"] = {"type": "json_object", "schema": wire}
         elif cfg.response_format == "json_schema":
-            req["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            req["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": wire}}
         try:
             resp = await self.client.complete(req)
         except BadRequest as exc:
