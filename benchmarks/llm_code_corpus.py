@@ -2,8 +2,9 @@
 sandbox and compared with plain CPython.
 
 The requests are the ``openai`` backend's deploy-stage requests (``construct.llm.prompts.code_messages``, the
-stage's schema and reply check), made for the tools of procedural scenarios (their documents, gold calls and
-answers), so a weak model does not have to survive four earlier stages first. Every reply is journaled in
+stage's schema and reply check, a rejected reply asked again with the problem up to ``--attempts`` times), made
+for the tools of procedural scenarios (their documents, gold calls and answers), so a weak model does not have to
+survive four earlier stages first. Every last reply is journaled in
 ``--replies`` (JSONL); a rerun reuses the journaled replies and asks only for the missing ones, and without
 ``--base-url`` the script compares only what the journal holds.
 
@@ -210,7 +211,7 @@ async def ask_missing(todo: list[dict[str, Any]], args: argparse.Namespace, jour
     from toolgym.construct.llm import prompts as P
     from toolgym.construct.llm.config import LLMBuildConfig
     from toolgym.construct.llm.stages import Model, _seed
-    from toolgym.construct.llm.validate import Reject
+    from toolgym.construct.llm.validate import Reject, check_code_reply, parse_reply
 
     cfg = LLMBuildConfig(model=args.model, base_url=args.base_url, out=str(journal.parent), api_key=args.api_key,
                          concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
@@ -219,14 +220,23 @@ async def ask_missing(todo: list[dict[str, Any]], args: argparse.Namespace, jour
     lock = asyncio.Lock()
 
     async def one(i: int, row: dict[str, Any]) -> None:
-        messages = P.code_messages(row["function"], row["calls"], row["forbidden"])
-        try:
-            reply = await model.complete(messages, P.CODE_SCHEMA, _seed(cfg, i, f"deploy/{row['key']}", 0))
-        except Reject as r:  # the server refused this request (e.g. too long): journaled as a reply without code
-            reply = f"<refused by the server: {r.kind}: {r.detail[:200]}>"
+        """Like the deploy stage: a reply that is not a ``def`` of the tool is asked again with the problem."""
+        first = P.code_messages(row["function"], row["calls"], row["forbidden"])
+        messages, reply, attempt = first, "", 0
+        for attempt in range(args.attempts):
+            try:
+                reply = await model.complete(messages, P.CODE_SCHEMA, _seed(cfg, i, f"deploy/{row['key']}", attempt))
+                check_code_reply(parse_reply(reply, P.CODE_SCHEMA), row["function"]["name"])
+                break
+            except Reject as r:
+                if r.kind == "bad_request":  # the server refused the request itself: journaled without code
+                    reply = f"<refused by the server: {r.detail[:200]}>"
+                    break
+                messages = P.feedback_messages(first, reply, f"{r.kind}: {r.detail}")
+        line = {**row, "model": args.model, "reply": reply, "attempts": attempt + 1}
         async with lock:
             with journal.open("a") as f:
-                f.write(json.dumps({**row, "model": args.model, "reply": reply}, ensure_ascii=False) + "\n")
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     try:
         await asyncio.gather(*(one(i, row) for i, row in enumerate(todo)))
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-tokens", type=int, default=700)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--attempts", type=int, default=3, help="requests per tool (the build's default)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--plain-seconds", type=float, default=PLAIN_CPU_SECONDS, help="CPU limit of a plain run")
     ap.add_argument("--out", default=str(RESULTS / "llm_code_corpus.json"))

@@ -48,12 +48,16 @@ Modules, in the order a call meets them:
 * :mod:`~toolgym.sandbox.process`: ``isolation="process"``, the calls in a forked worker.
 """
 
+from toolgym.sandbox.attrs import _ALLOWED_MODULES
 from toolgym.sandbox.clock import _WATCHDOG as _WATCHDOG  # the watchdog thread, whose aborts tests count
 from toolgym.sandbox.output import serialize_output
 from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
 from toolgym.sandbox.toolbox import Toolbox, ToolObject, ToolOutcome, check_tool_sources
 
+ALLOWED_MODULES: tuple[str, ...] = tuple(_ALLOWED_MODULES)  # the stdlib modules tool code may import
+
 __all__ = [
+    "ALLOWED_MODULES",
     "ToolObject",
     "ToolOutcome",
     "ToolSourceError",

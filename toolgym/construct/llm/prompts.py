@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from toolgym.sandbox import ALLOWED_MODULES
+
 # The sub-questions of each kind and their dependencies (what ``validate_decomposition`` requires).
 DEPENDENCIES: dict[str, dict[str, list[str]]] = {
     "single_hop": {"q1": []},
@@ -247,8 +249,9 @@ def scale_messages(functions: list[dict[str, Any]], strategies: list[str], n_dis
 CODE_SCHEMA = _obj({"code": _text(20, 2500)})
 
 CODE_RULES = (
-    "Write it as plain Python: one `def` with exactly these parameters (optional ones with default None), "
-    "data kept in dicts inside the function, no imports, no classes, no file or network access, no print. "
+    "Write it as plain Python: one top-level `def` with exactly these parameters (optional ones with default "
+    "None), data kept in dicts in the code; helper functions and classes are fine; imports only from these "
+    f"standard modules: {', '.join(ALLOWED_MODULES)}; no file or network access, no print. "
     "It returns a dict or a string. It must return the expected answer for the listed calls, and for any other "
     'argument values it must return an error message such as {"error": "not found"} (never the answers).'
 )
