@@ -43,3 +43,31 @@ def test_benchmark_runs_tiny(script, tmp_path):
     assert res.stdout.strip()  # the table
     if takes_out:
         assert json.loads(out.read_text())
+
+
+def test_policy_overhead_against_old_policy(tmp_path):
+    """--baseline-rev times the current policy against e2073a6^'s, each toolgym in its own worker process."""
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(BENCH / "policy_overhead.py"), "--baseline-rev", "--rounds", "2", "--calls", "50"]
+    res = subprocess.run([*cmd, "--steps", "10", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "function tool" in res.stdout and "FlightBooking step" in res.stdout
+    result = json.loads(out.read_text())
+    assert result["baseline_commit"].startswith("13861f3")  # e2073a6's parent
+    repo = BENCH.parent
+    assert Path(result["new_toolgym"]).is_relative_to(repo) and not Path(result["old_toolgym"]).is_relative_to(repo)
+    assert result["same_gold_actions"]
+    for call in ("function tool", "FlightBooking step"):
+        assert len(result[call]["ratio_per_round"]) == 2 and result[call]["ratio"] > 0
+
+
+def test_policy_overhead_baseline_needs_git(tmp_path):
+    """Outside a git checkout --baseline-rev stops with one error line, not a traceback."""
+    for script in ("policy_overhead.py", "step_overhead.py"):
+        (tmp_path / "benchmarks").mkdir(exist_ok=True)
+        (tmp_path / "benchmarks" / script).write_text((BENCH / script).read_text())
+    cmd = [sys.executable, str(tmp_path / "benchmarks" / "policy_overhead.py"), "--baseline-rev", "--rounds", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "--baseline-rev e2073a6^: cannot get the old toolgym from git" in res.stderr
