@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import random
+import subprocess
 import sys
 import time
 import types
@@ -228,6 +229,21 @@ def test_every_allowed_module_imports() -> None:
         "def f():\n    return 2\n"
     )
     assert Toolbox({"f": src}).call("f", {}).output == "2"
+
+
+def test_first_use_imports_of_the_allowed_modules_work_in_a_fresh_process() -> None:
+    """C functions that import a helper module on first use (``strptime`` imports ``_strptime``) go through the
+    calling frame's ``__import__``, the guarded one in tool code; a fresh process is where that first use happens
+    (any earlier import in the test process would hide it)."""
+    code = (
+        "from toolgym.sandbox import Toolbox\n"
+        "src = 'import datetime, time\\ndef f(s):\\n    d = datetime.datetime.strptime(s, \"%Y-%m-%d\")\\n'"
+        " '    return [str(d), time.strptime(s, \"%Y-%m-%d\").tm_yday, str(datetime.date.fromisoformat(s))]\\n'\n"
+        "print(Toolbox({'f': src}).call('f', {'s': '2024-02-03'}).output)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-1000:]
+    assert res.stdout.strip() == '["2024-02-03 00:00:00", 34, "2024-02-03"]'
 
 
 @pytest.mark.parametrize("module", ["os", "sys", "subprocess", "importlib", "socket", "pickle", "ctypes", "os.path"])
