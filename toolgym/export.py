@@ -46,7 +46,7 @@ import gymnasium as gym
 
 from toolgym.env import ToolEnv
 from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT, chat_arguments, n_multi_call_turns, render_prompt
-from toolgym.registry import manifest_for
+from toolgym.registry import manifest_for, replay_registrations, runtime_registrations
 
 FORMATS = ("sft", "rl", "ftrl")
 ABILITY = "tool_use"
@@ -467,7 +467,9 @@ def _local_episode_rows(spec: tuple, seeds: list[int]) -> Iterator[list[dict[str
         env.close()
 
 
-def _ray_make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+def _ray_make_env(env_id: str, env_kwargs: dict[str, Any], registrations: tuple = ()) -> gym.Env:
+    """A worker's env; ``registrations``: the driver's runtime registrations, which a worker does not have."""
+    replay_registrations(registrations)
     return gym.make(env_id, **env_kwargs)
 
 
@@ -489,7 +491,7 @@ def _ray_episode_rows(
     if not seeds:
         return
     distributed.init(address)
-    setup = functools.partial(_ray_make_env, spec[0], spec[3])
+    setup = functools.partial(_ray_make_env, spec[0], spec[3], runtime_registrations())
     results = distributed.map_unordered(functools.partial(_ray_rows, spec), seeds, setup=setup, num_workers=num_workers)
     try:
         for _, rows in results:
