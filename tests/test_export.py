@@ -4,16 +4,19 @@ exports resume without duplicates, and sft rows replay through a fresh env."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
 
 import toolgym  # noqa: F401
+from toolgym.cli import main
 from toolgym.export import (
     ExportError,
     RestoreError,
     compute_score,
     decode_row,
+    env_kwargs_for,
     export,
     read_rows,
     restore,
@@ -21,9 +24,13 @@ from toolgym.export import (
 )
 from toolgym.packs import load_scenarios
 from toolgym.prompts import chat_arguments
+from toolgym.registry import manifest_for, registered_ids
+from toolgym.suites import taubench as tb
 
 datasets = pytest.importorskip("datasets")
 FB = "ToolGym/FlightBooking-v0"
+TAU_DOMAIN = Path(__file__).parent / "data" / "taubench_retail"
+TAU = "ToolGym/TauBench-taubench_retail-v0"
 SFT_COLUMNS = {
     *("messages", "tools", "env_id", "scenario_id", "kind", "split", "seed", "env_kwargs", "answer", "n_turns"),
     *("arguments", "one_call_per_turn", "n_multi_call_turns"),
@@ -277,3 +284,116 @@ def test_verl_scorer_loads_by_file_path(exported):
     args = (row["data_source"], row["gold_response"], row["reward_model"]["ground_truth"], row["extra_info"])
     assert module.compute_score(*args)["score"] == pytest.approx(row["gold_reward"])
     assert asyncio.run(module.compute_score_async(*args))["score"] == pytest.approx(row["gold_reward"])
+
+
+# -- every id family: procedural packs, mixtures, static packs, suites (BFCL where installed), τ-bench ---------------
+
+
+def _family(env_id: str) -> str:
+    m = manifest_for(env_id)
+    if m["type"] != "static":
+        return m["type"]  # procedural, mixture, taubench
+    if env_id.startswith("ToolGym/BFCL-"):
+        return "bfcl_multi_turn" if "env" in m else "bfcl"
+    return "ftrl_records" if m.get("format") == "ftrl" else "static"
+
+
+# (family, format) pairs that cannot be exported, with the reason their error line gives; any other pair writes
+# rows (procedural packs' ftrl depends on whether the seed's scenario keeps world state: either is fine)
+CANNOT = {
+    ("ftrl_records", "sft"): "no gold calls",
+    ("bfcl_multi_turn", "ftrl"): "no code of their own",
+    ("taubench", "ftrl"): "keeps world state",
+}
+MAY_NOT = {("procedural", "ftrl"): "keeps world state", ("mixture", "ftrl"): "keeps world state"}
+
+
+def _replayed(row: dict) -> list[dict]:
+    """The chat a fresh env gives when it is sent the row's assistant turns: the row's, if the export is faithful."""
+    env = gym.make(row["env_id"], **json.loads(row["env_kwargs"]))
+    obs, info = env.reset(seed=row["seed"])
+    assert info["scenario_id"] == row["scenario_id"]
+    for msg in row["messages"][len(obs["messages"]) :]:
+        if msg["role"] == "assistant":
+            obs, _, terminated, truncated, _ = env.step(msg)
+    assert terminated or truncated
+    return chat_arguments(obs["messages"])[: len(row["messages"])]
+
+
+@pytest.mark.parametrize("fmt", ["sft", "rl", "ftrl"])
+def test_every_registered_id_exports_or_says_why_in_one_line(tmp_path, capsys, fmt):
+    ids = [*registered_ids(), TAU]
+    args = ["export", *registered_ids(), "--suite", f"taubench:{TAU_DOMAIN}", "--format", fmt, "--episodes", "2"]
+    status = main([*args, "--out", str(tmp_path), "--no-parquet"])
+    out, err = capsys.readouterr()
+    errors = {line.split(": ")[2]: line for line in err.splitlines()}
+    assert len(errors) == len(err.splitlines()) and "Traceback" not in err
+    assert status == (2 if errors else 0)
+    families = set()
+    for env_id in ids:
+        family = _family(env_id)
+        families.add(family)
+        path = tmp_path / f"{env_id.split('/')[-1]}.train.{fmt}.jsonl"
+        why = CANNOT.get((family, fmt))
+        if env_id in errors:
+            assert not path.exists() and f"{path}:" not in out
+            expected = why or MAY_NOT.get((family, fmt))
+            assert expected and expected in errors[env_id], errors[env_id]
+            continue
+        assert why is None, f"{env_id} exported {fmt} rows, expected: {why}"
+        rows = read_rows(path)
+        assert rows and {r["env_id"] for r in rows} == {env_id} and {int(r["seed"]) for r in rows} == {0, 1}
+        if fmt == "sft":  # the gold dialogue as the env plays it, ending with the last gold assistant turn
+            assert all(r["messages"][-1]["role"] == "assistant" for r in rows)
+            assert _replayed(rows[0]) == rows[0]["messages"]
+        if fmt == "rl":  # every row restores its env and scores its gold turn as the export did
+            last = rows[-1]
+            if last["gold_response"] is not None:
+                assert score_response(last, last["gold_response"])[0] == pytest.approx(last["gold_reward"])
+    assert {"procedural", "mixture", "ftrl_records", "taubench"} <= families
+
+
+def test_taubench_gold_dialogues_against_the_scripted_user(tmp_path):
+    env_id = tb.register(TAU_DOMAIN)
+    assert env_id == TAU and env_kwargs_for(TAU, "train") == {}  # no split: a domain's tasks are what they are
+    with pytest.raises(ExportError, match="TauBench-taubench_retail-v0 is a taubench env; it takes no generator"):
+        env_kwargs_for(TAU, "train", kind="multi_hop")
+    domain = tb.load_domain(TAU_DOMAIN)
+    sft = read_rows(export(TAU, "sft", len(domain.tasks), tmp_path, parquet=False).path)
+    assert len(sft) == len(domain.tasks)
+    for row in sft:
+        task = domain.task(row["scenario_id"])
+        roles = [m["role"] for m in row["messages"]]
+        # the scripted user states the instruction once; the agent makes the gold calls and replies with the outputs
+        assert roles[:2] == ["system", "user"] and roles.count("user") == 1 and roles[-1] == "assistant"
+        assert row["messages"][1]["content"] == task.instruction
+        calls = [c["function"] for m in row["messages"] for c in m.get("tool_calls") or []]
+        assert [{"name": c["name"], "arguments": c["arguments"]} for c in calls] == list(task.actions)
+        assert row["messages"][-1]["content"] == task.gold_reply()
+        env = gym.make(TAU)
+        env.reset(seed=row["seed"])
+        for msg in row["messages"][2:]:
+            if msg["role"] == "assistant":
+                *_, info = env.step(msg)
+        assert info["pass"] == 1.0  # the exported dialogue passes τ-bench's check
+
+
+def test_bfcl_exports_the_turns_bfcl_scores(tmp_path):
+    """Single-turn categories: the one assistant turn (the episode ends there); multi-turn: every user turn."""
+    if "ToolGym/BFCL-simple-v0" not in registered_ids():
+        pytest.skip("BFCL's data is not installed (bash .ci/suites_setup.sh)")
+    (row,) = read_rows(export("ToolGym/BFCL-simple-v0", "sft", 1, tmp_path, parquet=False).path)
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"] and row["n_turns"] == 1
+    assert row["messages"][-1]["tool_calls"]
+    (rl,) = read_rows(export("ToolGym/BFCL-simple-v0", "rl", 1, tmp_path, parquet=False).path)
+    _, info = score_response(rl, rl["gold_response"])
+    assert info["reward_components"]["bfcl_ast"] == 1.0 and info["truncated"]
+    (row,) = read_rows(export("ToolGym/BFCL-multi_turn_base-v0", "sft", 1, tmp_path, parquet=False).path)
+    env = gym.make("ToolGym/BFCL-multi_turn_base-v0")
+    env.reset(seed=0)
+    n_user = env.unwrapped.scenario.metadata["n_user_turns"]
+    assert n_user > 1 and [m["role"] for m in row["messages"]].count("user") == n_user
+    for msg in row["messages"]:
+        if msg["role"] == "assistant":
+            *_, terminated, _, info = env.step(msg)
+    assert terminated and info["episode"]["bfcl_multi_turn"] == 1.0

@@ -216,3 +216,34 @@ def test_broken_prefix_names_the_message(tmp_path, messages, field):
     with pytest.raises(PackError) as err:
         load_scenarios(path, "ftrl")
     assert err.value.field == field and f"{path}:1" in str(err.value)
+
+
+def test_runtime_registrations_replay_in_a_fresh_process(tmp_path):
+    """What a Ray worker needs: the ids registered after ``import toolgym`` (an ``ftrl:PATH`` file, a τ-bench
+    domain), and only those, replayed in another process make the same envs there."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from toolgym.registry import runtime_registrations, suite_env_ids
+
+    records = tmp_path / "replayed.jsonl"
+    write_jsonl(records, [RECORD])
+    domain = Path(__file__).parent / "data" / "taubench_retail"
+    ids = [*suite_env_ids(f"ftrl:{records}"), *suite_env_ids(f"taubench:{domain}")]
+    names = [m["name"] for m in runtime_registrations()]
+    assert {"FTRL-replayed", "TauBench-taubench_retail"} <= set(names)
+    assert not {"FlightBooking", "BFCL-simple"} & set(names)  # every process registers those itself
+    code = (
+        "import pickle, sys, gymnasium as gym, toolgym\n"
+        "from toolgym.registry import registered_ids, replay_registrations\n"
+        "ids, regs = pickle.load(sys.stdin.buffer)\n"
+        "assert not set(ids) & set(registered_ids())\n"
+        "assert set(ids) <= set(replay_registrations(regs))\n"
+        "for e in ids: print(e, gym.make(e).reset(seed=0)[1]['scenario_id'])\n"
+    )
+    payload = pickle.dumps((ids, runtime_registrations()))
+    res = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=True)
+    here = [f"{e} {gym.make(e).reset(seed=0)[1]['scenario_id']}" for e in ids]
+    assert res.stdout.decode().splitlines() == here

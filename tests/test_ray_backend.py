@@ -155,6 +155,31 @@ def test_export_on_ray_equals_local(tmp_path, fmt):
     assert again.rows_written == 0
 
 
+def test_ids_registered_at_run_time_reach_the_workers(tmp_path, capsys):
+    """A worker process knows only the ids ``import toolgym`` registers: an ``ftrl:PATH`` file and a pack folder
+    registered in the driver reach the workers through the registry's runtime registrations, replayed there."""
+    import toolgym
+    from toolgym.registry import register_pack, runtime_registrations
+
+    records = tmp_path / "runtime_records.jsonl"
+    records.write_text((toolgym.packs.packs_dir() / "ftrl_sample" / "records.jsonl").read_text())
+    out = tmp_path / "eval"
+    args = ["eval", "--suite", f"ftrl:{records}", "--agent", "random", "--episodes", "3", "--out", str(out)]
+    assert main([*args, "--backend", "ray", "--num-workers", "2", "--no-progress"]) == 0
+    recs = episodes(out / "random")
+    assert {r["env_id"] for r in recs} == {"ToolGym/FTRL-runtime-records-v0"} and len(recs) == 3
+    # a procedural pack folder registered with register_pack, exported on the workers as it is locally
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    manifest = json.loads((toolgym.packs.packs_dir() / "hotel_booking" / "manifest.json").read_text())
+    (pack / "manifest.json").write_text(json.dumps({**manifest, "name": "RuntimeHotels", "version": 3}))
+    env = register_pack(pack)
+    assert env == "ToolGym/RuntimeHotels-v3" and any(m["name"] == "RuntimeHotels" for m in runtime_registrations())
+    local = export(env, "sft", 3, tmp_path / "local", parquet=False)
+    remote = export(env, "sft", 3, tmp_path / "ray", parquet=False, backend="ray", num_workers=2)
+    assert remote.rows_written == 3 and _rows_as_set(remote.path) == _rows_as_set(local.path)
+
+
 # -- lost workers and failing items ---------------------------------------------------------------------------------
 
 

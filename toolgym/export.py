@@ -46,7 +46,7 @@ import gymnasium as gym
 
 from toolgym.env import ToolEnv
 from toolgym.prompts import ARGUMENTS, TOOLS_IN_PROMPT, chat_arguments, n_multi_call_turns, render_prompt
-from toolgym.registry import manifest_for
+from toolgym.registry import manifest_for, replay_registrations, runtime_registrations
 
 FORMATS = ("sft", "rl", "ftrl")
 ABILITY = "tool_use"
@@ -72,10 +72,13 @@ def _as_json(value: Any) -> Any:
 
 
 def env_kwargs_for(env_id: str, split: str | None = "train", **knobs: Any) -> dict[str, Any]:
-    """The ``gym.make`` kwargs of an export: the knobs and the split for procedural packs, nothing for static ones."""
-    if manifest_for(env_id)["type"] == "static":
+    """The ``gym.make`` kwargs of an export: the knobs and the split for procedural packs and mixtures, nothing
+    for any other env (a static pack's records, a suite's items or a τ-bench domain's tasks are what they are)."""
+    manifest = manifest_for(env_id)
+    if manifest["type"] not in ("procedural", "mixture"):
         if knobs:
-            raise ExportError(f"{env_id} is a static pack; it takes no generator options {sorted(knobs)}")
+            what = "a static pack" if manifest["type"] == "static" else f"a {manifest['type']} env"
+            raise ExportError(f"{env_id} is {what}; it takes no generator options {sorted(knobs)}")
         return {}
     kwargs = {k: v for k, v in knobs.items() if v is not None}
     if split is not None:
@@ -121,9 +124,14 @@ def _copy(value: Any) -> Any:
 
 
 def gold_episode(env: gym.Env, seed: int) -> Episode:
-    """Reset ``env`` with ``seed`` and play the gold trajectory, recording the state before every turn.
+    """Reset ``env`` with ``seed`` and play the gold trajectory to the episode's end, recording the state before
+    every turn.
 
-    For scenarios without gold arguments (imported FTRL records) only the opening turn is recorded.
+    An env whose gold comes one user turn at a time (BFCL's multi-turn dialogues, whose next user message follows
+    the reply that ends a turn) is asked for the next turn's gold actions until its episode ends. An env whose
+    turn limit ends the episode once every gold call is made, before the closing reply (BFCL's single-turn
+    categories: one assistant turn), gives the trajectory up to there. For scenarios without gold arguments
+    (imported FTRL records) only the opening turn is recorded.
     """
     obs, info = env.reset(seed=seed)
     u: ToolEnv = env.unwrapped
@@ -133,16 +141,22 @@ def gold_episode(env: gym.Env, seed: int) -> Episode:
         complete = True
     except ValueError:
         actions, complete = [None], False
-    turns = []
-    for i, action in enumerate(actions):
-        turn = Turn(i, _copy(obs["messages"]), u.tracker.unsolved_set(), action, None)
+    turns: list[Turn] = []
+    while actions:
+        action = actions.pop(0)
+        turn = Turn(len(turns), _copy(obs["messages"]), u.tracker.unsolved_set(), action, None)
         turns.append(turn)
         if action is None:
             break
         obs, reward, terminated, truncated, _ = env.step(action)
         turn.reward = float(reward)
-        if (terminated or truncated) and i < len(actions) - 1:
-            raise ExportError(f"seed {seed}: the gold trajectory of {sc.id} ended early at turn {i}")
+        if terminated or truncated:
+            cut_before_reply = truncated and not terminated and len(actions) == 1  # only the closing reply left
+            if actions and not cut_before_reply:
+                raise ExportError(f"seed {seed}: the gold trajectory of {sc.id} ended early at turn {turn.index}")
+            break
+        if not actions:  # the episode goes on (the env's turn limit ends it at the latest): the next user turn's gold
+            actions = list(u.gold_actions())
     return Episode(
         seed=seed,
         scenario_id=info["scenario_id"],
@@ -172,12 +186,17 @@ def sft_row(
 ) -> dict[str, Any]:
     if not ep.complete:
         raise ExportError(f"{env_id}: scenario {ep.scenario_id} has no gold calls, so no SFT trajectory")
+    messages = list(ep.messages)
+    while messages and messages[-1]["role"] != "assistant":
+        # what follows the last gold turn is not trained on: a simulated user's stop message (τ-bench), or the
+        # results of calls the episode ended on (BFCL's single turn)
+        messages.pop()
     return {
-        "messages": render_prompt(ep.messages, ep.tools, "template", arguments, one_call_per_turn),
+        "messages": render_prompt(messages, ep.tools, "template", arguments, one_call_per_turn),
         "tools": _dumps(ep.tools),
         "arguments": arguments,
         "one_call_per_turn": one_call_per_turn,
-        "n_multi_call_turns": n_multi_call_turns(ep.messages),
+        "n_multi_call_turns": n_multi_call_turns(messages),
         "env_id": env_id,
         "scenario_id": ep.scenario_id,
         "kind": ep.kind,
@@ -258,6 +277,13 @@ def ftrl_rows(
         raise ExportError(
             f"{env_id}: scenario {sc.id} keeps world state, which FTRL's record format cannot carry; "
             "use --format rl (its rows restore the env, world included)"
+        )
+    sourceless = [n for n in sc.tool_names if n not in sc.source]
+    if sourceless:
+        raise ExportError(
+            f"{env_id}: scenario {sc.id}'s tools {', '.join(sourceless[:3])}{', ...' if len(sourceless) > 3 else ''} "
+            "have no code of their own (they are methods of the suite's classes), which FTRL's records need as "
+            "stateless functions; use --format rl (its rows restore the env)"
         )
     for turn in ep.turns:
         yield {
@@ -467,7 +493,9 @@ def _local_episode_rows(spec: tuple, seeds: list[int]) -> Iterator[list[dict[str
         env.close()
 
 
-def _ray_make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+def _ray_make_env(env_id: str, env_kwargs: dict[str, Any], registrations: tuple = ()) -> gym.Env:
+    """A worker's env; ``registrations``: the driver's runtime registrations, which a worker does not have."""
+    replay_registrations(registrations)
     return gym.make(env_id, **env_kwargs)
 
 
@@ -489,7 +517,7 @@ def _ray_episode_rows(
     if not seeds:
         return
     distributed.init(address)
-    setup = functools.partial(_ray_make_env, spec[0], spec[3])
+    setup = functools.partial(_ray_make_env, spec[0], spec[3], runtime_registrations())
     results = distributed.map_unordered(functools.partial(_ray_rows, spec), seeds, setup=setup, num_workers=num_workers)
     try:
         for _, rows in results:

@@ -10,6 +10,10 @@ kwargs named in its ``options``) is an env of its own kind, not a ToolEnv over a
 τ-bench-format domain (:func:`toolgym.suites.taubench.manifest`). A lower layer that registers such an id with
 ``gym.register`` puts its manifest in the spec's kwargs (``{"pack": id, "manifest": ...}``), so it needs no
 import of this module; :func:`manifest_for` reads it from there.
+
+Another process (a Ray worker) knows only the ids ``import toolgym`` registers: :func:`runtime_registrations`
+lists the manifests this process registered beyond those (``--suite ftrl:PATH`` files, packs of
+:func:`register_pack`, manifests carried in gym specs), and :func:`replay_registrations` registers them there.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ ENV_KWARGS = tuple(
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 _MANIFESTS: dict[str, dict[str, Any]] = {}
+# The manifests ``import toolgym`` registers (register_all's default): every process has these of its own, read
+# from its own install, so only registrations beyond them need forwarding to another process.
+_BUILTIN: dict[str, dict[str, Any]] = {}
 
 
 @lru_cache(maxsize=64)
@@ -265,7 +272,30 @@ def register_all(root: Path | None = None) -> list[str]:
         ids.append(register_pack(manifest))
     if default:  # external suites whose data is installed (file checks only; their data loads on gym.make)
         ids.extend(register_manifest(m) for m in suite_manifests())
+        _BUILTIN.update((eid, _MANIFESTS[eid]) for eid in ids)
     return ids
+
+
+def runtime_registrations() -> tuple[dict[str, Any], ...]:
+    """The manifests this process registered beyond what ``import toolgym`` registers, in registration order.
+
+    These are the ids a fresh process (a Ray worker) does not know: packs registered with :func:`register_pack`
+    or :func:`register_manifest` (``--suite ftrl:PATH``, a pack built elsewhere, a re-registered shipped pack),
+    and manifests carried in gym specs by a lower layer (``--suite taubench:PATH``). Manifests are plain data
+    (refs and paths, no loaded scenarios), so the tuple pickles small; :func:`replay_registrations` registers it
+    in the other process. Paths in them must be readable there too (on a cluster: a shared filesystem).
+    """
+    own = [m for eid, m in _MANIFESTS.items() if _BUILTIN.get(eid) != m]
+    carried = [m for eid, spec in gym.registry.items() if eid not in _MANIFESTS and (m := _carried(spec)) is not None]
+    return (*own, *carried)
+
+
+def replay_registrations(manifests: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> list[str]:
+    """Register the manifests of another process's :func:`runtime_registrations` here; returns their ids.
+
+    Nothing is read from disk (each manifest was checked where it was first registered; its data loads on
+    ``gym.make`` as usual), and replaying the same manifests again changes nothing."""
+    return [register_manifest(m) for m in manifests]
 
 
 def registered_ids() -> list[str]:

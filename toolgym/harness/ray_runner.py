@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
-
 from toolgym.harness.config import EvalConfig
 from toolgym.harness.episode import EnvPool, play_one
 from toolgym.harness.policies import make_policy, make_user_client, request_stats
+from toolgym.registry import replay_registrations, runtime_registrations
 
 
 class RayEpisodes:
     """The state of one Ray worker: an env pool and a policy (its own model client), kept for all its episodes.
 
-    ``specs``: gym specs the driver registered at run time that carry their manifest (a ``--suite taubench:PATH``
-    domain), registered here too, since a worker process starts with only the ids ``import toolgym`` makes."""
+    ``registrations``: the manifests the driver registered at run time (:func:`~toolgym.registry.runtime_registrations`:
+    ``--suite ftrl:PATH`` and ``taubench:PATH`` ids, packs of ``register_pack``), registered here too, since a
+    worker process starts with only the ids ``import toolgym`` makes."""
 
-    def __init__(self, cfg: EvalConfig, specs: tuple[Any, ...] = ()):
+    def __init__(self, cfg: EvalConfig, registrations: tuple[dict[str, Any], ...] = ()):
         import uuid
 
-        for spec in specs:
-            gym.registry.setdefault(spec.id, spec)
+        replay_registrations(registrations)
         self.id = uuid.uuid4().hex
         self.policy = make_policy(cfg)
         self.user_client = make_user_client(cfg, self.policy)
@@ -37,11 +36,6 @@ class RayEpisodes:
 async def _ray_play(worker: RayEpisodes, item: tuple[str, int]) -> tuple[tuple[str, Any], str, dict[str, int]]:
     outcome = await play_one(item[0], item[1], worker.pool, worker.policy)
     return outcome, worker.id, request_stats(worker.policy, worker.user_client)
-
-
-def _carried_specs(env_ids: list[str]) -> tuple[Any, ...]:
-    """The specs of ``env_ids`` that carry their own manifest: whole, so a worker can register them as they are."""
-    return tuple(gym.spec(e) for e in env_ids if "manifest" in gym.spec(e).kwargs)
 
 
 def run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: dict) -> dict[str, int]:
@@ -62,7 +56,7 @@ def run_ray(cfg: EvalConfig, todo: list[tuple[str, int]], record: Any, state: di
     results = distributed.map_unordered(
         _ray_play,
         todo,
-        setup=functools.partial(RayEpisodes, cfg, _carried_specs(cfg.env_ids)),
+        setup=functools.partial(RayEpisodes, cfg, runtime_registrations()),
         num_workers=n,
         per_worker=per_worker,
         stop=lambda: state["aborted"] is not None,
