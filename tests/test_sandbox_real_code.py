@@ -231,19 +231,47 @@ def test_every_allowed_module_imports() -> None:
     assert Toolbox({"f": src}).call("f", {}).output == "2"
 
 
-def test_first_use_imports_of_the_allowed_modules_work_in_a_fresh_process() -> None:
-    """C functions that import a helper module on first use (``strptime`` imports ``_strptime``) go through the
-    calling frame's ``__import__``, the guarded one in tool code; a fresh process is where that first use happens
-    (any earlier import in the test process would hide it)."""
-    code = (
-        "from toolgym.sandbox import Toolbox\n"
-        "src = 'import datetime, time\\ndef f(s):\\n    d = datetime.datetime.strptime(s, \"%Y-%m-%d\")\\n'"
-        " '    return [str(d), time.strptime(s, \"%Y-%m-%d\").tm_yday, str(datetime.date.fromisoformat(s))]\\n'\n"
-        "print(Toolbox({'f': src}).call('f', {'s': '2024-02-03'}).output)\n"
+# Deterministic calls into the allowed modules, each run in the sandbox and by plain exec (see the test below).
+FIRST_USE = {
+    "strptime": "import datetime, time\ndef f():\n    d = datetime.datetime.strptime('2024-02-03', '%Y-%m-%d')\n"
+    "    return [str(d), time.strptime('2024-02-03', '%Y-%m-%d').tm_yday, time.mktime(time.strptime('2024', '%Y'))]\n",
+    "zoneinfo": "import zoneinfo, datetime\ndef f():\n    tz = zoneinfo.ZoneInfo('Europe/Paris')\n"
+    "    return str(datetime.datetime(2024, 7, 2, tzinfo=tz).astimezone(datetime.timezone.utc))\n",
+    "strftime": "import time, datetime, calendar\ndef f():\n"
+    "    return [datetime.date(2024, 1, 2).strftime('%A %B'), time.asctime(time.gmtime(0)), calendar.month_name[3]]\n",
+    "codecs": "def f():\n    return [str('bücher.de'.encode('idna')), str('é'.encode('latin-1')),"
+    " 'x'.encode('utf-16').hex()]\n",
+    "decimal": "import decimal\ndef f():\n"
+    "    return [str(decimal.Decimal(2).sqrt()), str(decimal.Decimal('1.5').exp())]\n",
+    "hashlib": "import hashlib, base64\ndef f():\n"
+    "    return [hashlib.sha3_256(b'x').hexdigest(), hashlib.new('sha256', b'x').hexdigest(),"
+    " base64.b64encode(b'xy').decode()]\n",
+    "unicodedata": "import unicodedata\ndef f():\n"
+    "    return [unicodedata.normalize('NFKD', 'é'), unicodedata.name('a')]\n",
+    "numbers": "import statistics, fractions\ndef f():\n"
+    "    return [str(statistics.stdev([1.0, 2.0])), str(fractions.Fraction('1/3')), round(2.675, 2)]\n",
+    "uuid5": "import uuid\ndef f():\n    return str(uuid.uuid5(uuid.NAMESPACE_DNS, 'example.com'))\n",
+    "text": "import textwrap, difflib, string\ndef f():\n    return [textwrap.shorten('hello world again', 12),"
+    " difflib.get_close_matches('appel', ['apple', 'ape']), string.capwords('a b')]\n",
+}  # fmt: skip
+
+
+def test_first_use_of_the_allowed_modules_in_a_fresh_process_behaves_as_plain_python() -> None:
+    """C functions that import a helper module on first use (``strptime`` imports ``_strptime``) do it through
+    the calling frame's ``__import__``, the guarded one in tool code. Such a first use happens only in a fresh
+    process (an earlier import anywhere in the test process would hide it), so the calls run in one."""
+    driver = (
+        "import json, sys\nfrom toolgym.sandbox import Toolbox, serialize_output\ncases = json.load(sys.stdin)\n"
+        "out = {}\nfor k, src in cases.items():\n    got = Toolbox({'f': src}).call('f', {})\n"
+        "    ns = {}\n    exec(src, ns)\n    out[k] = [got.output, serialize_output(ns['f']())]\n"
+        "print(json.dumps(out))\n"
+    )  # the sandboxed call of each case runs before its plain twin, so plain code never loads a module first
+    res = subprocess.run(
+        [sys.executable, "-c", driver], input=json.dumps(FIRST_USE), capture_output=True, text=True, timeout=120
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-1000:]
-    assert res.stdout.strip() == '["2024-02-03 00:00:00", 34, "2024-02-03"]'
+    got = json.loads(res.stdout)
+    assert {k: v[0] for k, v in got.items()} == {k: v[1] for k, v in got.items()}
 
 
 @pytest.mark.parametrize("module", ["os", "sys", "subprocess", "importlib", "socket", "pickle", "ctypes", "os.path"])
