@@ -226,7 +226,9 @@ async def ask_missing(todo: list[dict[str, Any]], args: argparse.Namespace, jour
         for attempt in range(args.attempts):
             try:
                 reply = await model.complete(messages, P.CODE_SCHEMA, _seed(cfg, i, f"deploy/{row['key']}", attempt))
-                check_code_reply(parse_reply(reply, P.CODE_SCHEMA), row["function"]["name"])
+                code = check_code_reply(parse_reply(reply, P.CODE_SCHEMA), row["function"]["name"])
+                if args.syntax_feedback:
+                    syntax_problem(code)
                 break
             except Reject as r:
                 if r.kind == "bad_request":  # the server refused the request itself: journaled without code
@@ -242,6 +244,17 @@ async def ask_missing(todo: list[dict[str, Any]], args: argparse.Namespace, jour
         await asyncio.gather(*(one(i, row) for i, row in enumerate(todo)))
     finally:
         await model.close()
+
+
+def syntax_problem(code: str) -> None:
+    """Raise the build's :class:`Reject` when ``code`` is not Python at all (plain ``compile``, not the sandbox's
+    policy, so asking again never steers the corpus towards what the sandbox accepts)."""
+    from toolgym.construct.llm.validate import Reject
+
+    try:
+        compile(code, "<tool>", "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise Reject("syntax", f"the code is not valid Python: {e.msg} (line {e.lineno})") from None
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
@@ -263,6 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--attempts", type=int, default=3, help="requests per tool (the build's default)")
+    ap.add_argument(
+        "--syntax-feedback",
+        action="store_true",
+        help="also ask again when the code is not valid Python (the build does so after its compile check)",
+    )
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--plain-seconds", type=float, default=PLAIN_CPU_SECONDS, help="CPU limit of a plain run")
     ap.add_argument("--out", default=str(RESULTS / "llm_code_corpus.json"))

@@ -82,7 +82,8 @@ def test_smollm2_written_tools_are_judged_and_the_journal_resumes(llm_server, tm
     made llama.cpp's grammar parser fail and its server exit."""
     journal, out = tmp_path / "replies.jsonl", tmp_path / "corpus.json"
     ask = ["--replies", str(journal), "--out", str(out), "--model", llm_server.model, "--base-url",
-           llm_server.base_url, "--envs", "ToolGym/Banking-v0", "--seeds", "1", "--max-tokens", "300"]  # fmt: skip
+           llm_server.base_url, "--envs", "ToolGym/Banking-v0", "--seeds", "1", "--max-tokens", "300",
+           "--attempts", "2", "--syntax-feedback"]  # fmt: skip
     first = _run(*ask, "--max-functions", "3")
     assert first.returncode == 0, first.stderr[-2000:]
     second = _run(*ask, "--max-functions", "4")  # resumes: only the fourth tool is asked for
@@ -90,6 +91,7 @@ def test_smollm2_written_tools_are_judged_and_the_journal_resumes(llm_server, tm
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
     assert all(r["model"] == llm_server.model and not r["reply"].startswith("<refused") for r in rows)
+    assert all(r["attempts"] in (1, 2) for r in rows)
     report = json.loads(out.read_text())
     assert sum(report["counts"].values()) == 4 == len(report["results"])
     assert report["judged"] == sum(report["counts"].get(c, 0) for c in ("same", "refused", "differs"))
