@@ -30,6 +30,7 @@ _OPEN_LEN, _CLOSE_LEN = len(_OPEN), len(_CLOSE)
 MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
 _END_TOKENS = ("<|endoftext|>", "<|im_end|>")  # FTRL's
 _END_TOKENS += ("<|eot_id|>", "<|eom_id|>", "<|call|>", "<|return|>", "<|end|>", "<|user|>")  # Llama, gpt-oss, GLM
+assert all(tok.endswith("|>") for tok in _END_TOKENS)  # parse_text tests that suffix before the eight
 _XML_FN, _XML_PARAM, _XML_PARAM_END = "<function=", "<parameter=", "</parameter>"
 _GLM_KEY, _GLM_KEY_END, _GLM_VAL, _GLM_VAL_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
 _OSS_TO, _OSS_MSG, _OSS_CALL, _OSS_FINAL = "to=functions.", "<|message|>", "<|call|>", "<|channel|>final<|message|>"
@@ -237,7 +238,8 @@ def _one_json_call(text: str, id_prefix: str) -> ParsedTurn | None:
     with a ``name`` string and an ``arguments`` object; None for anything else, which the full parser reads.
 
     What :func:`_parse_hermes` makes of such a turn, without its split, its per-block loop and its checks of
-    forms this one is not (the step's hot path: most turns a policy sends look like this).
+    forms this one is not (the step's hot path: most turns a policy sends look like this). A ParsedTurn is
+    always true, so ``_one_json_call(...) or _parse_hermes(...)`` reads any turn.
     """
     end = text.find(_CLOSE)
     if end != len(text) - _CLOSE_LEN or end <= 0 or not text.startswith(_OPEN):
@@ -256,9 +258,6 @@ def _one_json_call(text: str, id_prefix: str) -> ParsedTurn | None:
 
 
 def _parse_hermes(text: str, id_prefix: str = "call_", schemas: dict[str, Any] | None = None) -> ParsedTurn:
-    fast = _one_json_call(text, id_prefix)
-    if fast is not None:
-        return fast
     outside, bodies = _split_blocks(text)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
@@ -368,7 +367,7 @@ def _parse_message(
             malformed.append(MalformedCall(json.dumps(tc, ensure_ascii=False, default=str), parsed, call_id))
         else:
             calls.append(parsed)
-    return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
+    return ParsedTurn(content.strip(), calls, malformed, content)
 
 
 def parse_text(
@@ -376,11 +375,11 @@ def parse_text(
 ) -> ParsedTurn:
     """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
     text = text.strip()
-    while text.endswith(_END_TOKENS):
+    while text.endswith("|>") and text.endswith(_END_TOKENS):  # every end token ends with "|>": one test first
         for tok in _END_TOKENS:
             text = text.removesuffix(tok).strip()
     if "<tool_call>" in text:
-        return _parse_hermes(text, id_prefix, schemas)
+        return _one_json_call(text, id_prefix) or _parse_hermes(text, id_prefix, schemas)
     if _OSS_TO in text:
         return _parse_gpt_oss(text, id_prefix)
     if _OSS_FINAL in text:  # gpt-oss's final channel: the answer is what follows it
