@@ -5,6 +5,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from toolgym import calls
 from toolgym.calls import MalformedCall, ToolCall, format_hermes, parse_action
 
 json_values = st.recursive(
@@ -137,6 +138,41 @@ def test_parse_action_never_raises(action):
 @given(st.text(alphabet=st.sampled_from(list('<tool_call>/{}":,name arguments[]()=')), max_size=80))
 def test_tag_soup_never_raises(text):
     parse_action(text)
+
+
+def _turn(t):
+    return t.content, [(c.name, c.arguments, c.id) for c in t.calls], [(m.text, m.reason, m.id) for m in t.malformed]
+
+
+_BODIES = [  # call bodies, well formed or not
+    '{"name": "f", "arguments": {"x": 1}}',
+    '{"name": "f", "arguments": {}}',
+    '{"name": "f", "parameters": {}}',
+    '{"name": "", "arguments": {}}',
+    '{"name": "f", "arguments": "{}"}',
+    "[1]",
+    "{",
+    "\ufeff{}",
+]
+_PIECES = st.lists(
+    st.sampled_from(["<tool_call>", "</tool_call>", "\n", " ", "x", "<|im_end|>", *_BODIES]) | st.text(max_size=5),
+    max_size=4,
+)
+
+
+@given(_PIECES, st.sampled_from(_BODIES), _PIECES)
+def test_one_block_fast_path_reads_a_turn_as_the_full_parser_does(before, body, after):
+    a, b = "".join(before), "".join(after)
+    for text in (a + body + b, f"<tool_call>{a}{body}{b}</tool_call>", f"<tool_call>\n{body}\n</tool_call>{b}"):
+        fast = calls._one_json_call(text, "call_1_")
+        if fast is not None:  # a turn it takes must read as the block-by-block parse reads it
+            full = calls._parse_hermes(text, "call_1_")
+            assert _turn(fast) == _turn(full) and len(fast.calls) == 1
+            assert fast.raw == full.raw == text
+
+
+def test_one_block_fast_path_takes_the_usual_turn():
+    assert calls._one_json_call(format_hermes([("f", {"x": 1})]), "call_1_") is not None
 
 
 # The XML forms of Qwen3.5 and GLM-4.5 write strings raw and other values as JSON, as their templates do; the

@@ -30,12 +30,14 @@ _OPEN_LEN, _CLOSE_LEN = len(_OPEN), len(_CLOSE)
 MALFORMED_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
 _END_TOKENS = ("<|endoftext|>", "<|im_end|>")  # FTRL's
 _END_TOKENS += ("<|eot_id|>", "<|eom_id|>", "<|call|>", "<|return|>", "<|end|>", "<|user|>")  # Llama, gpt-oss, GLM
+assert all(tok.endswith("|>") for tok in _END_TOKENS)  # parse_text tests that suffix before the eight
 _XML_FN, _XML_PARAM, _XML_PARAM_END = "<function=", "<parameter=", "</parameter>"
 _GLM_KEY, _GLM_KEY_END, _GLM_VAL, _GLM_VAL_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
 _OSS_TO, _OSS_MSG, _OSS_CALL, _OSS_FINAL = "to=functions.", "<|message|>", "<|call|>", "<|channel|>final<|message|>"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _PY_CALL_START = re.compile(r"^\s*\[?\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
-_raw_decode = json.JSONDecoder().raw_decode
+_DECODER = json.JSONDecoder()
+_raw_decode, _scan_once = _DECODER.raw_decode, _DECODER.scan_once  # scan_once: raw_decode without its wrapper
 _JSON_WS = json.decoder.WHITESPACE.match
 
 
@@ -231,6 +233,30 @@ def _split_blocks(text: str) -> tuple[list[str], list[str]]:
     return outside, bodies
 
 
+def _one_json_call(text: str, id_prefix: str) -> ParsedTurn | None:
+    """The usual turn read in one pass: a single ``<tool_call>`` block, nothing around it, holding a JSON object
+    with a ``name`` string and an ``arguments`` object; None for anything else, which the full parser reads.
+
+    What :func:`_parse_hermes` makes of such a turn, without its split, its per-block loop and its checks of
+    forms this one is not (the step's hot path: most turns a policy sends look like this). A ParsedTurn is
+    always true, so ``_one_json_call(...) or _parse_hermes(...)`` reads any turn.
+    """
+    end = text.find(_CLOSE)
+    if end != len(text) - _CLOSE_LEN or end <= 0 or not text.startswith(_OPEN):
+        return None
+    body = text[_OPEN_LEN:end].strip()
+    try:
+        obj, stop = _scan_once(body, 0)
+    except (StopIteration, ValueError):
+        return None
+    if stop != len(body) or type(obj) is not dict:
+        return None
+    name, args = obj.get("name"), obj.get("arguments")
+    if type(name) is not str or not name or type(args) is not dict:
+        return None
+    return ParsedTurn("", [ToolCall(name, args, id_prefix + "0")], [], text)
+
+
 def _parse_hermes(text: str, id_prefix: str = "call_", schemas: dict[str, Any] | None = None) -> ParsedTurn:
     outside, bodies = _split_blocks(text)
     calls: list[ToolCall] = []
@@ -255,7 +281,7 @@ def _parse_hermes(text: str, id_prefix: str = "call_", schemas: dict[str, Any] |
             calls.append(parsed)
     # FTRL: when no call parses, the whole text is the content (so leftover tags count as malformed).
     content = "".join(outside).strip() if calls else text
-    return ParsedTurn(content=content, calls=calls, malformed=malformed, raw=text)
+    return ParsedTurn(content, calls, malformed, text)  # positional: keywords cost as much as the rest of __init__
 
 
 def _literal(node: ast.AST) -> Any:
@@ -341,7 +367,7 @@ def _parse_message(
             malformed.append(MalformedCall(json.dumps(tc, ensure_ascii=False, default=str), parsed, call_id))
         else:
             calls.append(parsed)
-    return ParsedTurn(content=content.strip(), calls=calls, malformed=malformed, raw=content)
+    return ParsedTurn(content.strip(), calls, malformed, content)
 
 
 def parse_text(
@@ -349,11 +375,11 @@ def parse_text(
 ) -> ParsedTurn:
     """Parse a raw completion (end-of-turn tokens stripped as FTRL does)."""
     text = text.strip()
-    while text.endswith(_END_TOKENS):
+    while text.endswith("|>") and text.endswith(_END_TOKENS):  # every end token ends with "|>": one test first
         for tok in _END_TOKENS:
             text = text.removesuffix(tok).strip()
     if "<tool_call>" in text:
-        return _parse_hermes(text, id_prefix, schemas)
+        return _one_json_call(text, id_prefix) or _parse_hermes(text, id_prefix, schemas)
     if _OSS_TO in text:
         return _parse_gpt_oss(text, id_prefix)
     if _OSS_FINAL in text:  # gpt-oss's final channel: the answer is what follows it

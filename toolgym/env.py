@@ -52,6 +52,7 @@ COMPONENT_KEYS = (
     "state_ok",
 )
 _ZERO_COMPONENTS = dict.fromkeys(COMPONENT_KEYS, 0.0)
+_FTRL_TURN = R.TURN_VARIANTS["ftrl"]  # R.call_turn_reward(p, q, "ftrl") without its lookup, on every call turn
 RewardFn = Callable[[dict[str, float], "ToolEnv"], float]
 # A suite's own score of one turn (e.g. BFCL's AST rule): extra reward components, merged into each step's.
 TurnScorer = Callable[[Scenario, ParsedTurn], dict[str, float]]
@@ -319,7 +320,7 @@ class ToolEnv(gym.Env):
         s = n_exp - t
         terminated = not calls and not malformed
         if p:
-            r_ftrl = R.call_turn_reward(p, n_solved, "ftrl")
+            r_ftrl = _FTRL_TURN(p, n_solved)
         else:
             r_ftrl = R.answer_turn_reward(parsed.content, self._answer, t, malformed=bool(malformed))
         comp["reward_ftrl"] = r_ftrl
@@ -330,7 +331,7 @@ class ToolEnv(gym.Env):
         comp["format_ok"] = 0.0 if malformed else 1.0
         comp["args_valid"] = n_valid / p if p else 1.0
         comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
-        comp["state_ok"] = float(self._state_ok())
+        comp["state_ok"] = float(self._state_ok()) if self._checks else 1.0
         if self.turn_scorer is not None:
             scores = self.turn_scorer(self.scenario, parsed)
             comp.update(scores)
@@ -355,9 +356,9 @@ class ToolEnv(gym.Env):
         if name not in self._tool_names:
             comp["n_unknown_tool"] += 1
             return f"Error: unknown tool {name!r}. Available tools: {', '.join(sorted(self._tool_names))}.", 0, 0
-        problem = check_arguments(self._validators[name], arguments)
-        if problem is not None:
-            kind, msg = problem
+        validator = self._validators[name]
+        if not validator.is_valid(arguments):  # the common valid call skips check_arguments' frame
+            kind, msg = check_arguments(validator, arguments)
             comp["n_" + kind] += 1
             label = kind.replace("_", " ")
             return f"Error: invalid arguments for {name!r} ({label}): {msg}.", 0, 0
@@ -379,7 +380,7 @@ class ToolEnv(gym.Env):
         if outcome.output.startswith(_ERROR_RESULT):  # the tool's own error result, e.g. {"error": "unknown id"}
             comp["n_tool_errors"] += 1
         solved = self.tracker.match(name, outcome.output, self.state)
-        return outcome.output, int(solved is not None), 1
+        return outcome.output, 0 if solved is None else 1, 1
 
     def _state_ok(self) -> bool:
         return not self._checks or all(c.holds(self.state) for c in self._checks)

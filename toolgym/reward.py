@@ -154,7 +154,7 @@ class SolveTracker:
         entries = self._by_tool.get(tool)
         if not entries:
             return None
-        out = normalize(output)
+        out = output.lower().replace(",", "").strip()  # normalize(output), inline: this runs on every call
         for i, e in enumerate(entries):
             for p in e.parts:  # a plain loop: this runs on every call, and all(<genexpr>) costs twice as much
                 if p not in out:

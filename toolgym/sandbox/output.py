@@ -134,4 +134,4 @@ def serialize_output(value: Any, max_chars: int = 16_384) -> str:
             text = _bounded_str(value)
     else:
         text = _bounded_str(value)
-    return _truncate(text, max_chars)
+    return text if len(text) <= max_chars else _truncate(text, max_chars)
