@@ -171,7 +171,7 @@ def main() -> None:
         "step_message_us": msg * 1e6,
         "ratio_text": text / floor,
         "ratio_message": msg / floor,
-        "target_ratio": 2.0,  # issue 10: env.step at most 2x the floor
+        "target_ratio": 2.0,  # the step target: env.step at most 2x the floor
         "reset": resets,
         "rounds": args.rounds,
         "calls": args.calls,
