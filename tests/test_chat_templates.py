@@ -19,6 +19,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 import toolgym  # noqa: F401
 from toolgym.calls import parse_action
 from toolgym.export import export, read_rows
+from toolgym.registry import suite_env_ids
 
 TEMPLATES = os.path.join(os.path.dirname(trl.__file__), "chat_templates")
 MULTI_CALL = ("qwen2_5", "qwen3", "qwen3_5_nothink", "glm4moe")  # render several calls per turn
@@ -54,6 +55,37 @@ def rows(tmp_path_factory):
             assert split_calls or res.multi_call_rows > 0  # the exporter says which rows one-call templates break
             got.setdefault(split_calls, []).extend(read_rows(res.path))
     return got
+
+
+@pytest.fixture(scope="module")
+def suite_rows(tmp_path_factory):
+    """Gold dialogues of the external suites: BFCL multi-turn (several user turns, calls to class methods) and a
+    τ-bench domain (played against the scripted user), each also split to one call per turn."""
+    pytest.importorskip("bfcl_eval", reason="bfcl-eval is installed by .ci/suites_setup.sh")
+    tau = os.path.join(os.path.dirname(__file__), "data", "taubench_retail")
+    ids = ["ToolGym/BFCL-multi_turn_base-v0", *suite_env_ids(f"taubench:{tau}")]
+    out = tmp_path_factory.mktemp("suite_templates")
+    got: dict[bool, list] = {}
+    for split_calls in (False, True):
+        for env_id in ids:
+            res = export(env_id, "sft", 3, out / str(split_calls), seed=0, one_call_per_turn=split_calls)
+            got.setdefault(split_calls, []).extend(read_rows(res.path))
+    return got
+
+
+@pytest.mark.parametrize("name", MULTI_CALL + ONE_CALL)
+def test_suite_dialogues_render_and_parse_back_to_the_same_calls(name, suite_rows):
+    template = _template(name)
+    checked = set()
+    for row in suite_rows[name in ONE_CALL]:
+        schemas = {t["function"]["name"]: t["function"] for t in json.loads(row["tools"])}
+        for _, m, text in _turns(template, row):
+            parsed = parse_action(text, frozenset(schemas), "c", schemas)
+            want = [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []]
+            assert [(c.name, c.arguments) for c in parsed.calls] == want, text
+            assert not parsed.malformed
+            checked.add(row["env_id"])
+    assert len(checked) == 2
 
 
 def _turns(template: str, row: dict):
