@@ -30,6 +30,7 @@ __all__ = [
     "NO_CALL_KINDS",
     "SPLITS",
     "TEST_SHARE",
+    "KindKnobs",
     "Scenario",
     "StateCheck",
     "SubTask",
@@ -67,6 +68,32 @@ def offers_ask_user(kind: str | None, kinds: tuple[str, ...] | None) -> bool:
     single-hop scenarios of the six-kind env, with the same tools (offering ``ask_user`` then tells nothing).
     """
     return kind in EXTRA_KINDS or any(k in EXTRA_KINDS for k in kind_mix(kinds))
+
+
+class KindKnobs:
+    """The ``kind``/``kinds`` knobs of a generator config (a dataclass declaring both fields), read one way.
+
+    A plain base, not a dataclass, so each config keeps its own field order (and its ``to_dict``/cache keys)."""
+
+    kind: str | None
+    kinds: tuple[str, ...] | None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kinds, list):  # from JSON metadata or a gym.make list: one hashable, comparable form
+            self.kinds = tuple(self.kinds)
+
+    @property
+    def mix(self) -> tuple[str, ...]:
+        """The kinds ``kind=None`` draws from."""
+        return kind_mix(self.kinds)
+
+    @property
+    def offers_ask_user(self) -> bool:
+        """Whether every scenario offers ``ask_user`` (:func:`offers_ask_user`)."""
+        return offers_ask_user(self.kind, self.kinds)
+
+    def check_kinds(self) -> None:
+        check_kinds(self.kind, self.kinds)
 
 
 @dataclass

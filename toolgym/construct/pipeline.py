@@ -47,7 +47,7 @@ from toolgym.construct.integrate import Integrated, integrate
 from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
 from toolgym.construct.spec import Domain
 from toolgym.packs import current_ref
-from toolgym.scenario import EXTRA_KINDS, KINDS, Scenario, check_kinds, kind_mix, offers_ask_user
+from toolgym.scenario import EXTRA_KINDS, KINDS, KindKnobs, Scenario
 from toolgym.splits import SPLITS
 
 MAX_ATTEMPTS = 200
@@ -58,7 +58,7 @@ DOMAINS_PACKAGE = "toolgym.construct.domains"
 
 
 @dataclass
-class BuildConfig:
+class BuildConfig(KindKnobs):
     """Knobs of the procedural pipeline (all are ``gym.make`` kwargs of a spec-based env).
 
     ``kind=None`` draws one of ``kinds`` per scenario: by default FTRL's four (:data:`~toolgym.scenario.KINDS`);
@@ -84,26 +84,8 @@ class BuildConfig:
     split: str | None = None
     kinds: tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        if isinstance(self.kinds, list):  # from JSON metadata or a gym.make list: one hashable, comparable form
-            self.kinds = tuple(self.kinds)
-
-    @property
-    def mix(self) -> tuple[str, ...]:
-        """The kinds ``kind=None`` draws from."""
-        return kind_mix(self.kinds)
-
-    @property
-    def offers_ask_user(self) -> bool:
-        """Whether every scenario offers ``ask_user``: ``kind`` or ``kinds`` names a kind beyond FTRL's.
-
-        ``kinds`` counts even when ``kind`` fixes the kind, so that ``kind="single_hop", kinds=ALL_KINDS`` plays
-        the single-hop scenarios of the six-kind env, with the same tools.
-        """
-        return offers_ask_user(self.kind, self.kinds)
-
     def validate(self) -> None:
-        check_kinds(self.kind, self.kinds)
+        self.check_kinds()
         bounds = {"hops": (2, 4), "parallel": (2, 4), "distractors": (0, MAX_DISTRACTORS)}
         bounds.update({k: (0, v) for k, v in LEVELS.items()})
         for name, (lo, hi) in bounds.items():

@@ -39,19 +39,19 @@ class Turn:
     note: str | None = None
 
 
+def run_client(cfg: EvalConfig, base_url: str | None, api_key: str | None) -> ChatClient:
+    """A client of the server at ``base_url`` with the run's timeout, retries, back-off and seed."""
+    return ChatClient(
+        base_url or "", api_key, timeout=cfg.timeout, retries=cfg.retries, backoff=cfg.backoff, seed=cfg.seed
+    )
+
+
 class ModelPolicy:
     """One OpenAI-compatible chat model, shared by all running episodes (one client, one retry loop)."""
 
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
-        self.client = ChatClient(
-            cfg.base_url or "",
-            cfg.api_key,
-            timeout=cfg.timeout,
-            retries=cfg.retries,
-            backoff=cfg.backoff,
-            seed=cfg.seed,
-        )
+        self.client = run_client(cfg, cfg.base_url, cfg.api_key)
         self.stats = self.client.stats
 
     async def close(self) -> None:
@@ -132,14 +132,7 @@ def make_user_client(cfg: EvalConfig, policy: ModelPolicy | AgentPolicy) -> Chat
         return None
     if isinstance(policy, ModelPolicy) and (cfg.user_base_url, cfg.user_api_key) == (cfg.base_url, cfg.api_key):
         return policy.client
-    return ChatClient(
-        cfg.user_base_url or "",
-        cfg.user_api_key,
-        timeout=cfg.timeout,
-        retries=cfg.retries,
-        backoff=cfg.backoff,
-        seed=cfg.seed,
-    )
+    return run_client(cfg, cfg.user_base_url, cfg.user_api_key)
 
 
 def request_stats(policy: ModelPolicy | AgentPolicy, user_client: ChatClient | None) -> dict[str, int]:

@@ -38,7 +38,7 @@ import numpy as np
 from toolgym.construct.decompose import ask_question
 from toolgym.construct.deploy import tool_source
 from toolgym.construct.document import ASK_USER, ask_function
-from toolgym.scenario import Scenario, StateCheck, SubTask, check_kinds, kind_mix, offers_ask_user, tool_schema
+from toolgym.scenario import KindKnobs, Scenario, StateCheck, SubTask, tool_schema
 from toolgym.splits import SCENARIO_IDS, SPLITS, split_of
 
 NAME = "FlightBooking"
@@ -272,7 +272,7 @@ ASK_SOURCE = tool_source(ask_function())
 
 
 @dataclass
-class FlightBookingConfig:
+class FlightBookingConfig(KindKnobs):
     """Generator knobs; ``kind=None`` draws one of ``kinds`` uniformly per scenario (by default FTRL's four).
 
     ``kinds`` may name the extra kinds ``irrelevance`` and ``missing_info``; with either in ``kind`` or ``kinds``
@@ -287,20 +287,8 @@ class FlightBookingConfig:
     split: str | None = None  # "train" / "test": only scenarios whose id hashes into that split
     kinds: tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        if isinstance(self.kinds, list):  # a gym.make list: one hashable, comparable form
-            self.kinds = tuple(self.kinds)
-
-    @property
-    def mix(self) -> tuple[str, ...]:
-        return kind_mix(self.kinds)
-
-    @property
-    def offers_ask_user(self) -> bool:
-        return offers_ask_user(self.kind, self.kinds)
-
     def validate(self) -> None:
-        check_kinds(self.kind, self.kinds)
+        self.check_kinds()
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be None or one of {SPLITS}, got {self.split!r}")
         for name, lo, hi in (("hops", 2, 4), ("parallel", 2, 4), ("distractors", 0, 12)):
