@@ -76,16 +76,22 @@ def suite_rows(tmp_path_factory):
 @pytest.mark.parametrize("name", MULTI_CALL + ONE_CALL)
 def test_suite_dialogues_render_and_parse_back_to_the_same_calls(name, suite_rows):
     template = _template(name)
-    checked = set()
-    for row in suite_rows[name in ONE_CALL]:
-        schemas = {t["function"]["name"]: t["function"] for t in json.loads(row["tools"])}
-        for _, m, text in _turns(template, row):
-            parsed = parse_action(text, frozenset(schemas), "c", schemas)
-            want = [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []]
-            assert [(c.name, c.arguments) for c in parsed.calls] == want, text
-            assert not parsed.malformed
-            checked.add(row["env_id"])
-    assert len(checked) == 2
+    rows = suite_rows[name in ONE_CALL]
+    for row in rows:
+        for m, parsed in _parsed_turns(template, row):
+            assert not parsed.calls or m.get("tool_calls")  # a reply renders as a reply
+    assert len({row["env_id"] for row in rows}) == 2
+
+
+def _parsed_turns(template: str, row: dict):
+    """(assistant message, its rendered text parsed back) for every turn, asserting the calls come back exactly."""
+    schemas = {t["function"]["name"]: t["function"] for t in json.loads(row["tools"])}
+    for _, m, text in _turns(template, row):
+        parsed = parse_action(text, frozenset(schemas), "c", schemas)
+        want = [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []]
+        assert [(c.name, c.arguments) for c in parsed.calls] == want, text
+        assert not parsed.malformed
+        yield m, parsed
 
 
 def _turns(template: str, row: dict):
@@ -104,13 +110,8 @@ def test_rendered_turns_parse_back_to_the_same_calls(name, rows):
     template = _template(name)
     checked = 0
     for row in rows[name in ONE_CALL]:
-        schemas = {t["function"]["name"]: t["function"] for t in json.loads(row["tools"])}
-        for _, m, text in _turns(template, row):
-            parsed = parse_action(text, frozenset(schemas), "c", schemas)
-            want = [(c["function"]["name"], c["function"]["arguments"]) for c in m.get("tool_calls") or []]
-            assert [(c.name, c.arguments) for c in parsed.calls] == want, text
-            assert not parsed.malformed
-            if not want:
+        for m, parsed in _parsed_turns(template, row):
+            if not m.get("tool_calls"):
                 assert row["answer"] in parsed.content
             checked += 1
     assert checked > 20
