@@ -326,3 +326,26 @@ def test_a_tools_own_error_result_counts_as_a_tool_error():
     gold = env.unwrapped.gold_actions()[0]
     _, _, _, _, info = env.step(gold)
     assert info["reward_components"]["n_tool_errors"] == 0
+
+
+def test_one_toolbox_per_tool_source_across_episodes_offering_different_subsets():
+    """FlightBooking's scenarios offer different subsets of one tool module: the module is exec'd once per env,
+    not again for each new subset (a rebuilt Toolbox also leaves a reference cycle behind for the collector)."""
+    env = gym.make("ToolGym/FlightBooking-v0").unwrapped
+    subsets, boxes = set(), set()
+    for seed in range(20):
+        env.reset(seed=seed)
+        subsets.add(frozenset(env.scenario.source))
+        boxes.update(id(b) for b in env._boxes.values())
+    assert len(subsets) > 1 and len(boxes) == 1
+
+
+def test_every_function_toolbox_offers_public_module_functions_only():
+    from toolgym.sandbox import Toolbox
+
+    src = "from json import dumps\n\ndef _helper(x):\n    return x\n\ndef a():\n    return 1\n\n"
+    src += "def b():\n    return _helper(2)\n"
+    box = Toolbox({"a": src}, every_function=True)
+    assert set(box.names) == {"a", "b"}  # not the private helper, not the imported function
+    assert box.call("b", {}).output == "2"
+    assert set(Toolbox({"a": src}).names) == {"a"}

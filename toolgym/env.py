@@ -164,11 +164,12 @@ class ToolEnv(gym.Env):
 
     # -- episode setup -------------------------------------------------------------------------------
     def _bind_tools(self, scenario: Scenario) -> dict[str, Toolbox]:
-        """Tool name -> the Toolbox running it; one Toolbox per distinct source text, grown to every name seen.
+        """Tool name -> the Toolbox running it; one Toolbox per distinct source text, holding every function the
+        text defines.
 
         Generated scenarios offer varying subsets of a stable set of tool sources (one module holding every
-        tool, or one text per function); caching per source text means each is exec'd once per env, not once
-        per episode.
+        tool, or one text per function); one Toolbox per source text means each is exec'd once per env, not once
+        per episode or per new subset (a rebuilt Toolbox also leaves a reference cycle for the collector).
         """
         by_source: dict[str, list[str]] = {}
         for name, src in scenario.source.items():
@@ -182,7 +183,8 @@ class ToolEnv(gym.Env):
                     if self._process is not None:
                         self._process.forget()
                 every = (entry[1] if entry else frozenset()) | frozenset(names)
-                entry = self._toolboxes[src] = (Toolbox(dict.fromkeys(every, src), **self._sandbox_opts), every)
+                box = Toolbox(dict.fromkeys(every, src), every_function=True, **self._sandbox_opts)
+                entry = self._toolboxes[src] = (box, frozenset(box.names))
             for name in names:
                 bound[name] = entry[0]
         return bound

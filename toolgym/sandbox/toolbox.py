@@ -87,6 +87,16 @@ def _cell_filled(cell: Any) -> bool:
 _MISSING = object()
 
 
+def _wants_data(fn: types.FunctionType) -> bool:
+    """FTRL's convention: a tool whose first parameter is ``data`` is passed the world as it."""
+    code = fn.__code__
+    return code.co_argcount > 0 and code.co_varnames[0] == "data"
+
+
+def _defined_in(fn: Any, g: dict[str, Any]) -> bool:
+    return isinstance(fn, types.FunctionType) and fn.__globals__ is g
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ToolObject:
     """An instance of a tool class, held for the env by a :class:`Toolbox` (see :meth:`Toolbox.instantiate`)."""
@@ -101,6 +111,9 @@ class Toolbox:
     Every distinct source text is exec'd once into a fresh globals dict with this Toolbox's own builtins, so
     nothing one Toolbox's code does is visible to another.  Module-level containers are read-only at run time
     so a call can influence later calls only through ``state``.  Not thread-safe: use one Toolbox per thread.
+
+    ``every_function=True`` also offers every other public function the sources define at module level, so one
+    Toolbox serves any subset of a module's tools (the env builds one per source text, not one per subset seen).
     """
 
     __slots__ = (
@@ -128,6 +141,7 @@ class Toolbox:
         max_output_chars: int = 16_384,
         max_size: int = 10_000_000,
         max_memory: int = 1 << 30,
+        every_function: bool = False,
     ) -> None:
         self.step_budget = step_budget
         self.time_limit = time_limit
@@ -204,9 +218,12 @@ class Toolbox:
             fn = g.get(name)
             if not isinstance(fn, types.FunctionType):
                 raise ToolSourceError(f"tool {name!r}: its source does not define a function named {name!r}")
-            code = fn.__code__
-            wants_data = code.co_argcount > 0 and code.co_varnames[0] == "data"  # FTRL: data=<the world>
-            tools[name] = (fn, g, wants_data)
+            tools[name] = (fn, g, _wants_data(fn))
+        if every_function:  # the sources' other public functions too: one Toolbox serves any subset of a module
+            for g in by_source.values():
+                for name, fn in g.items():
+                    if name not in tools and name[:1] != "_" and _defined_in(fn, g):
+                        tools[name] = (fn, g, _wants_data(fn))
         rt.random.loading = False
         # A tool source's module data is read-only, so a call influences later ones only through ``state``; a
         # package's is its classes' shared data, writable as in plain Python (BFCL's vehicle API updates a
