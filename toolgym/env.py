@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.utils import seeding
 
 from toolgym import reward as R
 from toolgym.arguments import check_arguments, parameters_validator
@@ -220,22 +221,28 @@ class ToolEnv(gym.Env):
         self.episode_return = 0.0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
         options = options or {}
         owned = False
-        if "scenario" in options:
-            sc = options["scenario"]
-            scenario = sc if isinstance(sc, Scenario) else Scenario.from_dict(sc)
-        elif "index" in options:
-            if not isinstance(self.source, StaticSource):
-                raise ValueError("reset(options={'index': ...}) needs a static pack")
-            scenario = self.source.get(int(options["index"]))
-        else:
+        scenario = None
+        if "scenario" not in options and "index" not in options:
             owned = getattr(self.source, "fresh", False)
             if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
-                scenario = self._sample_cached(int(seed))
+                scenario = self._cache_hit(int(seed))
+        if scenario is None:
+            super().reset(seed=seed)
+            if "scenario" in options:
+                sc = options["scenario"]
+                scenario = sc if isinstance(sc, Scenario) else Scenario.from_dict(sc)
+            elif "index" in options:
+                if not isinstance(self.source, StaticSource):
+                    raise ValueError("reset(options={'index': ...}) needs a static pack")
+                scenario = self.source.get(int(options["index"]))
             else:
                 scenario = self.source.sample(self.np_random)
+                if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
+                    key = source_cache_key(self.source)
+                    if key is not None:
+                        SCENARIO_CACHE.put((key, int(seed)), scenario, self.np_random.bit_generator.state)
         self._start(scenario, owned)
         for turn in options.get("prefix", ()):
             if self._done:
@@ -243,23 +250,24 @@ class ToolEnv(gym.Env):
             self.step(turn)
         return self._obs(), self._reset_info()
 
-    def _sample_cached(self, seed: int) -> Scenario:
-        """The source's scenario for a freshly seeded ``np_random``, from the cache when it holds this seed.
+    def _cache_hit(self, seed: int) -> Scenario | None:
+        """The source's scenario for ``seed`` from the cache, or ``None`` (then reset generates and stores it).
 
         Generation is a pure function of (source key, seed): the cache stores the scenario (pickled) before the
-        episode mutates its world, and the bit generator's state after generation, which a hit restores.
+        episode mutates its world, and the bit generator's state after generation. A hit sets ``np_random`` to
+        that state directly: seeding a new generator first (what ``Env.reset(seed=)`` does) would be overwritten
+        at once and cost a quarter of a hit.
         """
         key = source_cache_key(self.source)
-        if key is None:
-            return self.source.sample(self.np_random)
-        key = (key, seed)
-        entry = SCENARIO_CACHE.get(key)
-        if entry is not None:
-            scenario, rng_state = entry
-            self.np_random.bit_generator.state = rng_state
-            return scenario
-        scenario = self.source.sample(self.np_random)
-        SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
+        entry = None if key is None else SCENARIO_CACHE.get((key, seed))
+        if entry is None:
+            return None
+        scenario, rng_state = entry
+        rng = self._np_random
+        if rng is None or type(rng.bit_generator).__name__ != rng_state["bit_generator"]:
+            rng, _ = seeding.np_random(seed)
+        rng.bit_generator.state = rng_state
+        self._np_random, self._np_random_seed = rng, seed
         return scenario
 
     def _obs(self) -> dict[str, Any]:
