@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import logging
 import math
@@ -237,7 +238,11 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         self._reset_done = False
         self._done = False
         self._full_chat = full_chat
-        self._state = ToolGymState(env_id=env_id)
+        # the state's fields, kept plain: a pydantic model validates every assignment, three per step
+        self._episode_id: str | None = None
+        self._seed: int | None = None
+        self._step_count = 0
+        self._return = 0.0
         self._closed = False
 
     def _check_open(self) -> None:
@@ -265,7 +270,8 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         obs, info = self._env.reset(seed=seed, options=options)
         self._reset_done, self._done = True, False
         self._full_chat = self.full_chat_default if full_chat is None else full_chat
-        self._state = ToolGymState(episode_id=episode_id or str(uuid.uuid4()), env_id=self.env_id, seed=seed)
+        self._episode_id, self._seed = episode_id or str(uuid.uuid4()), seed
+        self._step_count, self._return = 0, 0.0
         # model_construct: the fields are JSON by construction (the env's chat and schemas, a JSON-safe info);
         # validating them again costs more than the env's own step.
         return ToolGymObservation.model_construct(
@@ -289,9 +295,8 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         obs, reward, terminated, truncated, info = self._env.step(action.message)
         reward = float(reward)
         self._done = bool(terminated or truncated)
-        self._state.step_count += 1
-        self._state.done = self._done
-        self._state.episode_return += reward
+        self._step_count += 1
+        self._return += reward
         info = _json_safe(info)
         info["terminated"], info["truncated"] = bool(terminated), bool(truncated)
         # new_messages and reward_components travel once, as the observation's own fields, not again in info
@@ -327,7 +332,14 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
     @property
     def state(self) -> ToolGymState:
         self._check_open()
-        return self._state
+        return ToolGymState(
+            episode_id=self._episode_id,
+            step_count=self._step_count,
+            env_id=self.env_id,
+            seed=self._seed,
+            done=self._done,
+            episode_return=self._return,
+        )
 
     def get_metadata(self) -> EnvironmentMetadata:
         return EnvironmentMetadata(
@@ -340,6 +352,11 @@ class ToolGymEnvironment(Environment[ToolGymAction, ToolGymObservation, ToolGymS
         if not self._closed:
             self._closed = True
             self._env.close()
+
+
+# openenv's WebSocket loop calls inspect.signature(env.reset_async) on every reset to filter the reset fields; a
+# signature stored on the function is read instead of being rebuilt from the code object each time.
+ToolGymEnvironment.reset_async.__signature__ = inspect.signature(ToolGymEnvironment.reset_async)
 
 
 async def _body(request: Request, required: bool = False) -> dict[str, Any]:
