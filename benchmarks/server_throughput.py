@@ -13,8 +13,10 @@ protocol floor. One client process drives every session with OpenEnv's wire mess
 Each session first plays ``--warmup`` untimed steps (its env compiles the tools it meets and warms its caches,
 as it would early in a long RL run); then ``--steps`` timed steps.
 
-Reported per env: steps/s over the wall clock, p50/p99 step latency (send to reply), and the ratio of the
-two steps/s figures (toolgym/echo). ``--sessions``/``--steps`` shrink it for a smoke test.
+Reported per env and round: steps/s over the wall clock, p50/p99 step latency (send to reply); then the
+median over ``--rounds`` alternating runs of the ratio of the two steps/s figures (toolgym/echo), and of the
+messages/s figures (a toolgym session also sends a reset every few steps; the echo env never ends).
+``--sessions``/``--steps``/``--rounds`` shrink it for a smoke test.
 
     python benchmarks/server_throughput.py --sessions 256 --steps 40 --out server_throughput.json
 """
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="untimed steps per session first (default 20)")
     p.add_argument("--env-id", default="ToolGym/FlightBooking-v0")
     p.add_argument("--seeds", type=int, default=32, help="gold episodes in the toolgym pool (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating toolgym/echo runs; the median ratio (default 3)")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--serve", choices=["toolgym", "echo"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -214,31 +217,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.env_id, args.port, args.max_sessions)
         return 0
-    if args.sessions < 1 or args.steps < 1:
-        p.error("--sessions and --steps must be at least 1")
+    if args.sessions < 1 or args.steps < 1 or args.rounds < 1:
+        p.error("--sessions, --steps and --rounds must be at least 1")
     pool = gold_pool(args.env_id, args.seeds)
     env_floor = in_process_ms_per_step(args.env_id, pool)
-    results = []
-    for kind in ("toolgym", "echo"):
-        proc, url = start_server(kind, args.env_id, args.sessions)
-        try:
-            results.append(asyncio.run(drive(url, kind, args.sessions, args.steps, pool, args.warmup)))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    by = {r["env"]: r for r in results}
-    ratio = by["toolgym"]["steps_per_s"] / by["echo"]["steps_per_s"]
+    results, ratios, msg_ratios = [], [], []
+    for rnd in range(args.rounds):  # the two envs alternate, so drifting machine load hits both alike
+        by = {}
+        for kind in ("toolgym", "echo"):
+            proc, url = start_server(kind, args.env_id, args.sessions)
+            try:
+                r = asyncio.run(drive(url, kind, args.sessions, args.steps, pool, args.warmup))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            results.append({**r, "round": rnd})
+            by[kind] = r
+        ratios.append(by["toolgym"]["steps_per_s"] / by["echo"]["steps_per_s"])
+        per_msg = [(by[k]["steps"] + by[k]["resets"]) / by[k]["wall_s"] for k in ("toolgym", "echo")]
+        msg_ratios.append(per_msg[0] / per_msg[1])
+    ratio, msg_ratio = float(np.median(ratios)), float(np.median(msg_ratios))
     print(f"\n{args.sessions} concurrent WebSocket sessions, {args.steps} steps each, loopback ({os.cpu_count()} CPUs)")
-    head = ("env", "steps", "resets", "errors", "wall s", "steps/s", "p50 ms", "p99 ms")
-    print(f"{head[0]:8} " + " ".join(f"{h:>{w}}" for h, w in zip(head[1:], (7, 7, 6, 7, 9, 8, 8), strict=True)))
+    head = ("env", "round", "steps", "resets", "errors", "wall s", "steps/s", "p50 ms", "p99 ms")
+    widths = (5, 7, 7, 6, 7, 9, 8, 8)
+    print(f"{head[0]:8} " + " ".join(f"{h:>{w}}" for h, w in zip(head[1:], widths, strict=True)))
     for r in results:
         print(
-            f"{r['env']:8} {r['steps']:7d} {r['resets']:7d} {r['errors']:6d} {r['wall_s']:7.2f} "
+            f"{r['env']:8} {r['round']:5d} {r['steps']:7d} {r['resets']:7d} {r['errors']:6d} {r['wall_s']:7.2f} "
             f"{r['steps_per_s']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
         )
-    msg_ratio = (by["toolgym"]["steps"] + by["toolgym"]["resets"]) / by["toolgym"]["wall_s"]
-    msg_ratio /= (by["echo"]["steps"] + by["echo"]["resets"]) / by["echo"]["wall_s"]
-    print(f"ratio toolgym/echo (steps/s): {ratio:.2f}  (target >= 0.7); per message (steps + resets): {msg_ratio:.2f}")
+    print(
+        f"ratio toolgym/echo (steps/s), median of {args.rounds} rounds: {ratio:.2f} (target >= 0.7; rounds "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}); per message (steps + resets): {msg_ratio:.2f}"
+    )
     print(f"toolgym in-process floor: {env_floor:.3f} ms of env CPU per step (gold episodes, resets included)")
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -248,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_steps_per_session": args.warmup,
         "cpus": os.cpu_count(),
         "results": results,
+        "rounds": args.rounds,
         "ratio_toolgym_over_echo": ratio,
+        "ratios_per_round": ratios,
         "ratio_messages_per_s": msg_ratio,
+        "ratios_messages_per_round": msg_ratios,
         "toolgym_in_process_ms_per_step": env_floor,
     }
     if args.out:

@@ -299,7 +299,7 @@ def test_verifiers_openenv_taskset_gold_policy_return_equals_in_process(server):
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "server_throughput.py")]
-    cmd += ["--sessions", "4", "--steps", "6", "--warmup", "2"]
+    cmd += ["--sessions", "4", "--steps", "6", "--warmup", "2", "--rounds", "1"]
     res = subprocess.run(
         [*cmd, "--out", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
