@@ -16,7 +16,7 @@ from toolgym import export_cli, serve_cli
 from toolgym.agents import AGENTS
 from toolgym.construct import cli as build_cli
 from toolgym.distributed import add_backend_args
-from toolgym.eval_cli import add_model_args, cmd_model_eval, user_kwargs, user_server, wants_model
+from toolgym.eval_cli import add_model_args, cmd_model_eval, run_harness, user_kwargs, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
 from toolgym.registry import env_options, kwargs_for, manifest_for, registered_ids, suite_env_ids, takes_knobs
@@ -89,35 +89,20 @@ def cmd_agents_eval_harness(args: argparse.Namespace) -> int:
     user): episodes.jsonl per agent, resumable."""
     from pathlib import Path
 
-    from toolgym.harness import format_summary, run_eval
+    from toolgym.harness import format_summary
 
     report = []
     status = 0
     for agent in args.agent or ["gold", "random"]:
-        try:
-            summary = run_eval(
-                args.env_ids,
-                agent=agent,
-                episodes=args.episodes,
-                seed=args.seed,
-                env_kwargs={**_knobs(args), **user_kwargs(args)},
-                **user_server(args),
-                timeout=args.timeout,
-                retries=args.retries,
-                backoff=args.backoff,
-                max_turns=args.max_turns,
-                out=str(Path(args.out) / agent) if args.out else None,
-                progress=not args.no_progress,
-                backend=args.backend,
-                ray_address=args.ray_address,
-                num_workers=args.num_workers,
-            )
-        except (ValueError, ImportError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("\ninterrupted: finished episodes are kept; rerun the same command to resume", file=sys.stderr)
-            return 130
+        summary = run_harness(
+            args,
+            agent=agent,
+            episodes=args.episodes,
+            env_kwargs={**_knobs(args), **user_kwargs(args)},
+            out=str(Path(args.out) / agent) if args.out else None,
+        )
+        if isinstance(summary, int):
+            return summary
         print(format_summary(summary))
         print(f"wrote {summary['run']['out_dir']}/episodes.jsonl, summary.json, summary.png")
         status = status or (0 if summary["complete"] else 1)

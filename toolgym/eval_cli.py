@@ -90,37 +90,26 @@ def wants_model(args: argparse.Namespace) -> bool:
     return bool(args.model or (os.environ.get("TOOLGYM_MODEL") and not args.agent))
 
 
-def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
-    from toolgym.harness import format_summary, run_eval
+def run_harness(args: argparse.Namespace, **kwargs: Any) -> dict[str, Any] | int:
+    """``run_eval`` over ``args.env_ids`` with the options every eval command shares (seed, client retries,
+    turns, progress, backend, the simulated user's server) plus ``kwargs``: the run's summary, or the exit code
+    after a one-line error (2: bad input; 130: interrupted, finished episodes kept)."""
+    from toolgym.harness import run_eval
 
-    if args.agent:
-        print("error: give either --model or --agent", file=sys.stderr)
-        return 2
     try:
-        summary = run_eval(
+        return run_eval(
             args.env_ids,
-            model=args.model,
-            base_url=args.base_url,
-            api_key=args.api_key,
-            episodes=args.episodes,
-            concurrency=args.concurrency,
-            mode=args.mode,
-            json_schema=args.json_schema,
-            response_format=args.response_format,
             seed=args.seed,
             timeout=args.timeout,
             retries=args.retries,
             backoff=args.backoff,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-            env_kwargs={**knobs, **user_kwargs(args)},
-            **user_server(args),
             max_turns=args.max_turns,
-            out=args.out,
             progress=not args.no_progress,
             backend=args.backend,
             ray_address=args.ray_address,
             num_workers=args.num_workers,
+            **user_server(args),
+            **kwargs,
         )
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -128,6 +117,31 @@ def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished episodes are kept; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def cmd_model_eval(args: argparse.Namespace, knobs: dict[str, Any]) -> int:
+    from toolgym.harness import format_summary
+
+    if args.agent:
+        print("error: give either --model or --agent", file=sys.stderr)
+        return 2
+    summary = run_harness(
+        args,
+        model=args.model,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        episodes=args.episodes,
+        concurrency=args.concurrency,
+        mode=args.mode,
+        json_schema=args.json_schema,
+        response_format=args.response_format,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        env_kwargs={**knobs, **user_kwargs(args)},
+        out=args.out,
+    )
+    if isinstance(summary, int):
+        return summary
     run = summary["run"]
     print(format_summary(summary))
     if args.json:

@@ -158,6 +158,17 @@ def write_manifest(ref: str, out: Path, max_hops: int | None = None) -> tuple[Pa
     return path, changed
 
 
+def _model_endpoint(args: argparse.Namespace, what: str) -> tuple[str, str] | None:
+    """(model, base URL) from the flags or ``TOOLGYM_MODEL``/``OPENAI_BASE_URL``; ``None`` after a one-line error
+    when either, or ``--out``, is missing."""
+    model = args.model or os.environ.get("TOOLGYM_MODEL")
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if not model or not base_url or not args.out:
+        print(f"error: {what} needs --model, --base-url and --out (the pack folder)")
+        return None
+    return model, base_url
+
+
 def cmd_llm_build(args: argparse.Namespace) -> int:
     """``toolgym build --backend openai``: build (or resume) a static pack with a model."""
     import asyncio
@@ -166,11 +177,10 @@ def cmd_llm_build(args: argparse.Namespace) -> int:
     from toolgym.construct.llm.code_check import Limits
     from toolgym.construct.llm.config import LLMBuildConfig
 
-    model = args.model or os.environ.get("TOOLGYM_MODEL")
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    if not model or not base_url or not args.out:
-        print("error: --backend openai needs --model, --base-url and --out (the pack folder)")
+    endpoint = _model_endpoint(args, "--backend openai")
+    if endpoint is None:
         return 2
+    model, base_url = endpoint
     try:
         cfg = LLMBuildConfig(
             model=model,
@@ -239,11 +249,10 @@ def cmd_phrase_build(args: argparse.Namespace) -> int:
     refs = _domain_refs(args)
     if refs is None:
         return 2
-    model = args.model or os.environ.get("TOOLGYM_MODEL")
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    if not model or not base_url or not args.out:
-        print("error: --phrase needs --model, --base-url and --out (the pack folder)")
+    endpoint = _model_endpoint(args, "--phrase")
+    if endpoint is None:
         return 2
+    model, base_url = endpoint
     try:
         cfg = PhraseConfig(
             model=model,
