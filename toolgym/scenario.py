@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from toolgym.splits import SPLITS, TEST_SHARE, split_of  # re-exported: a scenario's split, by its id
+from toolgym.splits import SPLITS, TEST_SHARE, check_split, split_of  # re-exported: a scenario's split, by its id
 
 KINDS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")  # FTRL's four: the default mix
 # Kinds beyond FTRL's, which join a mix only when asked for (so FTRL's envs and numbers stay as they are): in
@@ -71,12 +71,13 @@ def offers_ask_user(kind: str | None, kinds: tuple[str, ...] | None) -> bool:
 
 
 class KindKnobs:
-    """The ``kind``/``kinds`` knobs of a generator config (a dataclass declaring both fields), read one way.
+    """The ``kind``/``kinds`` (and ``split``) knobs of a generator config (a dataclass declaring them), read one way.
 
     A plain base, not a dataclass, so each config keeps its own field order (and its ``to_dict``/cache keys)."""
 
     kind: str | None
     kinds: tuple[str, ...] | None
+    split: str | None
 
     def __post_init__(self) -> None:
         if isinstance(self.kinds, list):  # from JSON metadata or a gym.make list: one hashable, comparable form
@@ -92,8 +93,9 @@ class KindKnobs:
         """Whether every scenario offers ``ask_user`` (:func:`offers_ask_user`)."""
         return offers_ask_user(self.kind, self.kinds)
 
-    def check_kinds(self) -> None:
+    def check_kinds_and_split(self) -> None:
         check_kinds(self.kind, self.kinds)
+        check_split(self.split)
 
 
 @dataclass

@@ -43,10 +43,15 @@ def split_of(key: str, rule: SplitRule = SCENARIO_IDS) -> str:
     return "test" if rule.bucket(key) in rule.test_buckets else "train"
 
 
+def check_split(split: str | None) -> None:
+    """Raise the one error every ``split`` knob gives for a value that names no split."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be None or one of {SPLITS}, got {split!r}")
+
+
 def in_split(key: str, split: str | None, rule: SplitRule) -> bool:
     """Whether ``key`` may be used for ``split``; every key may when ``split`` is None."""
     if split is None:
         return True
-    if split not in SPLITS:
-        raise ValueError(f"split must be None or one of {SPLITS}, got {split!r}")
+    check_split(split)
     return split_of(key, rule) == split

@@ -48,7 +48,6 @@ from toolgym.construct.scale import LEVELS, MAX_DISTRACTORS, Scaled, scale
 from toolgym.construct.spec import Domain
 from toolgym.packs import current_ref
 from toolgym.scenario import EXTRA_KINDS, KINDS, KindKnobs, Scenario
-from toolgym.splits import SPLITS
 
 MAX_ATTEMPTS = 200
 PIPELINE = "procedural"
@@ -85,7 +84,7 @@ class BuildConfig(KindKnobs):
     kinds: tuple[str, ...] | None = None
 
     def validate(self) -> None:
-        self.check_kinds()
+        self.check_kinds_and_split()
         bounds = {"hops": (2, 4), "parallel": (2, 4), "distractors": (0, MAX_DISTRACTORS)}
         bounds.update({k: (0, v) for k, v in LEVELS.items()})
         for name, (lo, hi) in bounds.items():
@@ -97,8 +96,6 @@ class BuildConfig(KindKnobs):
         w = self.write_share
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
             raise ValueError(f"write_share must be a number in [0, 1], got {w!r}")
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"split must be None, 'train' or 'test', got {self.split!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every knob; ``kinds`` only when set, so that scenarios of the default mix record what they always did."""

@@ -39,7 +39,7 @@ from toolgym.construct.decompose import ask_question
 from toolgym.construct.deploy import tool_source
 from toolgym.construct.document import ASK_USER, ask_function
 from toolgym.scenario import KindKnobs, Scenario, StateCheck, SubTask, tool_schema
-from toolgym.splits import SCENARIO_IDS, SPLITS, split_of
+from toolgym.splits import SCENARIO_IDS, split_of
 
 NAME = "FlightBooking"
 VERSION = 0
@@ -288,9 +288,7 @@ class FlightBookingConfig(KindKnobs):
     kinds: tuple[str, ...] | None = None
 
     def validate(self) -> None:
-        self.check_kinds()
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"split must be None or one of {SPLITS}, got {self.split!r}")
+        self.check_kinds_and_split()
         for name, lo, hi in (("hops", 2, 4), ("parallel", 2, 4), ("distractors", 0, 12)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
