@@ -52,24 +52,29 @@ def same_settings(journal: Any, cfg: Any, out: Path) -> dict[str, Any]:
     return mine
 
 
-async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) -> dict[str, Any]:
-    t0 = time.monotonic()
-    todo = [i for i in range(cfg.scenarios) if i not in journal.finals]
-    if not todo:
-        return {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
-    journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": len(todo)})
-    model = Model(cfg)
+NOTHING_TO_DO = {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
+
+
+def open_run(
+    cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any], n_todo: int, desc: str, total: int
+) -> tuple[Model, Any]:
+    """Start a resumable run of ``n_todo`` items out of ``total``: its start event in the journal, the model
+    client, and a progress bar (``None`` without ``cfg.progress``) that counts the items already done."""
+    journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": n_todo})
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=cfg.scenarios,
-            initial=cfg.scenarios - len(todo),
-            desc=f"build {cfg.name}",
-            unit="sc",
-            dynamic_ncols=True,
-        )
+        bar = tqdm(total=total, initial=total - n_todo, desc=desc, unit="sc", dynamic_ncols=True)
+    return Model(cfg), bar
+
+
+async def _run(cfg: LLMBuildConfig, journal: Journal, config: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    todo = [i for i in range(cfg.scenarios) if i not in journal.finals]
+    if not todo:
+        return dict(NOTHING_TO_DO)
+    model, bar = open_run(cfg, journal, config, len(todo), f"build {cfg.name}", cfg.scenarios)
 
     def progress() -> None:
         done = [f for f in journal.finals.values() if f["index"] < cfg.scenarios]

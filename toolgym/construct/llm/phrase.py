@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from toolgym.construct.llm.build import drain, same_settings
+from toolgym.construct.llm.build import NOTHING_TO_DO, drain, open_run, same_settings
 from toolgym.construct.llm.config import LLMBuildConfig
 from toolgym.construct.llm.journal import JOURNAL, Journal
 from toolgym.construct.llm.pack import DATA, REPORT, write_manifest
@@ -235,14 +235,8 @@ async def _run(
             seen.add(digest)
             todo.append((scenario, digest))
     if not todo:
-        return {"finished_this_run": 0, "failed_this_run": 0, "aborted": None, "seconds": 0.0}
-    journal.append({"event": "start", "config": config, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "todo": len(todo)})
-    model = Model(cfg)
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"phrase {cfg.name}", unit="sc", dynamic_ncols=True)
+        return dict(NOTHING_TO_DO)
+    model, bar = open_run(cfg, journal, config, len(todo), f"phrase {cfg.name}", len(todo))
 
     async def one(item: tuple[Scenario, str]) -> dict[str, Any]:
         return await phrase_one(cfg, model, *item)
