@@ -3,8 +3,9 @@
 A domain's ``world(rng)`` draws its records from one bulk rng call and derives every value from those draws
 with cheap Python arithmetic. The pieces that recur across domains live here: the name pools and the stride
 walks that give distinct names, the consonant alphabets of codes, the two id styles (bucketed and strided)
-as helpers, the update counters, and :func:`answer_leaks`, the rule that no answer occurs inside another
-record, checked once for every domain (by ``tests/test_domains.py``) instead of argued in each module.
+as helpers, the people tables and phone numbers built on the bucketed style, the update counters, and
+:func:`answer_leaks`, the rule that no answer occurs inside another record, checked once for every domain
+(by ``tests/test_domains.py``) instead of argued in each module.
 
 Every helper reproduces, draw for draw, the arithmetic the domains were written with: a seed gives the same
 world as before the kit existed.
