@@ -3,8 +3,9 @@
 A domain's ``world(rng)`` draws its records from one bulk rng call and derives every value from those draws
 with cheap Python arithmetic. The pieces that recur across domains live here: the name pools and the stride
 walks that give distinct names, the consonant alphabets of codes, the two id styles (bucketed and strided)
-as helpers, the update counters, and :func:`answer_leaks`, the rule that no answer occurs inside another
-record, checked once for every domain (by ``tests/test_domains.py``) instead of argued in each module.
+as helpers, the people tables and phone numbers built on the bucketed style, the update counters, and
+:func:`answer_leaks`, the rule that no answer occurs inside another record, checked once for every domain
+(by ``tests/test_domains.py``) instead of argued in each module.
 
 Every helper reproduces, draw for draw, the arithmetic the domains were written with: a seed gives the same
 world as before the kit existed.
@@ -13,7 +14,7 @@ world as before the kit existed.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,20 @@ def person(j: int) -> tuple[str, str]:
     return f"{FIRST[f]} {LAST[last]}", f"{FIRST_LOWER[f]}.{LAST_LOWER[last]}"
 
 
+def people(
+    prefix: str, draws: Sequence[int], word: int, width: int = 750, base: int = 1000
+) -> Iterator[tuple[int, int, str, str, str]]:
+    """The records of a table of people, one draw each: index ``i``, draw, bucketed id, full name, email local part.
+
+    The names walk the 120 people from ``word`` (:func:`name_walk`), so no two records of a table share a name;
+    the draw is the record's own, for the fields the domain adds (its low bits already placed the id).
+    """
+    off, stride = name_walk(word)
+    for i, d in enumerate(draws):
+        name, email = person((off + i * stride) % N_PEOPLE)
+        yield i, d, bucket_id(prefix, i, d, width, base), name, email
+
+
 def full_names(first: Sequence[str], last: Sequence[str]) -> tuple[str, ...]:
     """Every ``"First Last"``, first-name major: name ``f * len(last) + l``."""
     return tuple(f"{f} {x}" for f in first for x in last)
@@ -90,6 +105,15 @@ def bucket(i: int, draw: int, width: int = 750, base: int = 1000) -> int:
 def bucket_id(prefix: str, i: int, draw: int, width: int = 750, base: int = 1000) -> str:
     """A bucketed id, e.g. ``CU1483``: fixed width while the buckets stay below the next power of ten."""
     return f"{prefix}{base + width * i + draw % width}"
+
+
+def phone(prefix: str, i: int, draw: int, width: int = 750) -> str:
+    """Record ``i``'s phone number ``<prefix>-<bucket>-<two digits>``, e.g. ``+44-20-1483-57``.
+
+    The bucket (:func:`bucket`) makes the numbers of a table distinct; the two digits read ``draw`` shifted past
+    the bucket's bits (by ``width.bit_length()``: 10 for the default width), so one draw serves both.
+    """
+    return f"{prefix}-{bucket(i, draw, width)}-{10 + (draw >> width.bit_length()) % 90}"
 
 
 def strided_ids(prefix: str, n: int, base: float, step: float, offset: int = 0) -> list[str]:

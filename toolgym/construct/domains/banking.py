@@ -132,27 +132,22 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     n_c, n_a, n_d, n_t = 6, 9, 7, 10
     r = kit.words(rng, 2 + n_c + n_a + n_d + n_t)
     g, c = r[0], r[-1]
-    off, people = kit.name_walk(g)
     city0, seg0, acct_off, nick_off = (g >> 10) % 6, (g >> 13) % 3, (g >> 15) % n_c, (g >> 18) % len(NICKNAMES)
     frozen_off, card_off, status_off = (g >> 22) % 4, (g >> 24) % n_a, (g >> 28) % 3
     tx_off, merch_off, net_off = (g >> 30) % n_a, (g >> 34) % len(MERCHANTS), (g >> 38) % 2
 
     customers = {}
-    cust_ids = []
-    for i in range(n_c):
-        d = r[1 + i]
-        cid = kit.bucket_id("CU", i, d)
-        name, email = kit.person((off + i * people) % 120)
-        cust_ids.append(cid)
+    for i, d, cid, name, email in kit.people("CU", r[1 : 1 + n_c], g):
         customers[cid] = {
             "customer_id": cid,
             "name": name,
             "email": f"{email}@postbank.example",
-            "phone": f"+44-20-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
+            "phone": kit.phone("+44-20", i, d >> 10),
             "city": CITIES[(city0 + i) % 6],
             "segment": SEGMENTS[(seg0 + i) % 3],
             "primary_account": "",
         }
+    cust_ids = list(customers)
 
     accounts = {}
     acct_ids = []

@@ -118,7 +118,6 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     n_p, n_t, n_r, n_m = 10, 4, 6, 10
     r = kit.words(rng, 2 + n_p + n_t + n_r + n_m)
     g, c = r[0], r[1]
-    off, people = kit.name_walk(g)
     team_off, team0, room0, topic0 = (g >> 10) % 10, (g >> 14) % 8, (g >> 17) % 8, (g >> 20) % 12
     org_off, room_off, status_off, bld0 = (g >> 24) % n_p, (g >> 28) % n_r, (g >> 31) % 10, (g >> 35) % 3
 
@@ -126,10 +125,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     people_tab = {}
     person_ids = []
     first_member = [""] * n_t
-    for i in range(n_p):
-        d = r[2 + i]
-        pid = kit.bucket_id("PE", i, d)
-        name, email = kit.person((off + i * people) % 120)
+    for i, d, pid, name, email in kit.people("PE", r[2 : 2 + n_p], g):
         team = TEAM_OF[(team_off + i) % 10]
         person_ids.append(pid)
         if not first_member[team]:

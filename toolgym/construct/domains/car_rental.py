@@ -119,7 +119,6 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     n_b, n_c, n_u, n_r = 5, 9, 7, 10
     r = kit.words(rng, 2 + n_b + n_c + n_u + n_r)
     g, c = r[0], r[1]
-    off, people = kit.name_walk(g)
     city0, loc0, mgr0, model0 = (g >> 10) % 8, (g >> 13) % 5, (g >> 16) % 8, (g >> 19) % 12
     branch_off, car_off, cust_off, status_off = (g >> 23) % n_b, (g >> 26) % n_c, (g >> 30) % n_u, (g >> 33) % 10
     ins_off, day0 = (g >> 37) % 3, (g >> 39) % 8
@@ -136,7 +135,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "branch_id": bid,
             "name": f"{city} {LOCATIONS[(loc0 + i) % 5]}",
             "city": city,
-            "phone": f"+1-800-{kit.bucket(i, d >> 11, width=1800)}-{10 + (d >> 22) % 90}",
+            "phone": kit.phone("+1-800", i, d >> 11, width=1800),
             "manager": f"{kit.STAFF_FIRST[(mgr0 + i) % 8]} {kit.STAFF_LAST[(mgr0 + 3 * i) % 8]}",
             "opening_hours": HOURS[(d >> 29) % 4],
         }
@@ -161,20 +160,16 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
         }
 
     customers = {}
-    cust_ids = []
-    for i in range(n_u):
-        d = r[2 + n_b + n_c + i]
-        uid = kit.bucket_id("CU", i, d)
-        name, email = kit.person((off + i * people) % 120)
-        cust_ids.append(uid)
+    for i, d, uid, name, email in kit.people("CU", r[2 + n_b + n_c : 2 + n_b + n_c + n_u], g):
         customers[uid] = {
             "customer_id": uid,
             "name": name,
             "email": f"{email}@drivemail.example",
             "license_number": f"DL-{kit.letters(d, 10, 2)}{kit.bucket(i, d >> 20)}",
-            "phone": f"+1-303-{kit.bucket(i, d >> 30)}-{10 + (d >> 40) % 90}",
+            "phone": kit.phone("+1-303", i, d >> 30),
             "last_rental": "",
         }
+    cust_ids = list(customers)
 
     rentals = {}
     for i in range(n_r):

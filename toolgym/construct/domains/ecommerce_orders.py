@@ -120,26 +120,21 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     n_c, n_p, n_o = 7, 8, 10
     r = kit.words(rng, 2 + n_c + n_p + 2 * n_o)
     g, c = r[0], r[1]
-    off, people = kit.name_walk(g)
     city0, tier0, brand0, item0 = (g >> 10) % 7, (g >> 13) % 3, (g >> 15) % 10, (g >> 19) % 11
     cust_off, prod_off, status_off, day0 = (g >> 23) % n_c, (g >> 26) % n_p, (g >> 29) % 10, (g >> 33) % 11
 
     customers = {}
-    cust_ids = []
-    for i in range(n_c):
-        d = r[2 + i]
-        cid = kit.bucket_id("CS", i, d)
-        name, email = kit.person((off + i * people) % 120)
-        cust_ids.append(cid)
+    for i, d, cid, name, email in kit.people("CS", r[2 : 2 + n_c], g):
         customers[cid] = {
             "customer_id": cid,
             "name": name,
             "email": f"{email}@shopmail.example",
-            "phone": f"+1-415-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
+            "phone": kit.phone("+1-415", i, d >> 10),
             "city": CITIES[(city0 + i) % 7],
             "tier": TIERS[(tier0 + i) % 3],
             "last_order": "",
         }
+    cust_ids = list(customers)
 
     products = {}
     prod_ids = []

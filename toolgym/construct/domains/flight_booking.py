@@ -445,6 +445,17 @@ def _groups(values: list[int], name: str, width: int) -> Any:
     return zip(*[it] * width, strict=False)
 
 
+def _claim(value: int, taken: set[int], size: int = 0) -> int:
+    """The first of ``value``, ``value + 1``, ... (modulo ``size`` if given) not in ``taken``, added to it.
+
+    How a drawn column (bag fees, gates, loyalty numbers) is made distinct: a repeat moves to the next free value.
+    """
+    while value in taken:
+        value = (value + 1) % size if size else value + 1
+    taken.add(value)
+    return value
+
+
 def _world(u: np.ndarray) -> dict[str, Any]:
     """The airline world from a block of uniforms: integers and permutations in numpy, then plain JSON."""
     ints = (u[:_N_INTS] * _WIDTHS + _LOWS).astype(np.int64).tolist()
@@ -462,9 +473,7 @@ def _world(u: np.ndarray) -> dict[str, Any]:
     fees: set[int] = set()
     for i, (free_e, free_p, free_b, fee, carry) in zip(perms[1], _groups(ints, "airlines", 5), strict=False):
         code, name = _AIRLINE_POOL[i]
-        while fee in fees:
-            fee += 1
-        fees.add(fee)
+        fee = _claim(fee, fees)
         carriers.append(code)
         airlines[code] = {
             "code": code,
@@ -489,9 +498,7 @@ def _world(u: np.ndarray) -> dict[str, Any]:
         number += gap
         fid = f"FL{number}"
         fids.append(fid)
-        while gate in gates:
-            gate = (gate + 1) % 250
-        gates.add(gate)
+        gate = _claim(gate, gates, 250)
         dep = slot * 3
         arr = dep + dur
         origin, destination = routes[rt]
@@ -519,9 +526,7 @@ def _world(u: np.ndarray) -> dict[str, Any]:
         perms[2][:N_PASSENGERS], perms[3], _groups(ints, "passengers", 3), strict=False
     ):
         name = f"{_FIRST[first]} {_LAST[last]}"
-        while loyalty in loyalty_seen:
-            loyalty += 1
-        loyalty_seen.add(loyalty)
+        loyalty = _claim(loyalty, loyalty_seen)
         names.append(name)
         passengers[name] = {
             "name": name,

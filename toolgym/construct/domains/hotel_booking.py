@@ -89,7 +89,6 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     g = u[-1]
     name0, name_step = g % 10, kit.STRIDES_10[(g >> 4) % 4]
     city0, city_step = (g >> 6) % 10, kit.STRIDES_10[(g >> 10) % 4]
-    people0, people_step = kit.name_walk(g >> 12)
     hotels = {}
     hotel_ids = []
     for i in range(n_h):
@@ -105,12 +104,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "checkin_time": str(14 + i % 3) + ":00",
         }
     guests = {}
-    guest_ids = []
-    for i in range(n_g):
-        d = u[n_h + i]
-        gid = kit.bucket_id("GU", i, d, width=450, base=5000)
-        guest_ids.append(gid)
-        name, email = kit.person((people0 + i * people_step) % 120)
+    for i, d, gid, name, email in kit.people("GU", u[n_h : n_h + n_g], g >> 12, width=450, base=5000):
         guests[gid] = {
             "guest_id": gid,
             "name": name,
@@ -118,6 +112,7 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "loyalty_number": "LY" + str(100000 + (d >> 12) % 900000),
             "last_reservation": "",
         }
+    guest_ids = list(guests)
     # reservation i stays at hotel (hotel0 + i * stride) mod 8 with an odd stride: the first 8 reservations
     # visit every hotel once, so 4 hotels have exactly one reservation (a hotel then names its reservation)
     hotel0, hotel_step = (g >> 22) % n_h, (1, 3, 5, 7)[(g >> 25) % 4]

@@ -122,7 +122,6 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
     n_r, n_s, n_d, n_v = 6, 10, 8, 10
     r = kit.words(rng, 2 + n_r + n_s + n_d + n_v)
     g, c = r[0], r[1]
-    off, people = kit.name_walk(g)
     word0, kind0, city0, chef0 = (g >> 10) % 8, (g >> 13) % 6, (g >> 16) % 6, (g >> 19) % 8
     dish0, dish_off, res_off, status_off = (g >> 22) % 12, (g >> 26) % n_r, (g >> 29) % n_r, (g >> 32) % 10
     diner_off, deposit_off, day0 = (g >> 36) % n_d, (g >> 39) % 2, (g >> 40) % 8
@@ -156,26 +155,22 @@ def world(rng: np.random.Generator) -> dict[str, Any]:
             "name": f"{RESTAURANT_WORDS[(word0 + i) % 8]} {RESTAURANT_KINDS[(kind0 + i) % 6]}",
             "cuisine": CUISINES[cuisine[i]],
             "city": CITIES[(city0 + i + (d >> 10) % 2) % 6],
-            "phone": f"+33-4-{kit.bucket(i, d >> 12)}-{10 + (d >> 22) % 90}",
+            "phone": kit.phone("+33-4", i, d >> 12),
             "head_chef": f"{kit.STAFF_FIRST[(chef0 + i) % 8]} {kit.STAFF_LAST[(chef0 + 3 * i) % 8]}",
             "signature_dish": signature[i],
         }
 
     diners = {}
-    diner_ids = []
-    for i in range(n_d):
-        d = r[2 + n_r + n_s + i]
-        nid = kit.bucket_id("DN", i, d)
-        name, email = kit.person((off + i * people) % 120)
-        diner_ids.append(nid)
+    for i, d, nid, name, email in kit.people("DN", r[2 + n_r + n_s : 2 + n_r + n_s + n_d], g):
         diners[nid] = {
             "diner_id": nid,
             "name": name,
             "email": f"{email}@dinemail.example",
-            "phone": f"+33-6-{kit.bucket(i, d >> 10)}-{10 + (d >> 20) % 90}",
+            "phone": kit.phone("+33-6", i, d >> 10),
             "dietary_preference": DIETS[(d >> 27) % 4],
             "last_reservation": "",
         }
+    diner_ids = list(diners)
 
     reservations = {}
     for i in range(n_v):
