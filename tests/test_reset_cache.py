@@ -58,7 +58,10 @@ def test_cached_resets_equal_uncached(env_id):
     procedural = source_cache_key(cached.source) is not None
     for seed in (0, 7, 123):
         reference = _episode(plain, seed)
-        assert _episode(cached, seed) == reference  # a miss
+        stored = len(SCENARIO_CACHE)
+        assert _episode(cached, seed) == reference  # a miss: remembered, not stored
+        assert len(SCENARIO_CACHE) == stored
+        assert _episode(cached, seed) == reference  # a miss again: stored
         hits = SCENARIO_CACHE.hits
         assert _episode(cached, seed) == reference  # a hit
         assert SCENARIO_CACHE.hits == hits + procedural
@@ -69,7 +72,7 @@ def test_cached_resets_equal_uncached(env_id):
 @pytest.mark.parametrize("env_id", ["ToolGym/FlightBooking-v0", "ToolGym/Mixed-v1"])
 def test_seedless_resets_after_a_hit_follow_the_uncached_sequence(env_id):
     cached, plain = _make(env_id), _make(env_id, cached=False)
-    cached.reset(seed=5)  # prime: the next seed-5 reset is a hit
+    cached.reset(seed=5), cached.reset(seed=5)  # prime: the next seed-5 reset is a hit
     seqs = []
     for env in (cached, plain):
         runs = [env.reset(seed=5)] + [env.reset() for _ in range(3)]
@@ -85,7 +88,8 @@ def test_an_episodes_writes_never_reach_the_next_reset_of_its_seed():
         s for s in range(200) if any(t in a for a in (env.reset(seed=s), env.gold_actions())[1] for t in WRITE_TOOLS)
     )
     SCENARIO_CACHE.clear()
-    obs, _ = env.reset(seed=seed)  # a miss: the cache stores the world before the episode touches it
+    env.reset(seed=seed)  # a first miss is only remembered
+    obs, _ = env.reset(seed=seed)  # the second: the cache stores the world before the episode touches it
     world = copy.deepcopy(env.state)
     for action in env.gold_actions():
         env.step(action)
@@ -162,7 +166,9 @@ def test_the_switches_turn_it_off():
     off.reset(seed=1), off.reset(seed=1)
     assert len(SCENARIO_CACHE) == 0
     env.reset(seed=1), env.reset(seed=1)
-    assert len(SCENARIO_CACHE) == 1 and SCENARIO_CACHE.hits == 1
+    assert len(SCENARIO_CACHE) == 1 and SCENARIO_CACHE.hits == 0  # stored at its second generation
+    env.reset(seed=1)
+    assert SCENARIO_CACHE.hits == 1
 
 
 def test_concurrent_resets_from_threads_are_exact():
@@ -216,3 +222,17 @@ def test_lru_bounds():
 def test_gym_make_takes_the_switch():
     env = gym.make("ToolGym/FlightBooking-v0", scenario_cache=False)
     assert env.unwrapped.scenario_cache is False
+
+
+def test_a_seed_is_stored_at_its_second_generation_so_fresh_seeds_pickle_nothing():
+    env = _make("ToolGym/Banking-v0")
+    for seed in range(20):  # a run of fresh seeds: nothing pickled, nothing stored
+        env.reset(seed=seed)
+    assert len(SCENARIO_CACHE) == 0 and SCENARIO_CACHE.hits == 0
+    env.reset(seed=3)  # seen before: stored now
+    assert len(SCENARIO_CACHE) == 1
+    env.reset(seed=3)
+    assert SCENARIO_CACHE.hits == 1
+    cache = ScenarioCache(maxsize=2)  # the remembered keys are bounded like the entries
+    assert not cache.seen_before("a") and not cache.seen_before("b") and not cache.seen_before("c")
+    assert not cache.seen_before("a") and cache.seen_before("c")

@@ -107,10 +107,10 @@ class ToolEnv(gym.Env):
     ``close()`` stops the worker.
 
     ``scenario_cache`` (default on): ``reset(seed=s)`` of a procedural source reuses the scenario generated
-    for ``s`` before (a process-wide LRU, :data:`toolgym.sources.SCENARIO_CACHE`, shared by envs whose sources
-    have equal keys). A hit is exact: the episode gets a private copy of the untouched world and ``np_random``
-    ends where generating leaves it. ``scenario_cache=False`` (or ``SCENARIO_CACHE.enabled = False``) always
-    generates.
+    for ``s`` before, from the third reset of ``s`` on (it is stored the second time; a process-wide LRU,
+    :data:`toolgym.sources.SCENARIO_CACHE`, shared by envs whose sources have equal keys). A hit is exact: the
+    episode gets a private copy of the untouched world and ``np_random`` ends where generating leaves it.
+    ``scenario_cache=False`` (or ``SCENARIO_CACHE.enabled = False``) always generates.
 
     ``turn_scorer(scenario, parsed_turn)`` (set by the registry for suite packs) returns extra components, such
     as BFCL's ``bfcl_ast``, added to each step's ``reward_components``; a ``reward`` callable can use them.
@@ -241,8 +241,8 @@ class ToolEnv(gym.Env):
                 scenario = self.source.sample(self.np_random)
                 if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
                     key = source_cache_key(self.source)
-                    if key is not None:
-                        SCENARIO_CACHE.put((key, int(seed)), scenario, self.np_random.bit_generator.state)
+                    if key is not None and SCENARIO_CACHE.seen_before(key := (key, int(seed))):
+                        SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
         self._start(scenario, owned)
         for turn in options.get("prefix", ()):
             if self._done:

@@ -219,6 +219,11 @@ class ScenarioCache:
     ``maxsize`` entries and ``max_bytes`` of pickles. ``enabled = False`` turns it off for every env of the
     process (the env kwarg ``scenario_cache`` per env); the environment variable ``TOOLGYM_SCENARIO_CACHE=0``
     turns it off at import (e.g. in server workers).
+
+    The env stores a scenario the second time its seed is generated (:meth:`seen_before`), not the first:
+    pickling costs about a fifth of a spec domain's reset (``benchmarks/step_overhead.py``: the cache-miss column
+    against the uncached one), which a run of fresh seeds, an RL run's usual case, would pay on every reset
+    for entries it never reads.
     """
 
     def __init__(self, maxsize: int = 4096, max_bytes: int = 256 << 20):
@@ -232,6 +237,7 @@ class ScenarioCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Any, tuple[bytes, tuple[Any, ...], dict[str, Any]]] = OrderedDict()
         self._bytes = 0
+        self._seen: OrderedDict[Any, None] = OrderedDict()  # keys generated once and not stored, newest last
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -247,6 +253,17 @@ class ScenarioCache:
             self.hits += 1
         blob, shared, rng_state = entry
         return _unpack(blob, shared), rng_state
+
+    def seen_before(self, key: Any) -> bool:
+        """Whether ``key`` missed before; the first time, remember it (the last ``maxsize`` such keys) and say no."""
+        with self._lock:
+            if key in self._seen:
+                del self._seen[key]
+                return True
+            self._seen[key] = None
+            if len(self._seen) > self.maxsize:
+                self._seen.popitem(last=False)
+            return False
 
     def put(self, key: Any, scenario: Scenario, rng_state: dict[str, Any]) -> bool:
         """Store an untouched scenario; ``False`` when it cannot be pickled or exceeds ``max_bytes``."""
@@ -270,6 +287,7 @@ class ScenarioCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._seen.clear()
             self._bytes = 0
             self.hits = self.misses = 0
 
