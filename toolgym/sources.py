@@ -221,8 +221,8 @@ class ScenarioCache:
     turns it off at import (e.g. in server workers).
 
     The env stores a scenario the second time its seed is generated (:meth:`seen_before`), not the first:
-    pickling costs about a fifth of a spec domain's reset (``benchmarks/step_overhead.py``: the cache-miss column
-    against the uncached one), which a run of fresh seeds, an RL run's usual case, would pay on every reset
+    pickling costs about a fifth of a spec domain's reset (``benchmarks/step_overhead.py``: the ``store`` column
+    against the ``uncached`` one), which a run of fresh seeds, an RL run's usual case, would pay on every reset
     for entries it never reads.
     """
 
