@@ -482,3 +482,28 @@ def test_gold_turn_of_every_item_in_the_env():
                 assert any(f.startswith("Error: invalid arguments") for f in info["feedback"]), scenario.id
                 schema_rejects += 1
     assert n >= 2300 and schema_rejects <= 0.04 * n, schema_rejects
+
+
+def test_every_item_of_every_category_resets_and_its_tools_answer():
+    """Every item loads into the env and each offered function answers a call, whatever its name: BFCL names
+    some functions as Python may not define them in tool code (live_irrelevance's ``__get_all_user_list``)."""
+    n = 0
+    for category in bfcl.CATEGORIES:
+        env = gym.make(f"ToolGym/BFCL-{category}-v0").unwrapped
+        for index in range(len(env.source)):
+            env.reset(seed=0, options={"index": index})
+            names = env.scenario.tool_names
+            if names:
+                info = env.step(format_hermes([(names[-1], {})]))[4]
+                assert info["reward_components"]["n_tool_errors"] == 0, (env.scenario.id, info["feedback"])
+            n += 1
+    assert n >= 3400
+
+
+def test_a_tool_name_tool_code_may_not_define_is_defined_under_def_name():
+    from toolgym.sandbox import Toolbox, def_name
+
+    assert def_name("get_user") == "get_user" and def_name("_helper") == "_helper"
+    assert def_name("__get_all_user_list") != "__get_all_user_list"
+    box = Toolbox({"__get_all_user_list": bfcl._ack_source("__get_all_user_list")})
+    assert box.call("__get_all_user_list", {"x": 1}).output == '{"status": "ok", "function": "__get_all_user_list"}'

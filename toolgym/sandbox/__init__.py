@@ -51,7 +51,7 @@ Modules, in the order a call meets them:
 from toolgym.sandbox.attrs import _ALLOWED_MODULES
 from toolgym.sandbox.clock import _WATCHDOG as _WATCHDOG  # the watchdog thread, whose aborts tests count
 from toolgym.sandbox.output import serialize_output
-from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
+from toolgym.sandbox.policy import ToolSourceError, compile_tool_source, def_name
 from toolgym.sandbox.toolbox import Toolbox, ToolObject, ToolOutcome, check_tool_sources
 
 ALLOWED_MODULES: tuple[str, ...] = tuple(_ALLOWED_MODULES)  # the stdlib modules tool code may import
@@ -64,5 +64,6 @@ __all__ = [
     "Toolbox",
     "check_tool_sources",
     "compile_tool_source",
+    "def_name",
     "serialize_output",
 ]

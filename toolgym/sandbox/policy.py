@@ -23,7 +23,7 @@ from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from toolgym.sandbox.attrs import _ALLOWED_MODULES, _GUARDED_ATTRS, _OPTIONAL_MODULES, _PROTOCOL_METHODS
 
-__all__ = ["ToolSourceError", "compile_tool_code", "compile_tool_source", "import_refused"]
+__all__ = ["ToolSourceError", "compile_tool_code", "compile_tool_source", "def_name", "import_refused"]
 
 
 class ToolSourceError(ValueError):
@@ -132,6 +132,15 @@ def _private_name(name: str) -> bool:
     """``_helper``, ``_cache``: the tool's own; ``__x`` (mangled or dunder) and ``_x_`` (the guards' spelling,
     which a tool could otherwise shadow, e.g. ``_tick_ = lambda: None``) are not."""
     return name[:1] == "_" and name[:2] != "__" and name[-1:] != "_" and name != "_print"
+
+
+def def_name(tool: str) -> str:
+    """The name tool code defines the tool ``tool`` under: the tool's own, unless this policy refuses to define it
+    (``__x``, ``_x_``: a suite's function may be called so, e.g. BFCL's ``__get_all_user_list``), then a spelling
+    it accepts, derived from the name (:class:`~toolgym.sandbox.Toolbox` looks a tool up under both)."""
+    if tool[:1] != "_" or _private_name(tool):
+        return tool
+    return f"tool_{tool.strip('_')}_{hashlib.sha256(tool.encode()).hexdigest()[:8]}"
 
 
 class _ToolPolicy(RestrictingNodeTransformer):

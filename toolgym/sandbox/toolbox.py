@@ -19,7 +19,7 @@ from typing import Any
 
 from toolgym.sandbox.output import _REPR, _truncate, _weight, serialize_output
 from toolgym.sandbox.owned import is_own, is_own_class, strip_own
-from toolgym.sandbox.policy import ToolSourceError, compile_tool_source
+from toolgym.sandbox.policy import ToolSourceError, compile_tool_source, def_name
 from toolgym.sandbox.runtime import _Runtime
 
 __all__ = ["ToolObject", "ToolOutcome", "ToolSourceError", "Toolbox", "check_tool_sources"]
@@ -216,8 +216,10 @@ class Toolbox:
             if g is None:
                 g = by_source[source] = run(f"tool {name!r}", source, False)
             fn = g.get(name)
+            if fn is None and def_name(name) != name:  # a name tool code may not define, defined as def_name's
+                fn = g.get(def_name(name))
             if not isinstance(fn, types.FunctionType):
-                raise ToolSourceError(f"tool {name!r}: its source does not define a function named {name!r}")
+                raise ToolSourceError(f"tool {name!r}: its source does not define a function named {def_name(name)!r}")
             tools[name] = (fn, g, _wants_data(fn))
         if every_function:  # the sources' other public functions too: one Toolbox serves any subset of a module
             for g in by_source.values():

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from toolgym.calls import ParsedTurn
+from toolgym.sandbox import def_name
 from toolgym.scenario import Scenario, SubTask
 
 SUITE = "bfcl"
@@ -183,7 +184,7 @@ def tool_schema(function: dict[str, Any]) -> dict[str, Any]:
 
 def _ack_source(name: str) -> str:
     """A tool that accepts any keyword arguments and acknowledges the call (BFCL's functions do nothing)."""
-    return f"def {name}(**kwargs):\n    return {{'status': 'ok', 'function': {name!r}}}\n"
+    return f"def {def_name(name)}(**kwargs):\n    return {{'status': 'ok', 'function': {name!r}}}\n"
 
 
 def gold_arguments(
