@@ -79,17 +79,22 @@ def time_step(env: ToolEnv, n: int, action) -> float:
     return total / n
 
 
+def time_resets(env, seeds) -> tuple[float, float]:
+    """Median and p90 of one reset per seed."""
+    times = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        env.reset(seed=seed)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * len(times))]
+
+
 def reset_latency(env_id: str, n: int) -> tuple[float, float]:
     """Median and p90 reset time of ``n`` resets on distinct seeds (each generates; the first warms up)."""
     env = gym.make(env_id)
     env.reset(seed=0)
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        env.reset(seed=1 + i)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return statistics.median(times), times[int(0.9 * len(times))]
+    return time_resets(env, range(1, 1 + n))
 
 
 def warm_up(env: ToolEnv, quiet: int = 200, most: int = 3000) -> int:
@@ -116,22 +121,10 @@ def reset_latency_cached(env_id: str, n: int) -> dict[str, tuple[float, float]]:
     warm_up(env, quiet=min(200, n), most=min(3000, 10 * n))
     out = {}
     SCENARIO_CACHE.clear()
-    for label, cached, base in (("uncached", False, 10_000), ("first", True, 20_000), ("store", True, 20_000)):
+    passes = (("uncached", False, 10_000), ("first", True, 20_000), ("store", True, 20_000), ("hit", True, 20_000))
+    for label, cached, base in passes:  # the cached passes reset the same seeds: first, second, third time
         env.scenario_cache = cached
-        times = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            env.reset(seed=base + i)
-            times.append(time.perf_counter() - t0)
-        times.sort()
-        out[label] = (statistics.median(times), times[int(0.9 * len(times))])
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        env.reset(seed=20_000 + i)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    out["hit"] = (statistics.median(times), times[int(0.9 * len(times))])
+        out[label] = time_resets(env, range(base, base + n))
     return out
 
 
