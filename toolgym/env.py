@@ -224,10 +224,14 @@ class ToolEnv(gym.Env):
         options = options or {}
         owned = False
         scenario = None
+        key = None  # the (source key, seed) this reset may read from and store into the scenario cache
         if "scenario" not in options and "index" not in options:
             owned = getattr(self.source, "fresh", False)
             if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
-                scenario = self._cache_hit(int(seed))
+                source_key = source_cache_key(self.source)
+                if source_key is not None:
+                    key = (source_key, int(seed))
+                    scenario = self._cache_hit(key)
         if scenario is None:
             super().reset(seed=seed)
             if "scenario" in options:
@@ -239,10 +243,8 @@ class ToolEnv(gym.Env):
                 scenario = self.source.get(int(options["index"]))
             else:
                 scenario = self.source.sample(self.np_random)
-                if seed is not None and owned and getattr(self, "scenario_cache", True) and SCENARIO_CACHE.enabled:
-                    key = source_cache_key(self.source)
-                    if key is not None and SCENARIO_CACHE.seen_before(key := (key, int(seed))):
-                        SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
+                if key is not None and SCENARIO_CACHE.seen_before(key):
+                    SCENARIO_CACHE.put(key, scenario, self.np_random.bit_generator.state)
         self._start(scenario, owned)
         for turn in options.get("prefix", ()):
             if self._done:
@@ -250,19 +252,20 @@ class ToolEnv(gym.Env):
             self.step(turn)
         return self._obs(), self._reset_info()
 
-    def _cache_hit(self, seed: int) -> Scenario | None:
-        """The source's scenario for ``seed`` from the cache, or ``None`` (then reset generates and stores it).
+    def _cache_hit(self, key: tuple[Any, int]) -> Scenario | None:
+        """The cached scenario for ``key`` (source key, seed), or ``None``: then reset generates it, and stores it
+        the second time (:meth:`~toolgym.sources.ScenarioCache.seen_before`).
 
         Generation is a pure function of (source key, seed): the cache stores the scenario (pickled) before the
         episode mutates its world, and the bit generator's state after generation. A hit sets ``np_random`` to
         that state directly: seeding a new generator first (what ``Env.reset(seed=)`` does) would be overwritten
         at once and cost a quarter of a hit.
         """
-        key = source_cache_key(self.source)
-        entry = None if key is None else SCENARIO_CACHE.get((key, seed))
+        entry = SCENARIO_CACHE.get(key)
         if entry is None:
             return None
         scenario, rng_state = entry
+        seed = key[1]
         rng = self._np_random
         if rng is None or type(rng.bit_generator).__name__ != rng_state["bit_generator"]:
             rng, _ = seeding.np_random(seed)

@@ -215,11 +215,10 @@ class Toolbox:
             g = by_source.get(source)
             if g is None:
                 g = by_source[source] = run(f"tool {name!r}", source, False)
-            fn = g.get(name)
-            if fn is None and def_name(name) != name:  # a name tool code may not define, defined as def_name's
-                fn = g.get(def_name(name))
+            defined = def_name(name)  # the name itself, or the spelling of one tool code may not define
+            fn = g.get(defined)
             if not isinstance(fn, types.FunctionType):
-                raise ToolSourceError(f"tool {name!r}: its source does not define a function named {def_name(name)!r}")
+                raise ToolSourceError(f"tool {name!r}: its source does not define a function named {defined!r}")
             tools[name] = (fn, g, _wants_data(fn))
         if every_function:  # the sources' other public functions too: one Toolbox serves any subset of a module
             for g in by_source.values():
