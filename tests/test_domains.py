@@ -17,10 +17,13 @@ from functools import cache
 import numpy as np
 import pytest
 
+from toolgym.construct.decompose import domain_info
+from toolgym.construct.deploy import verify_plan
 from toolgym.construct.kit import answer_leaks
-from toolgym.construct.pipeline import find_domains
+from toolgym.construct.pipeline import BuildConfig, build, find_domains
 from toolgym.construct.spec import Domain, validate_domain
 from toolgym.packs import resolve_ref
+from toolgym.scenario import ALL_KINDS
 
 MODULES = tuple(find_domains())
 SEEDS = range(60)
@@ -164,6 +167,32 @@ def test_no_answer_occurs_inside_another_record(module, request):
     domain = _domain(module)
     for seed, state in zip(SEEDS, _worlds(module), strict=True):
         assert answer_leaks(domain, state) == [], seed
+
+
+KNOBS = ({}, {"generalize": 2, "type_generalize": 2, "expand": 2, "distractors": 6}, {"integrate": False})
+
+
+@pytest.mark.parametrize("knobs", KNOBS, ids=("default", "scaled", "narrow"))
+def test_what_a_fast_build_skips_holds_by_construction(module, knobs):
+    """A reset verifies only what discards builds (``verify="fast"``); the gold-plan and wrong-record checks it
+    skips must hold for every kind: each accepted build passes them, and ``verify="full"`` builds the same."""
+    domain = _domain(module)
+    tables = domain_info(domain).tables
+    for kind in ALL_KINDS:
+        fast, full = BuildConfig(kind=kind, **knobs), BuildConfig(kind=kind, verify="full", **knobs)
+        accepted = 0
+        for seed in range(40):
+            got = build(seed, fast, domain, keep_stages=True)
+            if got is None:
+                assert build(seed, full, domain) is None, (kind, seed)
+                continue
+            accepted += 1
+            reason = verify_plan(got.scenario, got.decomposition, got.scaled, tables, random.Random(seed))
+            assert reason is None, (kind, seed, reason)
+            again = build(seed, full, domain)
+            assert again is not None and again.to_dict() == got.scenario.to_dict() | {"metadata": again.metadata}
+            assert again.metadata["config"] == {**got.scenario.metadata["config"], "verify": "full"}
+        assert accepted >= 20, (kind, accepted)
 
 
 def test_answer_leaks_reports_a_planted_leak():

@@ -312,6 +312,16 @@ def test_build_stats_count_discards():
     assert stats.counts["ok"] == 20 and stats.attempts >= 20
 
 
+def test_full_verification_is_a_knob_that_changes_no_scenario():
+    fast, full = gym.make(ENV_ID), gym.make(ENV_ID, verify="full")
+    for seed in range(5):
+        (a, ia), (b, ib) = fast.reset(seed=seed), full.reset(seed=seed)
+        assert a == b and ia["scenario_id"] == ib["scenario_id"]
+        assert "verify" not in ia["metadata"]["config"] and ib["metadata"]["config"]["verify"] == "full"
+    with pytest.raises(ValueError, match="verify must be one of"):
+        BuildConfig(verify="yes").validate()
+
+
 def test_build_command_writes_a_manifest_and_stages(tmp_path):
     report = check_domain(DOMAIN_REF, 5)
     assert all(row["verified"] == 5 for row in report["kinds"].values())

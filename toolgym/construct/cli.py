@@ -54,7 +54,7 @@ def _validated(ref: str) -> Any:
 def check_kind(ref: str, i: int, n: int, seed: int = 0, config: BuildConfig | None = None) -> dict[str, Any]:
     """Build and verify ``n`` scenarios of kind ``ALL_KINDS[i]`` (seeded by ``[seed, i]``): counts and speed."""
     domain = resolve_domain(ref)
-    cfg = BuildConfig(**{**(config.to_dict() if config else {}), "kind": ALL_KINDS[i]})
+    cfg = BuildConfig(**{**(config.to_dict() if config else {}), "kind": ALL_KINDS[i], "verify": "full"})
     stats = BuildStats()
     rng = np.random.default_rng([seed, i])
     t0 = time.perf_counter()

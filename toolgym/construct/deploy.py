@@ -7,11 +7,13 @@ identical source and the sandbox compiles each once per process. The code is san
 underscore names), reads and writes the global ``state`` the env binds per call, returns the right record for
 right arguments and ``{"error": ...}`` otherwise.
 
-:func:`verify` then runs the scenario the way the env scores it, with :class:`~toolgym.sandbox.Toolbox` on a
-copy of the world: the gold plan, turn by turn, must solve every sub-question (FTRL's matcher and
-``SolveTracker``) with schema-valid arguments and leave every state check true; each gold call redirected to
-another record must not yield its sub-answer (a write must not make its state checks true); a read distractor
-called on the scenario's records must not return a sub-answer. A failing scenario is discarded with a reason.
+:func:`verify` then checks the scenario: no sub-answer in the query, and no read distractor, run with
+:class:`~toolgym.sandbox.Toolbox` on the scenario's records, returning a sub-answer. With ``full=True`` it also
+runs the scenario the way the env scores it, on a copy of the world (:func:`verify_plan`): the gold plan, turn
+by turn, must solve every sub-question (FTRL's matcher and ``SolveTracker``) with schema-valid arguments and
+leave every state check true; each gold call redirected to another record must not yield its sub-answer (a
+write must not make its state checks true). Those hold by construction, so resets skip them; the tests run
+them over every domain and kind. A failing scenario is discarded with a reason.
 
 The kinds beyond FTRL's: an ``irrelevance`` scenario has no sub-tasks and an empty answer (the right turn is a
 reply without a call); its query's hidden sub-answer is what every offered read is checked not to return, and it
@@ -434,11 +436,41 @@ def verify(
     scaled: Scaled,
     table_of: dict[str, str],
     r: random.Random,
+    *,
+    full: bool = True,
 ) -> str | None:
-    """Run the scenario's tools as the env would; ``None`` if it is sound, else the reason to discard it.
+    """``None`` if the scenario is sound, else the reason to discard it.
 
     ``table_of`` maps entity name -> world table (to find another record for the wrong-argument checks).
+    ``full=False`` runs only the checks that depend on the drawn data: no sub-answer inside the query, none
+    returned by a read distractor (the only ones that discard builds). The gold-plan and wrong-record checks
+    (:func:`verify_plan`) hold by construction: the templates return the record the arguments name, and
+    ``decompose`` picks answers that are unique to their record. The tests run them over every domain and
+    kind, and the ``verify="full"`` knob runs them on every build.
     """
+    reason = _answer_in_query(scenario) or _distractor_leak(scenario, decomposition, scaled, table_of)
+    if reason is None and full:
+        reason = verify_plan(scenario, decomposition, scaled, table_of, r)
+    return reason
+
+
+def _answer_in_query(scenario: Scenario) -> str | None:
+    query = scenario.query.lower().replace(",", "")
+    for s in scenario.subtasks:
+        for a in s.answers:
+            if a.lower().replace(",", "").strip() in query:
+                return "answer_in_query"
+    return None
+
+
+def verify_plan(
+    scenario: Scenario,
+    decomposition: Decomposition,
+    scaled: Scaled,
+    table_of: dict[str, str],
+    r: random.Random,
+) -> str | None:
+    """Run the scenario's tools as the env would: the gold plan must solve it, a wrong record must not."""
     fns = {fn.name: fn for fn in scaled.functions}
     by_id = {sq.id: sq for sq in decomposition.subquestions}
     written = [table_of[sq.entity] for sq in decomposition.subquestions if sq.update is not None]
@@ -446,11 +478,6 @@ def verify(
     tracker = SolveTracker(
         Expected(s.tool, a, s.id, tuple(s.state_checks)) for s in scenario.subtasks for a in s.answers
     )
-    query = scenario.query.lower().replace(",", "")
-    for s in scenario.subtasks:
-        for a in s.answers:
-            if a.lower().replace(",", "").strip() in query:
-                return "answer_in_query"
     for turn in scenario.gold_plan():
         for s in turn:
             fn = fns[s.tool]
@@ -488,11 +515,21 @@ def verify(
             out = _call(fn, scenario.source[s.tool], args, scenario.state)
             if any(answer_in_output(out.output, a) for a in s.answers):
                 return "wrong_record_answers"
-    # read distractors on the scenario's records must not reveal a sub-answer (an irrelevance scenario's hidden one)
+    return None
+
+
+def _distractor_leak(
+    scenario: Scenario, decomposition: Decomposition, scaled: Scaled, table_of: dict[str, str]
+) -> str | None:
+    """Read distractors on the scenario's records must not reveal a sub-answer (an irrelevance scenario's
+    hidden one); an irrelevance scenario must offer something to not call."""
     answers = [sq.answer for sq in decomposition.subquestions]
     if decomposition.kind == "irrelevance" and not scaled.distractors:
         return "nothing_to_offer"
+    fns = None
     for name in scaled.distractors:
+        if fns is None:
+            fns = {fn.name: fn for fn in scaled.functions}
         fn = fns[name]
         if fn.op not in READ_OPS:
             continue

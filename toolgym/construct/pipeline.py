@@ -50,6 +50,7 @@ from toolgym.packs import current_ref
 from toolgym.scenario import EXTRA_KINDS, KINDS, KindKnobs, Scenario
 
 MAX_ATTEMPTS = 200
+VERIFY_MODES = ("fast", "full")
 PIPELINE = "procedural"
 GENERATOR_REF = "toolgym.construct.pipeline:generate"
 CONFIG_REF = "toolgym.construct.pipeline:BuildConfig"
@@ -82,9 +83,12 @@ class BuildConfig(KindKnobs):
     write_share: float = 0.33
     split: str | None = None
     kinds: tuple[str, ...] | None = None
+    verify: str = "fast"
 
     def validate(self) -> None:
         self.check_kinds_and_split()
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {list(VERIFY_MODES)}, got {self.verify!r}")
         bounds = {"hops": (2, 4), "parallel": (2, 4), "distractors": (0, MAX_DISTRACTORS)}
         bounds.update({k: (0, v) for k, v in LEVELS.items()})
         for name, (lo, hi) in bounds.items():
@@ -98,8 +102,11 @@ class BuildConfig(KindKnobs):
             raise ValueError(f"write_share must be a number in [0, 1], got {w!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Every knob; ``kinds`` only when set, so that scenarios of the default mix record what they always did."""
+        """Every knob; ``kinds`` only when set and ``verify`` only when full, so that scenarios of the default
+        mix record what they always did."""
         out = {f: getattr(self, f) for f in _FIELDS}
+        if out["verify"] == "fast":
+            del out["verify"]
         if out["kinds"] is None:
             del out["kinds"]
         else:
@@ -248,7 +255,7 @@ def build(
         "chains": dec.chains,
     }
     scenario = deploy(dec, scaled, state, metadata)
-    reason = verify(scenario, dec, scaled, domain_info(domain).tables, r)
+    reason = verify(scenario, dec, scaled, domain_info(domain).tables, r, full=config.verify == "full")
     if stats is not None:
         stats.add(reason or "ok")
     if reason is not None:
