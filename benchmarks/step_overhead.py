@@ -4,8 +4,10 @@ floor  = json.loads(arguments) + direct Python call of the tool + json.dumps(res
 step   = env.step(one Hermes <tool_call> turn): parse + schema check + sandboxed call + reward + messages
 Both run in the same process, interleaved in rounds, so machine noise hits both alike; the ratio is the result.
 Also reports reset latency (median, p90) of the registered envs: uncached, and with the scenario cache a seed's
-first reset (generated, remembered), its second (generated, stored) and its third (a hit).
-Prints a table, writes JSON.
+first reset (generated, remembered), its second (generated, stored) and its third (a hit). For the spec-built
+envs, uncached resets with ``verify="fast"`` (the default) against ``verify="full"`` (the gold-plan and
+wrong-record replays as well), interleaved in rounds.
+Prints tables, writes JSON.
 
     python benchmarks/step_overhead.py [--rounds 7] [--calls 2000]
 """
@@ -128,6 +130,29 @@ def reset_latency_cached(env_id: str, n: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def verify_latency(env_id: str, n: int, rounds: int = 5) -> dict[str, float] | None:
+    """Median uncached reset time with ``verify="fast"`` and ``"full"``: ``rounds`` alternating rounds of
+    ``n // rounds`` seeds (the same seeds for both); ``None`` for an env without the ``verify`` knob."""
+    try:
+        envs = {mode: gym.make(env_id, verify=mode).unwrapped for mode in ("fast", "full")}
+    except TypeError:  # not spec-built: its generator has no verify knob
+        return None
+    times: dict[str, list[float]] = {"fast": [], "full": []}
+    for env in envs.values():
+        env.scenario_cache = False
+        warm_up(env, quiet=min(200, n), most=min(3000, 10 * n))
+    per = max(1, n // rounds)
+    for k in range(rounds):
+        seeds = range(40_000 + k * per, 40_000 + (k + 1) * per)
+        for mode, env in envs.items():
+            for seed in seeds:
+                t0 = time.perf_counter()
+                env.reset(seed=seed)
+                times[mode].append(time.perf_counter() - t0)
+    fast, full = (statistics.median(times[m]) for m in ("fast", "full"))
+    return {"fast_median_us": fast * 1e6, "full_median_us": full * 1e6, "fast_over_full": fast / full}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -177,6 +202,16 @@ def main() -> None:
         cells = "".join(f"{v[0] * 1e6:>8.1f}/{v[1] * 1e6:<7.1f}" for v in lat.values())
         print(f"{env_id:<36}{cells}{row['hit_speedup']:>8.2f}x")
 
+    verification = {}
+    print(f"\n{'uncached reset by verify mode, median (us)':<44}{'fast':>10}{'full':>10}{'fast/full':>11}")
+    for env_id in toolgym.registered_ids():
+        row = verify_latency(env_id, args.resets)
+        if row is not None:
+            verification[env_id] = row
+            print(
+                f"{env_id:<44}{row['fast_median_us']:>10.1f}{row['full_median_us']:>10.1f}{row['fast_over_full']:>11.2f}"
+            )
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -187,6 +222,8 @@ def main() -> None:
         "ratio_message": msg / floor,
         "target_ratio": 2.0,  # the step target: env.step at most 2x the floor
         "reset": resets,
+        "reset_by_verify_mode": verification,
+        "target_reset_us": {"spec-built": 200, "ToolGym/Mixed-v1": 250},
         "rounds": args.rounds,
         "calls": args.calls,
     }
