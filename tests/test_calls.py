@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,6 +65,34 @@ def test_openai_message_dict_with_string_or_dict_arguments():
 def test_openai_message_without_calls_is_text():
     turn = parse_action({"role": "assistant", "content": "The answer is 4."})
     assert turn.content == "The answer is 4." and not turn.calls
+
+
+def test_a_call_object_and_the_legacy_function_call_are_calls():
+    """What ``env.gold_plan()`` yields, and what the bare JSON text form reads, is one call as a dict too."""
+    call = {"name": "get_fare", "arguments": {"flight_id": "FL1"}}
+    as_text = parse_action(json.dumps(call))
+    for action in (
+        call,
+        {"role": "assistant", "content": None, "function_call": {**call, "arguments": '{"flight_id": "FL1"}'}},
+    ):
+        turn = parse_action(action)
+        assert [(c.name, c.arguments) for c in turn.calls] == [(c.name, c.arguments) for c in as_text.calls]
+        assert not turn.malformed
+
+
+@pytest.mark.parametrize("action", [{}, {"x": 1}, {"arguments": {"flight_id": "FL1"}}])
+def test_a_dict_that_is_neither_message_nor_call_is_malformed(action):
+    turn = parse_action(action)
+    assert not turn.calls and len(turn.malformed) == 1
+    assert "assistant message (role, content, tool_calls) or one call" in turn.malformed[0].reason
+
+
+@given(st.dictionaries(st.text(max_size=10), json_values))
+def test_a_dict_action_is_read_or_reported(action):
+    """No dict is silently an empty final answer: it is a message, a call, or a malformed action."""
+    turn = parse_action(action)
+    if {"role", "content", "tool_calls", "function_call"}.isdisjoint(action):
+        assert turn.calls or turn.malformed
 
 
 def test_python_call_syntax():

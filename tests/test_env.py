@@ -303,15 +303,31 @@ def test_an_action_of_another_type_is_malformed_feedback_not_an_answer():
 
     env = gym.make("ToolGym/FlightBooking-v0")
     env.reset(seed=0)
-    for bad in (None, ["x"], True, object()):
+    for bad in (None, ["x"], True, object(), {}, {"flight_id": "FL1"}):
         _, _, terminated, truncated, info = env.step(bad)
         assert not terminated and not truncated
-        assert info["reward_components"]["n_bad_json"] == 1 and "an action is text" in info["feedback"][0]
+        assert info["reward_components"]["n_bad_json"] == 1
+        assert "an action is text" in info["feedback"][0] or "an action dict is" in info["feedback"][0]
     gold = env.unwrapped.gold_actions()
     env.reset(seed=0)
     for action in gold:
         _, _, terminated, _, _ = env.step(action)
     assert terminated and env.unwrapped.episode_metrics()["solve_f1"] == 1.0  # the env kept working
+
+
+def test_the_gold_plans_call_dicts_are_actions():
+    import gymnasium as gym
+
+    env = gym.make("ToolGym/FlightBooking-v0")
+    env.reset(seed=0)
+    rewards = []
+    while plan := env.unwrapped.gold_plan():
+        turn = plan[0]
+        action = turn[0] if len(turn) == 1 else {"role": "assistant", "tool_calls": turn}
+        rewards.append(env.step(action)[1])
+    reference = gym.make("ToolGym/FlightBooking-v0")
+    reference.reset(seed=0)
+    assert rewards == [reference.step(a)[1] for a in reference.unwrapped.gold_actions()[:-1]]
 
 
 def test_a_tools_own_error_result_counts_as_a_tool_error():

@@ -343,6 +343,9 @@ def _parse_python(text: str, tool_names: frozenset[str] | None, id_prefix: str =
     return ParsedTurn(content="" if calls else text.strip(), calls=calls, malformed=malformed, raw=text)
 
 
+_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "function_call"})
+
+
 def _parse_message(
     msg: dict[str, Any],
     tool_names: frozenset[str] | None,
@@ -352,11 +355,23 @@ def _parse_message(
     content = msg.get("content") or ""
     if not isinstance(content, str):
         content = json.dumps(content, ensure_ascii=False, default=str)
-    raw_calls = msg.get("tool_calls") or []
+    raw_calls = msg.get("tool_calls") or msg.get("function_call") or []  # function_call: the legacy single call
     if not isinstance(raw_calls, list):
         raw_calls = [raw_calls]
     if not raw_calls:
-        return parse_text(content, tool_names, id_prefix, schemas)
+        if _MESSAGE_KEYS.isdisjoint(msg):  # not a message: one call object, as its JSON text reads, or nothing
+            if "name" not in msg:
+                text = json.dumps(msg, ensure_ascii=False, default=str)
+                reason = (
+                    "an action dict is an assistant message (role, content, tool_calls) or one call (name, "
+                    f"arguments), not one with keys {sorted(map(str, msg))}"
+                )
+                return ParsedTurn(
+                    content=text, malformed=[MalformedCall(text[:200], reason, f"{id_prefix}0")], raw=text
+                )
+            raw_calls = [msg]
+        else:
+            return parse_text(content, tool_names, id_prefix, schemas)
     calls: list[ToolCall] = []
     malformed: list[MalformedCall] = []
     for i, tc in enumerate(raw_calls):
