@@ -365,3 +365,38 @@ def test_every_function_toolbox_offers_public_module_functions_only():
     assert set(box.names) == {"a", "b"}  # not the private helper, not the imported function
     assert box.call("b", {}).output == "2"
     assert set(Toolbox({"a": src}).names) == {"a"}
+
+
+_SURROGATE_TEXT = st.text(alphabet=st.one_of(st.characters(categories=["Cs"]), st.characters(max_codepoint=0x7F)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_SURROGATE_TEXT, where=st.sampled_from(["argument", "name", "id", "content", "json"]))
+def test_lone_surrogates_never_reach_the_transcript(value, where):
+    """A JSON escape like "\\ud800" decodes to a str no UTF-8 text can hold: the step must neither raise nor put it
+    in the chat (an export, a server reply and a tokenizer would all fail on it)."""
+    env = gym.make("ToolGym/FlightBooking-v0")
+    env.reset(seed=0)
+    call = env.unwrapped.gold_plan()[0][0]
+    name, args = call["name"], dict(call["arguments"])
+    key = next(iter(args))
+    if where == "argument":
+        args[key] = value
+    action: object = {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": name, "arguments": args}}]}
+    if where == "name":
+        action = {"name": name + value, "arguments": args}
+    elif where == "id":
+        action = {"role": "assistant", "tool_calls": [{"id": "c" + value, "function": call}]}
+    elif where == "content":
+        action = {"role": "assistant", "content": "The answer is " + value}
+    elif where == "json":  # the escape spelled out in the completion text, as a model writes it
+        escaped = json.dumps(value)  # ASCII: lone surrogates become \\udXXX escapes
+        action = f'<tool_call>{{"name": "{name}", "arguments": {{"{key}": {escaped}}}}}</tool_call>'
+    obs, reward, _, _, info = env.step(action)
+    json.dumps(obs["messages"], ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
+    json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")
+    decoded = json.loads(json.dumps(value)) if where == "json" else value  # JSON joins an escaped pair into one
+    has_lone = any(0xD800 <= ord(c) <= 0xDFFF for c in decoded)
+    if has_lone and where in ("argument", "name", "json"):
+        assert info["reward_components"]["n_bad_json"] == 1 and "lone surrogate" in info["feedback"][-1]
+        assert info["reward_components"]["n_calls"] == 0.0

@@ -39,6 +39,15 @@ _PY_CALL_START = re.compile(r"^\s*\[?\s*[A-Za-z_][A-Za-z0-9_]*\s*\(")
 _DECODER = json.JSONDecoder()
 _raw_decode, _scan_once = _DECODER.raw_decode, _DECODER.scan_once  # scan_once: raw_decode without its wrapper
 _JSON_WS = json.decoder.WHITESPACE.match
+# A JSON escape such as "\ud800" decodes to a lone surrogate: a str Python holds but no UTF-8 text can, so a
+# transcript holding one fails to export, to serve and to tokenize. The env refuses such calls and cleans replies.
+find_lone_surrogate = re.compile("[\ud800-\udfff]").search
+LONE_SURROGATE_REASON = "its name or arguments hold a lone surrogate (a JSON escape like \\ud800), not valid Unicode"
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder does with bad bytes."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 @dataclass(slots=True)

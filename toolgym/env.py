@@ -17,7 +17,15 @@ from gymnasium.utils import seeding
 
 from toolgym import reward as R
 from toolgym.arguments import check_arguments, parameters_validator
-from toolgym.calls import ParsedTurn, format_hermes, parse_action
+from toolgym.calls import (
+    LONE_SURROGATE_REASON,
+    MalformedCall,
+    ParsedTurn,
+    find_lone_surrogate,
+    format_hermes,
+    parse_action,
+    replace_lone_surrogates,
+)
 from toolgym.sandbox import Toolbox
 from toolgym.sandbox.process import ISOLATION_MODES, ProcessSandbox
 from toolgym.scenario import Scenario
@@ -302,40 +310,56 @@ class ToolEnv(gym.Env):
         calls, malformed = parsed.calls, parsed.malformed
         comp = _ZERO_COMPONENTS.copy()
         feedback: list[str] = []
-        assistant: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+        content = parsed.content
+        if not content.isascii() and find_lone_surrogate(content):  # isascii reads a flag: free on ASCII text
+            content = replace_lone_surrogates(content)
+        assistant: dict[str, Any] = {"role": "assistant", "content": content}
         tool_msgs: list[dict[str, Any]] = []
         n_solved = 0
         n_valid = 0
+        p = len(calls)
         if calls:
             tool_calls = assistant["tool_calls"] = []
             for call in calls:
                 name, arguments = call.name, call.arguments
-                tool_calls.append(
-                    {"id": call.id, "type": "function", "function": {"name": name, "arguments": _encode(arguments)}}
-                )
+                encoded = _encode(arguments)
+                call_id = call.id
+                if not (encoded.isascii() and name.isascii() and call_id.isascii()) and (
+                    find_lone_surrogate(encoded) or find_lone_surrogate(name) or find_lone_surrogate(call_id)
+                ):
+                    call_id = replace_lone_surrogates(call_id)
+                    if find_lone_surrogate(encoded) or find_lone_surrogate(name):
+                        text = json.dumps({"name": name, "arguments": arguments}, default=str)  # escaped: valid
+                        malformed = [*malformed, MalformedCall(text[:200], LONE_SURROGATE_REASON, call_id)]
+                        p -= 1
+                        continue
+                tool_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": encoded}})
                 text, solved, valid = self._run_call(name, arguments, comp)
                 n_solved += solved
                 n_valid += valid
                 feedback.append(text)
-                tool_msgs.append({"role": "tool", "tool_call_id": call.id, "name": name, "content": text})
+                tool_msgs.append({"role": "tool", "tool_call_id": call_id, "name": name, "content": text})
         for bad in malformed:
             comp["n_bad_json"] += 1
             text = f"Error: could not read tool call: {bad.reason}."
             feedback.append(text)
-            tool_msgs.append({"role": "tool", "tool_call_id": bad.id, "name": "", "content": text})
+            tool_msgs.append(
+                {"role": "tool", "tool_call_id": replace_lone_surrogates(bad.id), "name": "", "content": text}
+            )
+        if calls and not p:
+            del assistant["tool_calls"]
         self._messages.append(assistant)
         self._messages.extend(tool_msgs)
 
-        p = len(calls)
         self._n_calls = n_calls = self._n_calls + p
         tracker = self.tracker
         t, n_exp = tracker.n_unsolved, tracker.n_expected
         s = n_exp - t
-        terminated = not calls and not malformed
+        terminated = not p and not malformed
         if p:
             r_ftrl = _FTRL_TURN(p, n_solved)
         else:
-            r_ftrl = R.answer_turn_reward(parsed.content, self._answer, t, malformed=bool(malformed))
+            r_ftrl = R.answer_turn_reward(content, self._answer, t, malformed=bool(malformed))
         comp["reward_ftrl"] = r_ftrl
         comp["n_calls"] = float(p)
         comp["n_solved_now"] = float(n_solved)
@@ -343,7 +367,7 @@ class ToolEnv(gym.Env):
         comp["precision"], comp["recall"], comp["f1"] = self._solve_scores(s, n_calls, n_exp)
         comp["format_ok"] = 0.0 if malformed else 1.0
         comp["args_valid"] = n_valid / p if p else 1.0
-        comp["answer_correct"] = float(terminated and R.answer_correct(parsed.content, self._answer))
+        comp["answer_correct"] = float(terminated and R.answer_correct(content, self._answer))
         comp["state_ok"] = float(self._state_ok()) if self._checks else 1.0
         if self.turn_scorer is not None:
             scores = self.turn_scorer(self.scenario, parsed)
