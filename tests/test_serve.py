@@ -124,6 +124,33 @@ def test_malformed_action_gets_a_clear_error_and_the_session_survives(server):
         assert client.reset(seed=7).observation["messages"]  # still usable after every error
 
 
+def test_frames_that_are_not_json_objects_get_an_error_and_the_session_goes_on(server):
+    """openenv's own loop would end the session (and drop its env) on a frame like ``"x"``: the episode survives."""
+    gold, rewards, _, _ = in_process(7)
+
+    async def play() -> list[float]:
+        url = server.url.replace("http://", "ws://") + "/ws"
+        async with websockets.connect(url) as ws:
+
+            async def call(frame: str | bytes) -> dict:
+                await ws.send(frame)
+                return json.loads(await ws.recv())
+
+            await call(json.dumps({"type": "reset", "data": {"seed": 7}}))
+            got = []
+            for i, action in enumerate(gold):
+                for bad in ('"x"', "1", "null", "[]", "not json"):
+                    reply = await call(bad)
+                    assert reply["type"] == "error" and reply["data"]["code"] in ("VALIDATION_ERROR", "INVALID_JSON")
+                step = {"type": "step", "data": {"message": action}}
+                frame = json.dumps(step)
+                reply = await call(frame.encode() if i % 2 else frame)  # a binary frame is read as UTF-8 text
+                got.append(reply["data"]["reward"])
+            return got
+
+    assert asyncio.run(play()) == pytest.approx(rewards)
+
+
 def test_number_and_message_dict_actions(server):
     _, want, want_new, _ = in_process(9, actions=["154"])
     with ToolGymEnvClient(base_url=server.url).sync() as client:

@@ -60,7 +60,7 @@ from openenv.core.env_server.types import (
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import toolgym
-from toolgym.calls import format_hermes
+from toolgym.calls import find_lone_surrogate, format_hermes
 
 __all__ = [
     "InvalidAction",
@@ -521,6 +521,49 @@ class _QuietClientClose:
             pass
 
 
+class _ObjectFramesOnly:
+    """ASGI wrapper: openenv's ``/ws`` loop reads ``message.get("type")`` outside its error handling, so a frame
+    that is JSON but not an object (``"x"``, ``1``, ``[]``) or a binary frame ends the session and destroys its
+    env; so does a frame holding a lone surrogate (``"\\ud800"``), whose error reply cannot be encoded. Here a
+    binary frame is read as UTF-8 text, and the other two get a validation error reply without reaching the loop:
+    the session goes on. Object frames without ``\\u`` escapes pass after two string tests.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+
+        async def receive_objects() -> dict[str, Any]:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return message
+                text = message.get("text")
+                if text is None:
+                    data = message.get("bytes") or b""
+                    text = data.decode("utf-8", errors="replace")
+                    message = {"type": "websocket.receive", "text": text}
+                if text[:1] == "{" and "\\u" not in text:
+                    return message
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    return message  # not JSON: the loop answers that itself and goes on
+                if not isinstance(value, dict):
+                    error = f'a message is a JSON object with "type" and "data", not {type(value).__name__}'
+                elif find_lone_surrogate(json.dumps(value, ensure_ascii=False)):
+                    error = "the message holds a lone surrogate (an escape like \\ud800), which is not valid Unicode"
+                else:
+                    return message
+                reply = {"type": "error", "data": {"message": error, "code": "VALIDATION_ERROR"}}
+                await send({"type": "websocket.send", "text": json.dumps(reply)})
+
+        await self.app(scope, receive_objects, send)
+
+
 class _ServerGC:
     """The collector settings the server process runs with, set at app startup and restored at shutdown.
 
@@ -583,6 +626,7 @@ def create_server_app(
     server_gc = _ServerGC()
     app.router.on_startup.append(server_gc.startup)
     app.router.on_shutdown.append(server_gc.shutdown)
+    app.add_middleware(_ObjectFramesOnly)
     app.add_middleware(_QuietClientClose)
     app.state.openenv_server = server
     return app
