@@ -426,7 +426,8 @@ def parse_action(
     id_prefix: str = "call_",
     schemas: dict[str, Any] | None = None,
 ) -> ParsedTurn:
-    """Parse any accepted action form (text, message dict, bytes, a number); anything else is a malformed action.
+    """Parse any accepted action form (text, an assistant message dict or one call dict, bytes, a number); anything
+    else is a malformed action.
 
     ``tool_names`` (the tools on offer) only disambiguates python-call syntax with positional arguments;
     ``schemas`` (tool name -> OpenAI function schema) types the raw values of the XML call forms.
