@@ -392,7 +392,7 @@ def test_lone_surrogates_never_reach_the_transcript(value, where):
     elif where == "json":  # the escape spelled out in the completion text, as a model writes it
         escaped = json.dumps(value)  # ASCII: lone surrogates become \\udXXX escapes
         action = f'<tool_call>{{"name": "{name}", "arguments": {{"{key}": {escaped}}}}}</tool_call>'
-    obs, reward, _, _, info = env.step(action)
+    obs, _, _, _, info = env.step(action)
     json.dumps(obs["messages"], ensure_ascii=False).encode("utf-8")  # raises on a lone surrogate
     json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")
     decoded = json.loads(json.dumps(value)) if where == "json" else value  # JSON joins an escaped pair into one

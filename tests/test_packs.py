@@ -4,6 +4,8 @@ import json
 
 import gymnasium as gym
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import toolgym
 from toolgym import PackError, load_scenarios, register_pack
@@ -85,6 +87,70 @@ def test_broken_ftrl_record_names_file_line_and_field(tmp_path, mutate, field):
         load_scenarios(path, fmt="ftrl")
     assert err.value.field == field
     assert f"{path}:2" in str(err.value) and repr(field) in str(err.value)
+
+
+def _scenario_record(seed: int = 1) -> dict:
+    env = gym.make("ToolGym/Banking-v0")
+    env.reset(seed=seed)
+    return env.unwrapped.scenario.to_dict()
+
+
+def _set(path, value):
+    def mutate(record):
+        node = record
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (_set(("messages", 0), 1), "messages[0].role"),
+        (_set(("state",), []), "state"),
+        (_set(("metadata",), "x"), "metadata"),
+        (_set(("subtasks", 0, "depends_on"), [["q1"]]), "subtasks[0].depends_on"),
+        (_set(("subtasks", 0, "depends_on"), ["nowhere"]), "subtasks[0].depends_on"),
+        (_set(("subtasks", 0, "arguments"), "card_id=CD1"), "subtasks[0].arguments"),
+        (_set(("subtasks", 0, "state_checks"), [["cards", "CD1"]]), "subtasks[0].state_checks[0]"),
+        (_set(("answer",), "the card \ud800"), "answer"),
+        (_set(("subtasks", 0, "answers"), ["\udfff"]), "subtasks"),
+    ],
+)
+def test_broken_scenario_record_names_file_line_and_field(tmp_path, mutate, field):
+    """What reset and step would trip over (or export as invalid text) fails the load, naming the field."""
+    good = _scenario_record()
+    bad = json.loads(json.dumps(good))
+    mutate(bad)
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad).replace("\\\\u", "\\u") + "\n")
+    with pytest.raises(PackError) as err:
+        load_scenarios(path)
+    assert err.value.field == field and f"{path}:2" in str(err.value)
+
+
+def test_a_dependency_cycle_fails_the_load(tmp_path):
+    record = _scenario_record()
+    ids = [s["id"] for s in record["subtasks"]]
+    for sub in record["subtasks"]:
+        sub["depends_on"] = [i for i in ids if i != sub["id"]] or [sub["id"]]
+    with pytest.raises(PackError, match="cycle") as err:
+        load_scenarios(write_jsonl(tmp_path / "s.jsonl", [record]))
+    assert err.value.field == "subtasks"
+
+
+def test_a_file_that_is_not_utf8_or_a_json_root_that_is_not_a_list(tmp_path):
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(json.dumps({"answer": "caf\u00e9"}).replace("\\u00e9", "\xe9").encode("latin-1"))
+    with pytest.raises(PackError, match="not UTF-8 text") as err:
+        load_scenarios(latin)
+    assert err.value.where == str(latin)
+    root = tmp_path / "root.json"
+    root.write_text(json.dumps({"records": []}))
+    with pytest.raises(PackError, match="expected a JSON list of records"):
+        load_scenarios(root)
 
 
 def test_broken_json_line(tmp_path):
@@ -247,3 +313,58 @@ def test_runtime_registrations_replay_in_a_fresh_process(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=True)
     here = [f"{e} {gym.make(e).reset(seed=0)[1]['scenario_id']}" for e in ids]
     assert res.stdout.decode().splitlines() == here
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:3]):
+            yield from _paths(v, (*prefix, i))
+
+
+_RECORD = _scenario_record(2)
+_PATHS = [p for p in _paths(_RECORD) if p and p[0] != "source"]  # the sources have their own compile checks
+_VALUES = [None, 0, -1, 1.5, "", "x", [], {}, [None], {"a": 1}, True, [["x"]], "\ud800"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), st.sampled_from(_VALUES), st.booleans()), min_size=1, max_size=3))
+def test_a_mutated_record_fails_the_load_or_plays(edits):
+    """Whatever a broken record holds, loading raises one PackError naming the file, or the scenario resets and
+    steps (gold calls where it has them) without an exception."""
+    import tempfile
+    from pathlib import Path
+
+    from toolgym.sources import StaticSource
+
+    record = json.loads(json.dumps(_RECORD))
+    for path, value, delete in edits:
+        node = record
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            if delete and isinstance(node, dict):
+                node.pop(path[-1], None)
+            else:
+                node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "pack.jsonl"
+        file.write_text(json.dumps(record) + "\n")
+        try:
+            scenarios = load_scenarios(file)
+        except PackError as err:
+            assert str(file) in str(err)
+            return
+    env = toolgym.ToolEnv(StaticSource("mutated", scenarios))
+    env.reset(seed=0, options={"index": 0})
+    has_gold = all(s.arguments is not None for s in scenarios[0].subtasks)
+    for action in env.gold_actions() if has_gold else ["no idea"]:
+        _, _, terminated, truncated, info = env.step(action)
+        json.dumps(info["new_messages"], ensure_ascii=False).encode("utf-8")
+        if terminated or truncated:
+            break

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from toolgym.calls import find_lone_surrogate
 from toolgym.sandbox import ToolSourceError, check_tool_sources
 from toolgym.scenario import ALL_KINDS, Scenario, SubTask
 
@@ -262,7 +264,12 @@ def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
         _need(record, key, types, where)
     if record["kind"] not in (*ALL_KINDS, "unknown"):
         raise PackError(where, "kind", f"must be one of {ALL_KINDS}, got {record['kind']!r}")
+    for key in ("state", "metadata"):
+        if key in record and not isinstance(record[key], dict):
+            raise PackError(where, key, f"expected an object, got {type(record[key]).__name__}")
+    _check_prefix(record["messages"], where)
     _check_tools(record["tools"], where)
+    ids = set()
     for i, sub in enumerate(record["subtasks"]):
         if not isinstance(sub, dict):
             raise PackError(where, f"subtasks[{i}]", "expected an object")
@@ -271,6 +278,12 @@ def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
                 _need(sub, key, types, where)
             except PackError as exc:
                 raise PackError(where, f"subtasks[{i}].{exc.field}", exc.problem) from None
+        _check_subtask(sub, f"subtasks[{i}]", where)
+        ids.add(sub["id"])
+    for i, sub in enumerate(record["subtasks"]):
+        for dep in sub.get("depends_on") or ():
+            if dep not in ids:
+                raise PackError(where, f"subtasks[{i}].depends_on", f"{dep!r} is not the id of a sub-task")
     names = {t["function"]["name"] for t in record["tools"]}
     for name in sorted(names - set(record["source"])):
         raise PackError(where, "source", f"no source for offered tool {name!r}")
@@ -279,28 +292,69 @@ def scenario_from_record(record: dict[str, Any], where: str) -> Scenario:
         raise PackError(where, "source", "expected an object mapping tool name to Python source")
     _check_sources(source, "source", record["id"], where)
     try:
-        return Scenario.from_dict(record)
+        scenario = Scenario.from_dict(record)
     except (KeyError, TypeError, ValueError) as exc:
         raise PackError(where, "<record>", f"cannot build scenario: {exc}") from None
+    try:
+        scenario.gold_plan()
+    except ValueError:
+        raise PackError(where, "subtasks", "the depends_on ids form a cycle") from None
+    return scenario
+
+
+def _check_subtask(sub: dict[str, Any], field: str, where: str) -> None:
+    """The optional fields of a sub-task record, which the env reads at reset and step."""
+    deps = sub.get("depends_on", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise PackError(where, f"{field}.depends_on", "expected a list of sub-task ids")
+    if sub.get("arguments") is not None and not isinstance(sub["arguments"], dict):
+        raise PackError(where, f"{field}.arguments", "expected an object (or null when the gold call is unknown)")
+    checks = sub.get("state_checks", [])
+    if not isinstance(checks, list):
+        raise PackError(where, f"{field}.state_checks", "expected a list of {path, equals} objects")
+    for j, c in enumerate(checks):
+        if not isinstance(c, dict) or not isinstance(c.get("path"), list) or "equals" not in c:
+            raise PackError(where, f"{field}.state_checks[{j}]", "expected {path: [keys...], equals: value}")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]").search  # a JSON escape of a surrogate (a pair is fine)
+
+
+def _check_unicode(record: Any, where: str) -> None:
+    """No field may hold a lone surrogate: the env's chat would then be text no UTF-8 export or tokenizer takes."""
+    if not isinstance(record, dict):
+        return  # the converter reports a record that is not an object
+    for key, value in record.items():
+        if find_lone_surrogate(str(key)) or find_lone_surrogate(json.dumps(value, ensure_ascii=False, default=str)):
+            raise PackError(where, str(key), "holds a lone surrogate (an escape like \\ud800), not valid Unicode")
 
 
 def load_scenarios(path: str | Path, fmt: str = "toolgym") -> list[Scenario]:
     """Read a JSONL (or JSON list) file of scenario records in ``fmt`` (``toolgym`` or ``ftrl``)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackError(str(path), "<file>", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     convert = scenario_from_ftrl if fmt == "ftrl" else scenario_from_record
     if path.suffix == ".json":
-        records: Iterable[tuple[int, Any]] = enumerate(_as_json(text, str(path), "<root>"), 1)
+        root = _as_json(text, str(path), "<root>")
+        if not isinstance(root, list):
+            raise PackError(str(path), "<root>", f"expected a JSON list of records, got {type(root).__name__}")
+        records: Iterable[tuple[int, Any]] = enumerate(root, 1)
     else:
         records = ((i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip())
     out = []
     for lineno, rec in records:
         where = f"{path}:{lineno}"
-        if isinstance(rec, str):
+        raw = rec if isinstance(rec, str) else None
+        if raw is not None:
             try:
-                rec = json.loads(rec)
+                rec = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise PackError(where, "<json>", f"not valid JSON: {exc.msg}") from None
+        if raw is None or _SURROGATE_ESCAPE(raw):
+            _check_unicode(rec, where)
         out.append(convert(rec, where))
     if not out:
         raise PackError(str(path), "<root>", "holds no records")
