@@ -438,3 +438,35 @@ def test_rejected_requests(serve, tmp_path):
     server = serve(faults=["400"] * 100)
     summary = run_eval(ENV, base_url=server.base_url, **{**kw, "out": str(tmp_path / "r2"), "episodes": 20})
     assert summary["missing"] == 20 and "rejected" in summary["run"]["aborted"] and server.requests == 3
+
+
+_NO_REPLY = [{}, {"choices": []}, {"choices": [{}]}, {"choices": [{"message": None}]}, [], "text", None]
+_ODD_REPLIES = [
+    {"choices": [{"message": {"role": "assistant"}}]},
+    {"choices": [{"message": {"content": ["The answer", {"type": "text", "text": " is 4."}]}}]},
+    {"choices": [{"message": {"content": None, "tool_calls": "get_booking"}}]},
+    {"choices": [{"message": {"content": None, "tool_calls": [{"function": {"name": 5, "arguments": [1]}}]}}]},
+    {"choices": [{"message": {"content": "a lone \ud800 surrogate"}}]},
+    {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": "x", "completion_tokens": None}},
+]
+
+
+@pytest.mark.parametrize("mode", ["native", "text"])
+@pytest.mark.parametrize("body", _NO_REPLY + _ODD_REPLIES, ids=range(len(_NO_REPLY) + len(_ODD_REPLIES)))
+def test_a_server_answering_200_with_any_body_never_crashes_the_run(tmp_path, mode, body):
+    """The ``openai`` SDK builds its reply objects without checking them: a reply without a message fails its
+    episode with an error that says so (rerun redoes it); any other shape is the model's turn, scored by the env,
+    and the episode lines are valid UTF-8."""
+    with ChatServer(lambda req: (200, body, {})) as server:
+        out = tmp_path / "run"
+        kw = {"episodes": 2, "seed": 0, "concurrency": 1, "mode": mode, "out": str(out), **FAST}
+        summary = run_eval(ENV, model="fake", base_url=server.base_url, **kw)
+    run = summary["run"]
+    if body in _NO_REPLY:
+        assert run["failed_this_run"] == 2
+        assert "has no choices" in run["last_error"] or "has no message" in run["last_error"]
+        assert not summary["complete"]
+    else:
+        assert summary["complete"] and run["written_this_run"] == 2
+        (out / "episodes.jsonl").read_text(encoding="utf-8")  # raises on text that is not valid UTF-8
+        assert run["prompt_tokens"] >= 0 and isinstance(run["prompt_tokens"], int)

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from toolgym.calls import find_lone_surrogate, replace_lone_surrogates
 
 DEFAULT_MAX_DELAY = 60.0  # seconds: the cap of every retry delay, back-off or Retry-After
 _MAX_EXPONENT = 60  # 2**60 s is far past any cap; a larger exponent would only risk float overflow
@@ -44,6 +47,66 @@ class RetriesExhausted(RunAborted):
 
 class BadRequest(Exception):
     """The server rejected the request itself (HTTP 400/413/422, e.g. the context is full): never retried."""
+
+
+def reply_message(resp: Any) -> dict[str, Any]:
+    """The first choice's message of a chat completion, as plain data: ``{"role": "assistant", "content": text}``
+    plus ``tool_calls`` as the server sent them, when it sent any.
+
+    A server may answer 200 with a body of any shape, and the ``openai`` SDK builds its objects without checking
+    it, so the reply is read defensively: no choices, or no message, raise :class:`BadRequest` (the request gets
+    no usable answer, like a 400); content parts are joined into one text; a lone surrogate (what a JSON escape
+    like ``\\ud800`` decodes to) becomes U+FFFD, since chats and records must be valid UTF-8. Whatever else is
+    wrong with the calls is the env's to report, as feedback to the model.
+    """
+    choices = _plain(getattr(resp, "choices", None) if not isinstance(resp, dict) else resp.get("choices"))
+    if not isinstance(choices, list) or not choices:
+        raise BadRequest("the server's reply has no choices")
+    first = choices[0]
+    msg = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(msg, dict):
+        raise BadRequest("the server's first choice has no message")
+    out: dict[str, Any] = {"role": "assistant", "content": _valid_text(_content_text(msg.get("content")))}
+    calls = msg.get("tool_calls")
+    if calls:
+        out["tool_calls"] = _valid_unicode(calls)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """SDK objects as plain dicts and lists (``model_dump`` keeps whatever the server sent, checked or not)."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(warnings=False)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(
+            p if isinstance(p, str) else str(p.get("text", "")) if isinstance(p, dict) else "" for p in content
+        )
+    return json.dumps(content, ensure_ascii=False, default=str)
+
+
+def _valid_text(text: str) -> str:
+    return text if text.isascii() or not find_lone_surrogate(text) else replace_lone_surrogates(text)
+
+
+def _valid_unicode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _valid_text(value)
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_unicode(v) for v in value]
+    return value
 
 
 def classify(exc: BaseException) -> str:
@@ -241,7 +304,9 @@ class ChatClient:
             self.stats["ok_requests"] += 1
             usage = getattr(resp, "usage", None)
             if usage is not None:
-                self.stats["prompt_tokens"] += getattr(usage, "prompt_tokens", 0) or 0
-                self.stats["completion_tokens"] += getattr(usage, "completion_tokens", 0) or 0
+                for key in ("prompt_tokens", "completion_tokens"):
+                    n = getattr(usage, key, 0)
+                    if isinstance(n, int) and not isinstance(n, bool) and n > 0:  # a server may send anything here
+                        self.stats[key] += n
             return resp
         raise AssertionError("unreachable")

@@ -198,10 +198,12 @@ def native_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in messages:
         role = m.get("role")
         if role == "assistant":
-            ids = {tc.get("id") for tc in m.get("tool_calls") or []}
+            calls = m.get("tool_calls")  # a model's own reply may hold anything here: only call objects go back
+            calls = [tc for tc in calls if isinstance(tc, dict)] if isinstance(calls, list) else []
+            ids = {tc.get("id") for tc in calls}
             msg = {"role": "assistant", "content": m.get("content") or ""}
-            if m.get("tool_calls"):
-                msg["tool_calls"] = m["tool_calls"]
+            if calls:
+                msg["tool_calls"] = calls
             out.append(msg)
         elif role == "tool":
             if m.get("tool_call_id") in ids:

@@ -14,7 +14,7 @@ import gymnasium as gym
 
 from toolgym.agents import make_agent
 from toolgym.harness.config import EvalConfig
-from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, decoding_schema, error_text
+from toolgym.model_client import ChatClient, RetriesExhausted, decoding_schema, error_text, reply_message
 from toolgym.prompts import (
     JSON_TOOLS_PROMPT,
     action_schema,
@@ -86,27 +86,32 @@ class ModelPolicy:
             resp = await self.client.complete(self.request(obs["messages"], obs["tools"]), on_error=note)
         except RetriesExhausted as exc:
             raise EpisodeFailed(str(exc)) from exc
-        if not resp.choices:
-            raise BadRequest("the server returned no choices")
-        msg = resp.choices[0].message
-        content = msg.content or ""
+        msg = reply_message(resp)
+        content = msg["content"]
         if self.cfg.mode == "native":
             out: dict[str, Any] = {"role": "assistant", "content": content}
-            if msg.tool_calls:
-                out["tool_calls"] = [
-                    {
-                        "id": tc.id or f"call_{turn}_{i}",
-                        "type": "function",
-                        "function": {"name": tc.function.name, "arguments": tc.function.arguments},
-                    }
-                    for i, tc in enumerate(msg.tool_calls)
-                ]
+            calls = msg.get("tool_calls")
+            if isinstance(calls, list):
+                calls = [_wire_call(tc, turn, i) for i, tc in enumerate(calls)]
+            if calls:
+                out["tool_calls"] = calls
             return Turn(out, out, out)
         history = {"role": "assistant", "content": content}
         if self.cfg.json_schema:
             action, fmt_note = json_to_action(content, turn)
             return Turn(action, content, history, fmt_note)
         return Turn(content, content, history)
+
+
+def _wire_call(tc: Any, turn: int, i: int) -> Any:
+    """A reply's tool call in the OpenAI wire form, with an id; what is not a call object is left for the env to
+    report as unreadable."""
+    if not isinstance(tc, dict):
+        return tc
+    fn = tc.get("function")
+    if isinstance(fn, dict):
+        fn = {"name": fn.get("name"), "arguments": fn.get("arguments")}
+    return {"id": tc.get("id") or f"call_{turn}_{i}", "type": "function", "function": fn}
 
 
 class AgentPolicy:

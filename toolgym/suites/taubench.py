@@ -535,12 +535,10 @@ class ModelUser:
         return req
 
     async def areply(self, task: TauTask, messages: list[dict[str, Any]]) -> str:
-        from toolgym.model_client import BadRequest
+        from toolgym.model_client import reply_message
 
         resp = await self.client.complete(self.request(task, messages), on_error=self.on_error)
-        if not resp.choices:
-            raise BadRequest("the server returned no choices")
-        text = (resp.choices[0].message.content or "").strip()
+        text = reply_message(resp)["content"].strip()
         return text or STOP_TOKEN
 
     def reply(self, task: TauTask, messages: list[dict[str, Any]]) -> str:

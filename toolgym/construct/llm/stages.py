@@ -28,7 +28,7 @@ from toolgym.construct.llm.validate import (
     validate_integration,
     validate_scaling,
 )
-from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, decoding_schema
+from toolgym.model_client import BadRequest, ChatClient, RetriesExhausted, decoding_schema, reply_message
 
 STAGES = ("decompose", "document", "integrate", "scale", "deploy")
 
@@ -86,9 +86,10 @@ class Model:
             raise Reject("bad_request", str(exc)) from exc
         except RetriesExhausted as exc:
             raise ScenarioFailed(str(exc)) from exc
-        if not resp.choices:
-            raise Reject("invalid_json", "the server returned no choices")
-        return resp.choices[0].message.content or ""
+        try:
+            return reply_message(resp)["content"]
+        except BadRequest as exc:
+            raise Reject("invalid_json", str(exc)) from exc
 
 
 def _seed(cfg: LLMBuildConfig, index: int, stage: str, attempt: int) -> int:
