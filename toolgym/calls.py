@@ -42,6 +42,7 @@ _JSON_WS = json.decoder.WHITESPACE.match
 # A JSON escape such as "\ud800" decodes to a lone surrogate: a str Python holds but no UTF-8 text can, so a
 # transcript holding one fails to export, to serve and to tokenize. The env refuses such calls and cleans replies.
 find_lone_surrogate = re.compile("[\ud800-\udfff]").search
+find_surrogate_escape = re.compile(r"\\u[dD][89a-fA-F]").search  # in JSON text: what may decode to one (or a pair)
 LONE_SURROGATE_REASON = "its name or arguments hold a lone surrogate (a JSON escape like \\ud800), not valid Unicode"
 
 

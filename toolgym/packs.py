@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from toolgym.calls import find_lone_surrogate
+from toolgym.calls import find_lone_surrogate, find_surrogate_escape
 from toolgym.sandbox import ToolSourceError, check_tool_sources
 from toolgym.scenario import ALL_KINDS, Scenario, SubTask
 
@@ -317,9 +316,6 @@ def _check_subtask(sub: dict[str, Any], field: str, where: str) -> None:
             raise PackError(where, f"{field}.state_checks[{j}]", "expected {path: [keys...], equals: value}")
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]").search  # a JSON escape of a surrogate (a pair is fine)
-
-
 def _check_unicode(record: Any, where: str) -> None:
     """No field may hold a lone surrogate: the env's chat would then be text no UTF-8 export or tokenizer takes."""
     if not isinstance(record, dict):
@@ -353,7 +349,7 @@ def load_scenarios(path: str | Path, fmt: str = "toolgym") -> list[Scenario]:
                 rec = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise PackError(where, "<json>", f"not valid JSON: {exc.msg}") from None
-        if raw is None or _SURROGATE_ESCAPE(raw):
+        if raw is None or find_surrogate_escape(raw):
             _check_unicode(rec, where)
         out.append(convert(rec, where))
     if not out:

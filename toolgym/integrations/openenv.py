@@ -60,7 +60,7 @@ from openenv.core.env_server.types import (
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 import toolgym
-from toolgym.calls import find_lone_surrogate, format_hermes
+from toolgym.calls import find_lone_surrogate, find_surrogate_escape, format_hermes
 
 __all__ = [
     "InvalidAction",
@@ -526,7 +526,7 @@ class _ObjectFramesOnly:
     that is JSON but not an object (``"x"``, ``1``, ``[]``) or a binary frame ends the session and destroys its
     env; so does a frame holding a lone surrogate (``"\\ud800"``), whose error reply cannot be encoded. Here a
     binary frame is read as UTF-8 text, and the other two get a validation error reply without reaching the loop:
-    the session goes on. Object frames without ``\\u`` escapes pass after two string tests.
+    the session goes on. Object frames without a surrogate escape pass after a character test and a regex search.
     """
 
     def __init__(self, app: Any):
@@ -546,7 +546,7 @@ class _ObjectFramesOnly:
                     data = message.get("bytes") or b""
                     text = data.decode("utf-8", errors="replace")
                     message = {"type": "websocket.receive", "text": text}
-                if text[:1] == "{" and "\\u" not in text:
+                if text[:1] == "{" and not find_surrogate_escape(text):
                     return message
                 try:
                     value = json.loads(text)
