@@ -139,7 +139,7 @@ def test_frames_that_are_not_json_objects_get_an_error_and_the_session_goes_on(s
             await call(json.dumps({"type": "reset", "data": {"seed": 7}}))
             got = []
             for i, action in enumerate(gold):
-                for bad in ('"x"', "1", "null", "[]", "not json"):
+                for bad in ('"x"', "1", "null", "[]", "not json", '{"type": "step", "data": {"message": "\\ud800"}}'):
                     reply = await call(bad)
                     assert reply["type"] == "error" and reply["data"]["code"] in ("VALIDATION_ERROR", "INVALID_JSON")
                 step = {"type": "step", "data": {"message": action}}
