@@ -400,3 +400,32 @@ def test_lone_surrogates_never_reach_the_transcript(value, where):
     if has_lone and where in ("argument", "name", "json"):
         assert info["reward_components"]["n_bad_json"] == 1 and "lone surrogate" in info["feedback"][-1]
         assert info["reward_components"]["n_calls"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        (5, TypeError, "reset options must be a dict"),
+        ({"prefix": "get_card"}, TypeError, r"options\['prefix'\] must be a list of actions"),
+        ({"scenario": 5}, TypeError, r"options\['scenario'\] must be a Scenario or its dict"),
+        ({"scenario": {"id": "x"}}, ValueError, r"options\['scenario'\]: field 'kind'"),
+    ],
+)
+def test_bad_reset_options_are_clear_errors(options, error, match):
+    """A string prefix used to replay its characters as turns, silently; a scenario dict failed deep inside."""
+    env = gym.make("ToolGym/Banking-v0")
+    with pytest.raises(error, match=match):
+        env.reset(seed=0, options=options)
+    obs, _ = env.reset(seed=0)  # the env still works
+    assert obs["messages"]
+
+
+@pytest.mark.parametrize("index", [-1, 400, 1.5, "3", True])
+def test_a_static_pack_index_must_be_an_integer_in_range(index):
+    env = gym.make("ToolGym/BFCL-simple-v0")
+    n = len(env.unwrapped.source)
+    with pytest.raises(IndexError, match=rf"must be an integer in 0\.\.{n - 1}"):
+        env.reset(seed=0, options={"index": n if index == 400 else index})
+    import numpy as np
+
+    assert env.reset(seed=0, options={"index": np.int64(n - 1)})[1]["scenario_id"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium.utils import seeding
 
 from toolgym import reward as R
@@ -26,6 +27,7 @@ from toolgym.calls import (
     parse_action,
     replace_lone_surrogates,
 )
+from toolgym.packs import scenario_from_record
 from toolgym.sandbox import Toolbox
 from toolgym.sandbox.process import ISOLATION_MODES, ProcessSandbox
 from toolgym.scenario import Scenario
@@ -91,6 +93,15 @@ def _encode(arguments: dict[str, Any]) -> str:
     except BaseException:
         _ENCODE_MARKERS.clear()  # the C encoder leaves markers behind when it fails part-way
         raise
+
+
+def _given_scenario(value: Any) -> Scenario:
+    """``options["scenario"]``: a Scenario, or its dict, checked field by field as a pack record is."""
+    if isinstance(value, Scenario):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"options['scenario'] must be a Scenario or its dict, got {type(value).__name__}")
+    return scenario_from_record(value, "options['scenario']")
 
 
 class ToolEnv(gym.Env):
@@ -229,7 +240,15 @@ class ToolEnv(gym.Env):
         self.episode_return = 0.0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        options = options or {}
+        if options is None:
+            options = {}
+        elif not isinstance(options, dict):
+            raise TypeError(f"reset options must be a dict, got {type(options).__name__}")
+        if not isinstance(options.get("prefix", ()), (list, tuple)):
+            raise TypeError(
+                f"options['prefix'] must be a list of actions (the turns to replay), "
+                f"got {type(options['prefix']).__name__}"
+            )
         owned = False
         scenario = None
         key = None  # the (source key, seed) this reset may read from and store into the scenario cache
@@ -243,12 +262,14 @@ class ToolEnv(gym.Env):
         if scenario is None:
             super().reset(seed=seed)
             if "scenario" in options:
-                sc = options["scenario"]
-                scenario = sc if isinstance(sc, Scenario) else Scenario.from_dict(sc)
+                scenario = _given_scenario(options["scenario"])
             elif "index" in options:
                 if not isinstance(self.source, StaticSource):
                     raise ValueError("reset(options={'index': ...}) needs a static pack")
-                scenario = self.source.get(int(options["index"]))
+                index, n = options["index"], len(self.source)
+                if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+                    raise IndexError(f"options['index'] must be an integer in 0..{n - 1}, got {index!r}")
+                scenario = self.source.get(int(index))
             else:
                 scenario = self.source.sample(self.np_random)
                 if key is not None and SCENARIO_CACHE.seen_before(key):

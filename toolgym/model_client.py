@@ -59,27 +59,35 @@ def reply_message(resp: Any) -> dict[str, Any]:
     like ``\\ud800`` decodes to) becomes U+FFFD, since chats and records must be valid UTF-8. Whatever else is
     wrong with the calls is the env's to report, as feedback to the model.
     """
-    choices = _plain(getattr(resp, "choices", None) if not isinstance(resp, dict) else resp.get("choices"))
-    if not isinstance(choices, list) or not choices:
+    choices = _get(resp, "choices")
+    if not isinstance(choices, (list, tuple)) or not choices:
         raise BadRequest("the server's reply has no choices")
-    first = choices[0]
-    msg = first.get("message") if isinstance(first, dict) else None
-    if not isinstance(msg, dict):
+    msg = _get(choices[0], "message")
+    if msg is None or isinstance(msg, (str, int, float, list)):
         raise BadRequest("the server's first choice has no message")
-    out: dict[str, Any] = {"role": "assistant", "content": _valid_text(_content_text(msg.get("content")))}
-    calls = msg.get("tool_calls")
+    out: dict[str, Any] = {"role": "assistant", "content": _valid_text(_content_text(_plain(_get(msg, "content"))))}
+    calls = _get(msg, "tool_calls")
     if calls:
-        out["tool_calls"] = _valid_unicode(calls)
+        out["tool_calls"] = _valid_unicode(_plain(calls))
     return out
 
 
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
 def _plain(value: Any) -> Any:
-    """SDK objects as plain dicts and lists (``model_dump`` keeps whatever the server sent, checked or not)."""
+    """Reply objects as plain dicts and lists: SDK models by ``model_dump`` (which keeps whatever the server sent,
+    checked or not), other objects by their attributes."""
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(warnings=False)
-    if isinstance(value, list):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return {k: _plain(v) for k, v in vars(value).items()}
     return value
 
 
