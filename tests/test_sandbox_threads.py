@@ -503,3 +503,43 @@ def test_watchdog_aborts_never_land_outside_a_call() -> None:
     assert not failures, failures[:5]
     assert len(timeouts) == 4 and all(timeouts), timeouts  # every thread hit the deadline many times
     assert _WATCHDOG.fired - fired >= sum(timeouts) // 2  # most of them through the watchdog
+
+
+@pytest.mark.parametrize("what", ["call", "failure"])
+def test_an_abort_for_a_thread_starved_right_after_it_registers_lands_in_its_call(monkeypatch, what) -> None:
+    """A worker thread can lose the GIL for longer than its limit between registering its deadline and running
+    the tool (other threads hold the GIL 5 ms at a time); the watchdog then fires at once. Here registering
+    sleeps past the deadline, so the abort arrives inside ``begin``: it must come back as the call's timeout,
+    never as an exception in the caller (also for the guarded window that reads a failed tool's message)."""
+    register = _WATCHDOG.register
+
+    def starved(ident, deadline, expire):
+        register(ident, deadline, expire)
+        time.sleep(0.05)
+
+    box = Toolbox({"ok": RACE_TOOLS, "bad": "def bad(x: int):\n    raise ValueError(x)\n"}, time_limit=0.01)
+    out: list = []
+
+    def worker() -> None:
+        try:
+            if what == "call":
+                out.append(box.call("ok", {"x": 1}))
+            else:  # the tool raises with the real register; reading its message is starved
+                monkeypatch.undo()
+                failure = box.call("bad", {"x": 1})
+                monkeypatch.setattr(_WATCHDOG, "register", starved)
+                out.append((failure, box._failure("bad", ValueError(1), None)))
+        except BaseException as e:
+            out.append(repr(e))
+
+    monkeypatch.setattr(_WATCHDOG, "register", starved)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(30)
+    monkeypatch.undo()
+    if what == "call":
+        assert out and isinstance(out[0], ToolOutcome) and out[0].error == "timeout", out
+    else:
+        assert out and isinstance(out[0], tuple), out
+        assert out[0][0].error == "exception" and out[0][1].output.startswith("Error: ValueError"), out
+    assert box.call("ok", {"x": 2}) == ToolOutcome(True, "3", None)  # later calls are unaffected

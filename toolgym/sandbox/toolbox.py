@@ -159,11 +159,11 @@ class Toolbox:
                 raise ToolSourceError(f"{label}: {e}") from None
             g = {"__builtins__": rt.builtins, "__name__": _TOOL_MODULE, "state": None}
             outer = rt.running
-            if not outer:
-                rt.begin()
-            rt.running = True
             try:
                 try:
+                    if not outer:
+                        rt.begin()
+                    rt.running = True
                     exec(code, g)
                 finally:  # as in call(): a watchdog abort can land until end() returns
                     reason = None if outer else rt.end()
@@ -281,9 +281,11 @@ class Toolbox:
         """
         fn, g, wants_data = self._tools[name]
         g["state"] = state
-        self._begin()
         try:
             try:
+                # begin() inside the try: a thread starved of the GIL past its deadline right after registering
+                # with the watchdog gets the abort there, and it must land in this call, not in the caller
+                self._begin()
                 value = fn(state, **arguments) if wants_data else fn(**arguments)
                 text = serialize_output(value, self.max_output_chars)
                 if state is not None and self._rt.has_classes and strip_own(state):
@@ -326,9 +328,9 @@ class Toolbox:
         fn = self._method(target, method, private=False)
         if fn is None:
             raise KeyError(method)
-        self._begin()
         try:
             try:
+                self._begin()
                 text = serialize_output(fn(**arguments), self.max_output_chars)
             finally:
                 reason = self._end()
@@ -347,9 +349,9 @@ class Toolbox:
         for name, value in vars(left).items():
             if name[:1] == "_":
                 continue
-            self._begin()
             try:
                 try:
+                    self._begin()
                     differ = bool(value != getattr(right, name, _MISSING))
                 finally:
                     reason = self._end()
@@ -369,9 +371,9 @@ class Toolbox:
         return {k: self._guarded_text(v, bound) for k, v in vars(target.value).items() if k[:1] != "_"}
 
     def _guarded_text(self, value: Any, limit: int) -> str:
-        self._begin()
         try:
             try:
+                self._begin()
                 text = serialize_output(value, limit)
             finally:
                 reason = self._end()
@@ -392,9 +394,9 @@ class Toolbox:
         return types.MethodType(attr, target.value)
 
     def _run_trusted(self, what: str, fn: Any, args: tuple, kwargs: dict) -> Any:
-        self._begin()
         try:
             try:
+                self._begin()
                 value = fn(*args, **kwargs)
             finally:
                 reason = self._end()
@@ -424,9 +426,9 @@ class Toolbox:
             kind = "bad_arguments"  # raised while binding the call's arguments, before the tool's frame ran
         elif isinstance(exc, (MemoryError, RecursionError)):
             kind = "resource"
-        self._begin()  # str() of a tool's own exception class runs tool code: guard it like the call
         try:
             try:
+                self._begin()  # str() of a tool's own exception class runs tool code: guard it like the call
                 limit = 4 * self.max_output_chars
                 small = _weight(exc.args, limit) <= limit
                 message = (str(exc) if small else _REPR.repr(exc.args)) if exc.args else ""
