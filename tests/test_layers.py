@@ -1,4 +1,4 @@
-"""No module imports upward: the layers of DESIGN.md ("each imports only from below it"), checked on the source.
+"""No module imports upward: the layers of the README's Layout ("each imports only from below"), checked on the source.
 
 Lazy imports inside functions count too: they are how an upward dependency hides. A new module gets a layer here
 (the test fails for any module it does not place), which is the moment to decide where it belongs.
