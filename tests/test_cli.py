@@ -32,6 +32,15 @@ def test_user_errors_are_one_line_with_exit_code_2():
         (["eval", "ToolGym/FlightBookin-v0"], "did you mean ToolGym/FlightBooking-v0?"),
         (["eval", "ToolGym/FlightBooking-v0", "--episodes", "2", "--hops", "9"], "hops must be an integer"),
         (["show", "ToolGym/Nope-v0"], "not a registered toolgym env"),
+        # argparse's own errors: one line too, with the closest command, option or choice
+        (["evl", "ToolGym/FlightBooking-v0"], "(did you mean eval?)"),
+        (
+            ["eval", "ToolGym/FlightBooking-v0", "--hopz", "2"],
+            "unrecognized arguments: --hopz 2 (did you mean --hops?)",
+        ),
+        (["show", "ToolGym/FlightBooking-v0", "--sed=3"], "(did you mean --seed?)"),
+        (["export", "ToolGym/FlightBooking-v0", "--format", "sfft"], "(did you mean sft?)"),
+        (["eval", "ToolGym/FlightBooking-v0", "--zzzzzz"], "unrecognized arguments: --zzzzzz"),
     ):
         res = subprocess.run([sys.executable, "-m", "toolgym.cli", *args], capture_output=True, text=True)
         assert res.returncode == 2 and want in res.stderr

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 
@@ -160,8 +162,47 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line on stderr (exit code 2) and a did-you-mean for a mistyped
+    command, option or choice: argparse itself prints the whole usage first and suggests nothing.
+
+    Subcommand parsers are of this class too (``add_subparsers`` makes its parsers of the parent's class)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(self, message)}\n")
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """`` (did you mean X?)`` for the closest known spelling of the bad command, choice or option, or ``""``."""
+    bad = re.match(r"argument [^:]+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if bad:
+        word, known = bad.group(1), re.findall(r"'([^']*)'", bad.group(2))
+    elif message.startswith("unrecognized arguments: "):
+        word = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
+        known = _options_of(parser, getattr(parser, "_argv", []))
+    else:
+        return ""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _options_of(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The option strings of the command ``argv`` runs: the subcommand's own, after the parser's."""
+    known = [o for a in parser._actions for o in a.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            command = next((w for w in argv if w in action.choices), None)
+            if command is not None:
+                known += _options_of(action.choices[command], argv[argv.index(command) + 1 :])
+    return known
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toolgym", description=__doc__)
+    parser = _Parser(prog="toolgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("eval", help="run a model or the built-in agents on envs; print Solve-P/R/F1 per kind")
     p.add_argument("env_ids", nargs="*", metavar="ENV_ID")
