@@ -7,6 +7,8 @@ Also reports reset latency (median, p90) of the registered envs: uncached, and w
 first reset (generated, remembered), its second (generated, stored) and its third (a hit). For the spec-built
 envs, uncached resets with ``verify="fast"`` (the default) against ``verify="full"`` (the gold-plan and
 wrong-record replays as well), interleaved in rounds.
+And the cold start a user's first line pays: ``import toolgym; gym.make(ID)`` in fresh interpreters, against
+``import gymnasium`` alone measured the same way in the same run.
 Prints tables, writes JSON.
 
     python benchmarks/step_overhead.py [--rounds 7] [--calls 2000]
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -153,11 +157,36 @@ def verify_latency(env_id: str, n: int, rounds: int = 5) -> dict[str, float] | N
     return {"fast_median_us": fast * 1e6, "full_median_us": full * 1e6, "fast_over_full": fast / full}
 
 
+COLD_START = """
+import time
+t0 = time.perf_counter()
+{body}
+print(time.perf_counter() - t0)
+"""
+
+
+def cold_start(env_id: str, runs: int) -> dict[str, float]:
+    """Median seconds, in ``runs`` fresh interpreters each, of ``import gymnasium`` (the baseline) and of
+    ``import toolgym; gym.make(env_id)`` (interpreter start-up excluded: each child times itself), interleaved."""
+    bodies = {
+        "import gymnasium": "import gymnasium",
+        "import toolgym; gym.make": f"import gymnasium as gym, toolgym\ngym.make({env_id!r})",
+    }
+    times: dict[str, list[float]] = {k: [] for k in bodies}
+    for _ in range(runs):
+        for label, body in bodies.items():
+            code = COLD_START.format(body=body)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            times[label].append(float(out.split()[-1]))
+    return {label: statistics.median(v) for label, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--resets", type=int, default=500)
+    ap.add_argument("--cold-starts", type=int, default=7, help="fresh interpreters for the import + make timing")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_overhead.json"))
     args = ap.parse_args()
 
@@ -212,6 +241,12 @@ def main() -> None:
                 f"{env_id:<44}{row['fast_median_us']:>10.1f}{row['full_median_us']:>10.1f}{row['fast_over_full']:>11.2f}"
             )
 
+    cold_id = "ToolGym/FlightBooking-v0"
+    cold = cold_start(cold_id, args.cold_starts)
+    print(f"\n{'cold start, median of ' + str(args.cold_starts) + ' fresh interpreters':<44}{'seconds':>10}")
+    for label, sec in cold.items():
+        print(f"{label:<44}{sec:>10.3f}")
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -224,6 +259,8 @@ def main() -> None:
         "reset": resets,
         "reset_by_verify_mode": verification,
         "target_reset_us": {"spec-built": 200, "ToolGym/Mixed-v1": 250},
+        "cold_start_s": {"env_id": cold_id, **cold},
+        "target_cold_start_s": 0.3,  # import toolgym; gym.make(...)
         "rounds": args.rounds,
         "calls": args.calls,
     }

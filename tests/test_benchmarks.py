@@ -10,7 +10,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {
-    "step_overhead.py": ["--rounds", "1", "--calls", "50", "--resets", "10"],
+    "step_overhead.py": ["--rounds", "1", "--calls", "50", "--resets", "10", "--cold-starts", "1"],
     "isolation_overhead.py": ["--rounds", "1", "--calls", "20", "--restarts", "2"],
     "vector_throughput.py": ["--quick"],
     "build_throughput.py": ["--budget", "2", "--resets", "5"],
