@@ -39,6 +39,7 @@ ELSEWHERE = {
     "from trl import GRPOConfig, GRPOTrainer": "a hub model (tests/test_integration_trl.py: a tiny local one)",
     "toolgym serve ToolGym/FlightBooking-v0": "a server left running (tests/test_serve.py starts and drives one)",
     "from openenv import GenericEnvClient": "a running server (tests/test_serve.py)",
+    "import verifiers.v1 as vf": "a running server and a model (tests/test_serve.py plays it with a scripted model)",
     "toolgym export ToolGym/FlightBooking-v0 --format rl --episodes 512 --out data": (
         "a SkyRL training run (tests/test_integration_skyrl.py drives skyrl_gym's envs)"
     ),
