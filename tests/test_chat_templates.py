@@ -4,7 +4,8 @@ For every template, every assistant turn of every exported episode is rendered, 
 (the conversation up to the turn with a generation prompt is a prefix of the conversation with it), parsed back
 by toolgym's parser with the tools' schemas, and must give the turn's calls exactly; the rendered text of a turn,
 played as an action, must earn the gold reward. Templates that express one call per turn (Llama 3.1/3.2 raise,
-gpt-oss renders only the first) get the exporter's ``one_call_per_turn`` split.
+gpt-oss renders only the first) get the exporter's ``one_call_per_turn`` split. rl prompts render as the sft chat
+up to their turn (template tools), or carry the tools and earlier calls as text (hermes tools).
 """
 
 import json
@@ -158,3 +159,53 @@ def test_json_string_arguments_render_double_encoded_in_qwen2_5(tmp_path):
     assert isinstance(body["arguments"], str) and json.loads(body["arguments"]) == json.loads(
         m["tool_calls"][0]["function"]["arguments"]
     )
+
+
+@pytest.fixture(scope="module")
+def rl_rows(tmp_path_factory):
+    """rl rows (template and hermes tools) with the sft rows of the same episodes, plain and split per call."""
+    out = tmp_path_factory.mktemp("rl_templates")
+    got: dict[bool, list] = {}
+    for split_calls in (False, True):
+        for env_id, kind in EPISODES:
+            knobs = {"kind": kind} if kind else {}
+            where = out / f"{split_calls}-{env_id.split('/')[1]}"
+            sft = read_rows(
+                export(env_id, "sft", 3, where / "sft", seed=0, one_call_per_turn=split_calls, **knobs).path
+            )
+            by_seed = {row["seed"]: row for row in sft}
+            for mode in ("template", "hermes"):
+                res = export(
+                    env_id, "rl", 3, where / mode, seed=0, one_call_per_turn=split_calls, tools_in_prompt=mode, **knobs
+                )
+                got.setdefault(split_calls, []).extend((row, by_seed[row["seed"]]) for row in read_rows(res.path))
+    return got
+
+
+@pytest.mark.parametrize("name", MULTI_CALL + ONE_CALL)
+def test_rl_prompts_render_as_the_sft_chat_up_to_their_turn(name, rl_rows):
+    """An rl prompt with the template's tools is the sft chat cut before its turn, so it renders exactly as that
+    prefix (whose assistant turns the tests above parse back); with hermes tools (in the system message) the
+    template is given no tools, renders the same turns, and the model still sees every tool's schema."""
+    template = _template(name)
+    n = 0
+    for rl, sft in rl_rows[name in ONE_CALL]:
+        tools = json.loads(rl["tools"])
+        prompt = rl["prompt"]
+        if rl["tools_in_prompt"] == "template":
+            cut = len(prompt)
+            assert prompt == sft["messages"][:cut] and sft["messages"][cut]["role"] == "assistant"
+            assert _render(template, prompt, tools, gen=True) == _render(template, sft["messages"][:cut], tools, True)
+        else:  # the harness's text mode: tools in the system message, earlier calls as Hermes text in the chat
+            text = _render(template, prompt, None, gen=True)
+            assert all(json.dumps(t["function"], ensure_ascii=False) in text for t in tools)
+            said = [m for m in prompt if m["role"] == "assistant"]
+            gold = [m for m in sft["messages"] if m["role"] == "assistant"][: len(said)]
+            for m, g in zip(said, gold, strict=True):
+                assert m["content"] in text
+                calls = parse_action(m["content"], None, "c").calls
+                assert [(c.name, c.arguments) for c in calls] == [
+                    (c["function"]["name"], c["function"]["arguments"]) for c in g.get("tool_calls") or []
+                ]
+        n += 1
+    assert n > 20
