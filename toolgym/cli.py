@@ -21,7 +21,15 @@ from toolgym.distributed import add_backend_args
 from toolgym.eval_cli import add_model_args, cmd_model_eval, run_harness, user_kwargs, wants_model
 from toolgym.evaluate import evaluate, format_table, summarize
 from toolgym.packs import PackError
-from toolgym.registry import env_options, kwargs_for, manifest_for, registered_ids, suite_env_ids, takes_knobs
+from toolgym.registry import (
+    env_options,
+    generator_knobs,
+    kwargs_for,
+    manifest_for,
+    registered_ids,
+    suite_env_ids,
+    takes_knobs,
+)
 from toolgym.scenario import ALL_KINDS, EXTRA_KINDS, KINDS
 
 
@@ -117,9 +125,6 @@ def cmd_agents_eval_harness(args: argparse.Namespace) -> int:
     return status
 
 
-_COMMON_KNOBS = ("kind", "hops", "parallel", "distractors", "split")
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """One block per env: id, pack type, kinds, knobs (gym.make kwargs) and what it holds."""
     for env_id in registered_ids():
@@ -128,7 +133,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             kinds = ", ".join(m.get("kinds", KINDS))
             if m.get("extra_kinds"):
                 kinds += f" (on request: {', '.join(m['extra_kinds'])})"
-            knobs = ", ".join(m.get("knobs", _COMMON_KNOBS))
+            knobs = ", ".join(generator_knobs(env_id))
         else:
             kinds, knobs = "as recorded", "-"
         print(f"{env_id}  [{m['type']}]  {m.get('description', '')}")

@@ -199,6 +199,13 @@ def env_options(env_id: str) -> frozenset[str]:
     return frozenset(ENV_KWARGS) | {"curriculum"} | _knob_names(manifest)
 
 
+def generator_knobs(env_id: str) -> tuple[str, ...]:
+    """The generator knobs ``env_id`` takes, sorted, read from the code: a procedural pack's config fields, the
+    ones every member of a mixture takes, ``split`` for a static pack; none for an env of its own kind."""
+    manifest = manifest_for(env_id)
+    return () if "entry" in manifest else tuple(sorted(_knob_names(manifest)))
+
+
 def _knob_names(manifest: dict[str, Any]) -> frozenset[str]:
     if manifest["type"] == "procedural":
         return frozenset(f.name for f in dataclasses.fields(resolve_ref(manifest["config"])))
