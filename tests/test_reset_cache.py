@@ -236,3 +236,31 @@ def test_a_seed_is_stored_at_its_second_generation_so_fresh_seeds_pickle_nothing
     cache = ScenarioCache(maxsize=2)  # the remembered keys are bounded like the entries
     assert not cache.seen_before("a") and not cache.seen_before("b") and not cache.seen_before("c")
     assert not cache.seen_before("a") and cache.seen_before("c")
+
+
+def test_a_key_pickled_in_another_process_is_hashed_again_when_loaded():
+    """Keys keep their hash (a mixture's nests every member's); a source pickled where str hashes differ (another
+    PYTHONHASHSEED, e.g. a vector env's worker) rehashes its key when loaded, so its resets cache as any other's."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys, gymnasium as gym, toolgym\n"
+        "from toolgym.sources import source_cache_key\n"
+        "source = gym.make(sys.argv[1]).unwrapped.source\n"
+        "source_cache_key(source)  # memoized on the source, so pickled with it\n"
+        "sys.stdout.buffer.write(pickle.dumps(source))"
+    )
+    for env_id in ("ToolGym/Mixed-v1", "ToolGym/Banking-v0"):
+        env = {**os.environ, "PYTHONHASHSEED": "12345"}
+        blob = subprocess.run([sys.executable, "-c", code, env_id], env=env, capture_output=True, check=True).stdout
+        loaded = pickle.loads(blob)
+        key = source_cache_key(loaded)
+        assert hash(key) == hash(key.value) and source_cache_key(loaded) is key  # this process's hash, memoized
+        played = _make(env_id)
+        played.source = loaded
+        hits = SCENARIO_CACHE.hits
+        for _ in range(3):  # generated, stored, hit
+            played.reset(seed=5)
+        assert SCENARIO_CACHE.hits == hits + 1

@@ -58,7 +58,7 @@ class ProceduralSource:
         memo = self.__dict__.get("_cache_key")
         if memo is not None and memo[0] is self.name and memo[1] is self.generate and memo[2] is self.config:
             return memo[3]
-        key = ("procedural", self.name, _callable_key(self.generate), _value_key(self.config))
+        key = _Key(("procedural", self.name, _callable_key(self.generate), _value_key(self.config)))
         self._cache_key = (self.name, self.generate, self.config, key)
         return key
 
@@ -105,7 +105,13 @@ class MixtureSource:
             if key is None:
                 raise _Uncacheable(type(member).__name__)
             keys.append(key)
-        return ("mixture", self.name, tuple(keys))
+        members = tuple(keys)
+        memo = self.__dict__.get("_cache_key")  # equal member keys (the same memoized objects): the same key
+        if memo is not None and memo[0] is self.name and memo[1] == members:
+            return memo[2]
+        key = _Key(("mixture", self.name, members))
+        self._cache_key = (self.name, members, key)
+        return key
 
 
 # ----------------------------------------------------------------------------------------------- reset cache
@@ -115,6 +121,30 @@ class MixtureSource:
 
 class _Uncacheable(Exception):
     """A source or config holds something whose value cannot be keyed safely: it is not cached."""
+
+
+class _Key:
+    """A source's cache key, hashed once. The key is a nested tuple (a mixture's holds every member's, each with
+    its config field by field), which Python hashes anew on every dict lookup; a reset makes several (the entry,
+    the seen-once list), which cost a mixture's reset ~15 us before keys kept their hash."""
+
+    __slots__ = ("_hash", "value")
+
+    def __init__(self, value: tuple):
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _Key) and self._hash == other._hash and self.value == other.value)
+
+    def __reduce__(self) -> tuple:
+        return (_Key, (self.value,))  # hashed again where unpickled: str hashes differ between processes
+
+    def __repr__(self) -> str:
+        return f"CacheKey({self.value!r})"
 
 
 class _Ident:
