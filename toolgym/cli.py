@@ -133,9 +133,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             kinds = ", ".join(m.get("kinds", KINDS))
             if m.get("extra_kinds"):
                 kinds += f" (on request: {', '.join(m['extra_kinds'])})"
-            knobs = ", ".join(generator_knobs(env_id))
         else:
-            kinds, knobs = "as recorded", "-"
+            kinds = "as recorded"
+        knobs = ", ".join(generator_knobs(env_id)) or "-"  # a static pack takes split
         print(f"{env_id}  [{m['type']}]  {m.get('description', '')}")
         print(f"    kinds: {kinds}")
         print(f"    knobs: {knobs}")
