@@ -295,20 +295,15 @@ def test_agent_loop_worker_runs_toolgym_episodes_end_to_end(setup):
     assert out.non_tensor_batch["score"].tolist() == pytest.approx(returns)
 
 
-def test_exported_parquet_through_rlhf_dataset_and_agent_loop_worker(setup, tmp_path):
-    """The whole data path of a run: ``toolgym.export`` parquet -> verl's ``RLHFDataset`` + ``collate_fn`` ->
-    ``DataProto.from_single_dict`` -> ``AgentLoopWorker``: the rl rows work as written (Arrow's None fillers and all),
-    and the episode returns equal the exported gold rewards summed from each row's turn on."""
+def _through_verl(config, tok, parquet, rows):
+    """``parquet`` -> verl's ``RLHFDataset`` + ``collate_fn`` -> ``DataProto`` -> ``AgentLoopWorker`` with a scripted
+    server playing each row's gold continuation: the output batch, and each sample's expected return (the gold
+    rewards summed from its row's turn on)."""
     from verl import DataProto
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
-    from toolgym.export import export, read_rows
-
-    res = export(ENV_ID, "rl", 2, tmp_path, split=None)
-    assert res.parquet is not None
-    rows, tok, config = read_rows(res.path), setup["tokenizer"], setup["config"]
-    dataset = RLHFDataset(data_files=[str(res.parquet)], tokenizer=tok, config=config.data, processor=None)
+    dataset = RLHFDataset(data_files=[str(parquet)], tokenizer=tok, config=config.data, processor=None)
     assert len(dataset) == len(rows)  # no prompt filtered out as overlong
     data = DataProto.from_single_dict(collate_fn([dataset[i] for i in range(len(dataset))]))
     scripts = {}
@@ -329,6 +324,18 @@ def test_exported_parquet_through_rlhf_dataset_and_agent_loop_worker(setup, tmp_
     for index in out.non_tensor_batch["index"]:
         row = by_index[int(index)]
         expected.append(sum(r["gold_reward"] for r in rows if r["seed"] == row["seed"] and r["turn"] >= row["turn"]))
+    return out, expected
+
+
+def test_exported_parquet_through_rlhf_dataset_and_agent_loop_worker(setup, tmp_path):
+    """The whole data path of a run: ``toolgym.export`` parquet -> verl's ``RLHFDataset`` + ``collate_fn`` ->
+    ``DataProto.from_single_dict`` -> ``AgentLoopWorker``: the rl rows work as written (Arrow's None fillers and all),
+    and the episode returns equal the exported gold rewards summed from each row's turn on."""
+    from toolgym.export import export, read_rows
+
+    res = export(ENV_ID, "rl", 2, tmp_path, split=None)
+    assert res.parquet is not None
+    out, expected = _through_verl(setup["config"], setup["tokenizer"], res.parquet, read_rows(res.path))
     assert out.batch["rm_scores"].sum(-1).tolist() == pytest.approx(expected)
 
 
@@ -361,3 +368,25 @@ def test_one_turn_mode_is_ftrl_turn_level_scoring(setup):
         )["score"]
         assert out.reward_score == pytest.approx(expected) == pytest.approx(row["gold_reward"])
         assert out.response_mask == [1] * len(out.response_ids)
+
+
+def test_rows_name_their_agent_loop_when_exported_with_agent_name(setup, tmp_path):
+    """``--agent-name toolgym_agent`` writes verl's per-row ``agent_name`` column: verl's ``AgentLoopWorker`` then
+    runs toolgym episodes for those rows even with its default loop left as ``single_turn_agent`` (so toolgym rows
+    can share a run with other data), and the returns are the gold ones. A file keeps the option it started with."""
+    import copy
+
+    from toolgym.export import ExportError, export, read_rows
+
+    res = export(ENV_ID, "rl", 1, tmp_path, split=None, agent_name="toolgym_agent")
+    rows = read_rows(res.path)
+    assert {r["agent_name"] for r in rows} == {"toolgym_agent"}
+    with pytest.raises(ExportError, match="agent_name"):
+        export(ENV_ID, "rl", 2, tmp_path, split=None)  # the same file without the option
+    with pytest.raises(ExportError, match="rl rows"):
+        export(ENV_ID, "sft", 1, tmp_path, split=None, agent_name="toolgym_agent")
+    config = copy.deepcopy(setup["config"])
+    config.actor_rollout_ref.rollout.agent.default_agent_loop = "single_turn_agent"
+    out, expected = _through_verl(config, setup["tokenizer"], res.parquet, rows)
+    assert set(out.non_tensor_batch["agent_name"]) == {"toolgym_agent"}
+    assert out.batch["rm_scores"].sum(-1).tolist() == pytest.approx(expected)

@@ -18,7 +18,9 @@ chat templates expect dicts (Qwen2.5 and gpt-oss render a string double-encoded,
 ``tools_in_prompt`` says how an rl prompt carries its tools: ``template`` (the row's ``tools`` column, for the
 model's chat template: TRL, toolgym's verl agent loop), ``hermes`` (listed in the system message as the eval
 harness's text mode does, for rollouts that apply one global tool list, e.g. verl's stock agent loops; its length
-then counts in verl's overlong-prompt filter) or ``none``.
+then counts in verl's overlong-prompt filter) or ``none``. ``agent_name`` (rl only) adds verl's per-row
+``agent_name`` column, which picks the agent loop of each row (e.g. ``toolgym_agent``; without it verl's
+``default_agent_loop`` does), so toolgym rows can share a run with other datasets.
 
 Arrow needs one type per column across rows. Chat columns (``messages``, ``prompt``) are stored with the
 ``datasets`` ``Json`` feature, one JSON value per message, so that every call keeps exactly its own arguments
@@ -217,8 +219,10 @@ def rl_rows(
     arguments: str = "dict",
     tools_in_prompt: str = "template",
     one_call_per_turn: bool = False,
+    agent_name: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     prefix: list[str] = []
+    agent = {"agent_name": agent_name} if agent_name else {}
     for turn in ep.turns:
         unsolved = _dumps(turn.unsolved_set)
         restore = {"env_id": env_id, "env_kwargs": env_kwargs, "seed": ep.seed, "prefix": list(prefix)}
@@ -263,6 +267,7 @@ def rl_rows(
             "tools_in_prompt": tools_in_prompt,
             "one_call_per_turn": one_call_per_turn,
             "n_multi_call_turns": n_multi_call_turns(turn.messages),
+            **agent,  # verl's agent loop for this row
         }
         if turn.action is not None:
             prefix.append(turn.action)
@@ -393,13 +398,15 @@ def export(
     arguments: str = "dict",
     tools_in_prompt: str = "template",
     one_call_per_turn: bool = False,
+    agent_name: str | None = None,
     **knobs: Any,
 ) -> ExportResult:
     """Export episodes ``seed .. seed+episodes-1`` of ``env_id`` in ``fmt``; appends only rows not yet written.
 
     ``arguments`` (``dict`` or ``json``), ``tools_in_prompt`` (``template``, ``hermes``, ``none``; rl only) and
-    ``one_call_per_turn`` shape the chat columns of sft and rl rows (module docstring); a file keeps the options
-    it was started with. ``ExportResult.multi_call_rows`` counts rows whose chat has several-call turns.
+    ``one_call_per_turn`` shape the chat columns of sft and rl rows, ``agent_name`` (rl only) names verl's agent
+    loop per row (module docstring); a file keeps the options it was started with.
+    ``ExportResult.multi_call_rows`` counts rows whose chat has several-call turns.
 
     ``backend="ray"`` generates the episodes on Ray worker actors (``ray_address``, else ``RAY_ADDRESS``, else a
     local Ray instance; ``num_workers`` actors, default the cluster's CPUs); this process writes their rows in
@@ -416,9 +423,18 @@ def export(
         raise ExportError(f"unknown arguments form {arguments!r}; choose one of {', '.join(ARGUMENTS)}")
     if tools_in_prompt not in TOOLS_IN_PROMPT:
         raise ExportError(f"unknown tools_in_prompt {tools_in_prompt!r}; choose one of {', '.join(TOOLS_IN_PROMPT)}")
+    if agent_name is not None and (not isinstance(agent_name, str) or not agent_name.strip()):
+        raise ExportError(f"agent_name must be a non-empty string (a verl agent loop's name), got {agent_name!r}")
+    if agent_name is not None and fmt != "rl":
+        raise ExportError(f"agent_name is a column of rl rows (verl's agent loop per row), not of {fmt} rows")
     opts = {
         "sft": {"arguments": arguments, "one_call_per_turn": one_call_per_turn},
-        "rl": {"arguments": arguments, "tools_in_prompt": tools_in_prompt, "one_call_per_turn": one_call_per_turn},
+        "rl": {
+            "arguments": arguments,
+            "tools_in_prompt": tools_in_prompt,
+            "one_call_per_turn": one_call_per_turn,
+            "agent_name": agent_name,
+        },
     }
     opts = opts.get(fmt, {})
     env_kwargs = env_kwargs_for(env_id, split, **knobs)
@@ -434,7 +450,8 @@ def export(
                 "export to another --out directory"
             )
         for key, value in opts.items():
-            have = row.get(key, {"arguments": "json", "tools_in_prompt": "template"}.get(key, False))  # older files
+            older = {"arguments": "json", "tools_in_prompt": "template", "agent_name": None}  # files written before
+            have = row.get(key, older.get(key, False))
             if have != value:
                 raise ExportError(
                     f"{path} holds rows written with {key}={have!r}, not {value!r}; export to another --out directory"

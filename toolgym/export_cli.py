@@ -64,6 +64,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 arguments=args.arguments,
                 tools_in_prompt=args.tools_in_prompt,
                 one_call_per_turn=args.one_call_per_turn,
+                agent_name=args.agent_name,
                 **knobs,
             )
         except (ValueError, ImportError) as exc:  # ExportError, PackError, a split no record has, no pyarrow
@@ -124,6 +125,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="template",
         help="rl prompts: tools in the row's tools column for the chat template (default), listed in the system "
         "message as text (hermes; for rollouts with one global tool list, e.g. verl's stock agent loops), or none",
+    )
+    p.add_argument(
+        "--agent-name",
+        metavar="NAME",
+        help="rl rows: verl's agent loop for each row (agent_name column), e.g. toolgym_agent; "
+        "without it verl's default_agent_loop applies",
     )
     p.add_argument("--kind", choices=ALL_KINDS, help="scenario kind (default: the pack's mix)")
     p.add_argument(
