@@ -1,11 +1,12 @@
 """FTRL's reward through verl 0.9.1's own reward path, a whole batch in flight.
 
 In verl 0.9.1 the trainer scores rows with ``RewardLoopWorker`` (``verl.experimental.reward_loop``): it loads
-``reward.custom_reward_function`` by file path (``load_extern_object``: exec'd, never registered as a module), wraps
-it in the registered ``naive`` reward manager (``reward_manager.name`` default) and scores the batch with one
-``asyncio`` task per row; a sync ``compute_score`` runs on the event loop's default thread pool, an async one on the
-loop. The legacy ``verl.workers.reward_manager`` classes are not on this path. With the switch interval forced down,
-threads interleave inside env steps, so any env shared between rows would corrupt scores.
+``reward.custom_reward_function`` by file path (``load_extern_object``: exec'd, never registered as a module) or as
+``pkg://toolgym.integrations.verl`` (imported), wraps it in the registered ``naive`` reward manager
+(``reward_manager.name`` default) and scores the batch with one ``asyncio`` task per row; a sync ``compute_score``
+runs on the event loop's default thread pool, an async one on the loop. The legacy ``verl.workers.reward_manager``
+classes are not on this path. With the switch interval forced down, threads interleave inside env steps, so any env
+shared between rows would corrupt scores.
 """
 
 from __future__ import annotations
@@ -64,21 +65,29 @@ def model_dir(tmp_path_factory):
     return save_tiny_model_dir(tmp_path_factory.mktemp("verl_reward") / "model")
 
 
-def _config(model_dir, name):
+def _config(model_dir, name, path=SCORER):
     import verl
     from hydra import compose, initialize_config_dir
 
     overrides = [
         f"actor_rollout_ref.model.path={model_dir}",
-        f"reward.custom_reward_function.path={SCORER}",
+        f"reward.custom_reward_function.path={path}",
         f"reward.custom_reward_function.name={name}",
     ]
     with initialize_config_dir(os.path.join(os.path.dirname(verl.__file__), "trainer", "config"), version_base=None):
         return compose(config_name="ppo_trainer", overrides=overrides)
 
 
-@pytest.mark.parametrize("name", ["compute_score", "compute_score_async"])
-def test_reward_loop_worker_scores_a_concurrent_batch_like_sequential_compute_score(model_dir, name):
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("compute_score", SCORER),
+        ("compute_score_async", SCORER),
+        ("compute_score", "pkg://toolgym.integrations.verl"),  # verl's module form: imported, not exec'd
+    ],
+    ids=["file", "file-async", "pkg"],
+)
+def test_reward_loop_worker_scores_a_concurrent_batch_like_sequential_compute_score(model_dir, name, path):
     from verl.experimental.reward_loop import RewardLoopWorker
     from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
 
@@ -99,7 +108,7 @@ def test_reward_loop_worker_scores_a_concurrent_batch_like_sequential_compute_sc
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        worker = RewardLoopWorker(_config(model_dir, name))  # loads the scorer by path, exactly as a run does
+        worker = RewardLoopWorker(_config(model_dir, name, path))  # loads the scorer exactly as a run does
         assert type(worker.reward_manager) is NaiveRewardManager
         assert worker.reward_manager.is_async_reward_score == (name == "compute_score_async")
         data = _batch(rows, responses, tiny_tokenizer())
