@@ -185,7 +185,8 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     """`` (did you mean X?)`` for the closest known spelling of the bad command, choice or option, or ``""``."""
     bad = re.match(r"argument [^:]+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
     if bad:
-        word, known = bad.group(1), re.findall(r"'([^']*)'", bad.group(2))
+        choices = bad.group(2)  # quoted through Python 3.11, bare in later versions
+        word, known = bad.group(1), re.findall(r"'([^']*)'", choices) or [c.strip() for c in choices.split(",")]
     elif message.startswith("unrecognized arguments: "):
         word = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
         known = _options_of(parser, getattr(parser, "_argv", []))
