@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolgym import Scenario, StaticSource, SubTask, ToolEnv
-from toolgym.sandbox import _WATCHDOG, Toolbox, ToolOutcome, serialize_output
+from toolgym.sandbox import _WATCHDOG, Toolbox, ToolOutcome, ToolSourceError, serialize_output
 from toolgym.scenario import tool_schema
 
 LIMIT = 0.5  # tool_time_limit of these envs
@@ -470,6 +470,18 @@ def ok(x: int):
 """
 
 
+def _tight_box(sources: dict) -> Toolbox:
+    """A Toolbox with a 10 ms limit. Its module code runs under that limit too, and wall-clock time counts: on a
+    loaded machine a load can overrun it, which these tests are not about, so a timed-out load is retried."""
+    for _ in range(50):
+        try:
+            return Toolbox(sources, time_limit=0.01)
+        except ToolSourceError as e:
+            if "time limit" not in str(e):
+                raise
+    raise AssertionError("the tools never loaded within 10 ms")
+
+
 def test_watchdog_aborts_never_land_outside_a_call() -> None:
     """Four threads alternate calls that end just before, at or after a 10 ms deadline with quick calls: every
     abort is reported by the call it was meant for, none escapes into the caller's code, later calls are
@@ -478,9 +490,9 @@ def test_watchdog_aborts_never_land_outside_a_call() -> None:
     timeouts: list[int] = []
 
     def worker(k: int) -> None:
-        box = Toolbox({"slow": RACE_TOOLS, "ok": RACE_TOOLS}, time_limit=0.01)
         n = 0
         try:
+            box = _tight_box({"slow": RACE_TOOLS, "ok": RACE_TOOLS})
             for i in range(120):
                 out = box.call("slow", {"n": 2000 + (i * 37 + k * 11) % 4000})  # about 2-15 ms of Fraction sums
                 n += out.error == "timeout"
@@ -517,7 +529,7 @@ def test_an_abort_for_a_thread_starved_right_after_it_registers_lands_in_its_cal
         register(ident, deadline, expire)
         time.sleep(0.05)
 
-    box = Toolbox({"ok": RACE_TOOLS, "bad": "def bad(x: int):\n    raise ValueError(x)\n"}, time_limit=0.01)
+    box = _tight_box({"ok": RACE_TOOLS, "bad": "def bad(x: int):\n    raise ValueError(x)\n"})
     out: list = []
 
     def worker() -> None:
