@@ -210,6 +210,10 @@ def sft_row(
     }
 
 
+# What a row written before an option existed was exported with (it has no column for the option).
+_OPTION_BEFORE_IT_WAS_WRITTEN = {"arguments": "json", "tools_in_prompt": "template", "agent_name": None}
+
+
 def rl_rows(
     ep: Episode,
     env_id: str,
@@ -450,8 +454,7 @@ def export(
                 "export to another --out directory"
             )
         for key, value in opts.items():
-            older = {"arguments": "json", "tools_in_prompt": "template", "agent_name": None}  # files written before
-            have = row.get(key, older.get(key, False))
+            have = row.get(key, _OPTION_BEFORE_IT_WAS_WRITTEN.get(key, False))
             if have != value:
                 raise ExportError(
                     f"{path} holds rows written with {key}={have!r}, not {value!r}; export to another --out directory"
